@@ -1,0 +1,166 @@
+"""The ``sqsbus`` command line.
+
+Subcommands:
+
+* ``sqsbus local`` runs the embedded SQS + SNS + S3 endpoint in the foreground and prints how
+  to point Celery/Kombu at it.
+* ``sqsbus demo [ARGS...]`` runs :func:`sqsbus.demo.main` with ``ARGS`` untouched (including
+  ``--help``), so the demo owns its own options.
+
+Each subcommand is a ``_add_<name>`` function that registers its parser and a
+``_run_<name>(args, extra) -> int`` handler; add new ones to :data:`_SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from types import FrameType
+from typing import TypeAlias
+
+from sqsbus.local import LocalEndpoint, LocalEndpointError
+
+__all__ = ["build_parser", "main"]
+
+# A subcommand handler gets the parsed options and, for pass-through commands, the raw rest.
+_Handler: TypeAlias = Callable[[argparse.Namespace, list[str]], int]
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+_POLL_SECONDS = 0.5
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not args.passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    handler: _Handler = args.handler
+    return handler(args, extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for ``sqsbus`` and all its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="sqsbus", description="A Kombu/Celery transport for Amazon SQS."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_subcommand in _SUBCOMMANDS:
+        add_subcommand(subcommands)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return version("sqsbus")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+# -- sqsbus local ------------------------------------------------------------------------------
+
+
+def _add_local(subcommands: _Subparsers) -> None:
+    parser = subcommands.add_parser(
+        "local",
+        help="run an embedded SQS+SNS+S3 endpoint (moto, in memory) in the foreground",
+        description=(
+            "Run an SQS + SNS + S3 compatible endpoint (moto's server) until Ctrl-C. "
+            "Its data lives in memory only and is lost when it stops."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="TCP port to bind (default: pick a free one)"
+    )
+    parser.add_argument(
+        "--log-file", metavar="PATH", help="append moto's request log to PATH (default: discard)"
+    )
+    parser.set_defaults(handler=_run_local, passthrough=False)
+
+
+def _run_local(args: argparse.Namespace, extra: list[str]) -> int:
+    endpoint = LocalEndpoint(args.host, args.port, log_file=args.log_file)
+    # Ctrl-C and SIGTERM both unwind through KeyboardInterrupt, even where SIGINT was ignored.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        endpoint.start()
+        print(_local_instructions(endpoint), flush=True)
+        while endpoint.running:
+            time.sleep(_POLL_SECONDS)
+        print("sqsbus local: the endpoint exited unexpectedly", file=sys.stderr)
+        return 1
+    except LocalEndpointError as exc:
+        print(f"sqsbus local: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping the endpoint.", flush=True)
+        return 0
+    finally:
+        endpoint.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGINT/SIGTERM into KeyboardInterrupt so the endpoint shuts down cleanly."""
+    raise KeyboardInterrupt
+
+
+def _local_instructions(endpoint: LocalEndpoint) -> str:
+    broker_url = endpoint.broker_url()
+    exports = "\n".join(f"    export {name}={value}" for name, value in endpoint.env().items())
+    return f"""\
+sqsbus local endpoint (moto) listening on {endpoint.url}
+It serves SQS, SNS and S3. Data is kept in memory only: it is lost when this process stops.
+
+Point Celery at it:
+    app.conf.broker_url = "{broker_url}"
+or Kombu:
+    kombu.Connection("{broker_url}")
+
+Environment for workers and other processes (dummy credentials; the endpoint accepts any):
+{exports}
+Plain boto3 or the AWS CLI: endpoint_url="{endpoint.url}" (or export AWS_ENDPOINT_URL).
+
+Press Ctrl-C to stop."""
+
+
+# -- sqsbus demo -------------------------------------------------------------------------------
+
+
+def _add_demo(subcommands: _Subparsers) -> None:
+    parser = subcommands.add_parser(
+        "demo",
+        add_help=False,  # `sqsbus demo --help` is the demo's own help
+        help="run the sqsbus demo (see 'sqsbus demo --help')",
+    )
+    parser.set_defaults(handler=_run_demo, passthrough=True)
+
+
+def _run_demo(args: argparse.Namespace, extra: list[str]) -> int:
+    # Imported lazily: the demo pulls in Celery, which the other commands don't need.
+    try:
+        demo = importlib.import_module("sqsbus.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "sqsbus.demo":
+            raise
+        print("sqsbus demo: this version of sqsbus has no demo", file=sys.stderr)
+        return 1
+    result = demo.main(extra)
+    return 0 if result is None else int(result)
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+_SUBCOMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_local, _add_demo)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
