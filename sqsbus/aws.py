@@ -1,0 +1,348 @@
+"""AWS sessions and clients: credentials, STS role assumption, endpoint, counting.
+
+Every botocore client sqsbus uses is made here, so every request passes through
+one counted place (:class:`RequestStats`) and every error is translated into the
+:mod:`sqsbus.errors` hierarchy by :func:`call`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Final
+
+import botocore.session
+from botocore.credentials import RefreshableCredentials
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotocoreConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from sqsbus.config import Options, Secret, is_loopback
+from sqsbus.errors import (
+    AccessDeniedError,
+    CredentialsError,
+    QueueDoesNotExist,
+    SQSBusError,
+    TransientError,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Error codes that mean "try again later".
+TRANSIENT_CODES: Final = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "OverLimit",
+        "SlowDown",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "KMS.ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+CREDENTIAL_CODES: Final = frozenset(
+    {
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidAccessKeyId",
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+    }
+)
+ACCESS_DENIED_CODES: Final = frozenset({"AccessDenied", "AccessDeniedException", "KMS.AccessDeniedException"})
+MISSING_QUEUE_CODES: Final = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+)
+
+
+class RequestStats:
+    """Thread-safe counters of AWS calls, per operation and per queue.
+
+    ``calls`` counts API calls as made by sqsbus (``"sqs.SendMessageBatch"``);
+    ``http_requests`` counts HTTP attempts including botocore's retries, which is
+    what AWS bills.
+    """
+
+    def __init__(self, parent: RequestStats | None = None) -> None:
+        self._lock = threading.Lock()
+        self._calls: Counter[str] = Counter()
+        self._per_queue: Counter[tuple[str, str]] = Counter()
+        self._http: Counter[str] = Counter()
+        self._parent = parent
+
+    def record_call(self, operation: str, queue: str | None) -> None:
+        with self._lock:
+            self._calls[operation] += 1
+            if queue:
+                self._per_queue[(operation, queue)] += 1
+        if self._parent is not None:
+            self._parent.record_call(operation, queue)
+
+    def record_http(self, operation: str) -> None:
+        with self._lock:
+            self._http[operation] += 1
+        if self._parent is not None:
+            self._parent.record_http(operation)
+
+    def calls(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._calls)
+
+    def per_queue(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._per_queue)
+
+    def http_requests(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._http)
+
+    @property
+    def total_http_requests(self) -> int:
+        with self._lock:
+            return sum(self._http.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._calls.clear()
+            self._per_queue.clear()
+            self._http.clear()
+
+
+#: Process-wide totals over every sqsbus connection (benchmarks read this).
+GLOBAL_STATS: Final = RequestStats()
+
+
+@dataclass(frozen=True)
+class CredentialSource:
+    """Where a client's credentials come from; all ``None`` means the boto3 chain."""
+
+    access_key_id: str | None = None
+    secret_access_key: Secret | None = None
+    session_token: Secret | None = None
+
+    def __repr__(self) -> str:
+        kind = "static keys" if self.access_key_id else "default credential chain"
+        return f"CredentialSource({kind})"
+
+
+def translate_error(exc: BaseException, action: str) -> SQSBusError:
+    """Map a botocore exception to the sqsbus error a caller can act on."""
+    if isinstance(exc, SQSBusError):
+        return exc
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", "")) or code
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in TRANSIENT_CODES or status >= 500:
+            return TransientError(f"{action}: AWS asked to retry ({code}: {message})")
+        if code in CREDENTIAL_CODES:
+            return CredentialsError(
+                f"{action}: AWS rejected the credentials ({code}). Check the key pair in the "
+                "broker URL or the boto3 credential chain, and the region."
+            )
+        if code in ACCESS_DENIED_CODES:
+            return AccessDeniedError(
+                f"{action}: access denied ({message}). Grant the IAM permission for this "
+                "action on the queue."
+            )
+        if code in MISSING_QUEUE_CODES:
+            return QueueDoesNotExist(f"{action}: the queue does not exist ({message})")
+        return SQSBusError(f"{action}: {code}: {message}")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return CredentialsError(
+            f"{action}: no AWS credentials found. Put them in the broker URL "
+            "(sqsbus://KEY:SECRET@...), set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "or configure a profile or instance role."
+        )
+    if isinstance(exc, BotocoreConnectionError | HTTPClientError | OSError):
+        return TransientError(f"{action}: cannot reach the endpoint ({type(exc).__name__}: {exc})")
+    if isinstance(exc, BotoCoreError):
+        return SQSBusError(f"{action}: {exc}")
+    return SQSBusError(f"{action}: {type(exc).__name__}: {exc}")
+
+
+def call(client: Any, operation: str, action: str, **params: Any) -> dict[str, Any]:
+    """Invoke ``client.<operation>(**params)``, translating errors into sqsbus errors.
+
+    ``action`` describes the call for error messages (e.g. ``"send to queue 'x'"``).
+    """
+    try:
+        result: dict[str, Any] = getattr(client, operation)(**params)
+    except (BotoCoreError, ClientError, OSError) as exc:
+        raise translate_error(exc, action) from exc
+    return result
+
+
+class AWS:
+    """Makes and caches botocore clients for one transport connection."""
+
+    def __init__(self, options: Options, stats: RequestStats | None = None) -> None:
+        self.options = options
+        self.stats = stats or RequestStats(parent=GLOBAL_STATS)
+        self._session = botocore.session.get_session()
+        self._clients: dict[tuple[str, str, CredentialSource], Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def default_source(self) -> CredentialSource:
+        return CredentialSource(
+            self.options.access_key_id,
+            self.options.secret_access_key,
+            self.options.session_token,
+        )
+
+    def client(
+        self,
+        service: str,
+        *,
+        region: str | None = None,
+        source: CredentialSource | None = None,
+    ) -> Any:
+        """A cached client for ``service`` with the given region and credentials."""
+        key = (service, region or self.options.region, source or self.default_source)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = self._new_client(*key)
+            return client
+
+    def _new_client(self, service: str, region: str, source: CredentialSource) -> Any:
+        session = botocore.session.Session()
+        if self.options.sts_role_arn:
+            session._credentials = self._assumed_role_credentials(source, region)
+        elif source.access_key_id and source.secret_access_key:
+            session.set_credentials(
+                source.access_key_id,
+                source.secret_access_key.reveal(),
+                source.session_token.reveal() if source.session_token else None,
+            )
+        kwargs: dict[str, Any] = {
+            "region_name": region,
+            "config": self.options.botocore_config(),
+            "use_ssl": self.options.is_secure,
+        }
+        if self.options.endpoint_url:
+            kwargs["endpoint_url"] = self.options.endpoint_url
+        client = session.create_client(service, **kwargs)
+        self._count(client, service)
+        return client
+
+    def _count(self, client: Any, service: str) -> None:
+        stats = self.stats
+
+        def on_call(model: Any, params: dict[str, Any], **_: Any) -> None:
+            queue = params.get("QueueUrl") if isinstance(params, dict) else None
+            stats.record_call(f"{service}.{model.name}", queue)
+
+        def on_send(event_name: str, **_: Any) -> None:
+            stats.record_http(f"{service}.{event_name.rsplit('.', 1)[-1]}")
+
+        client.meta.events.register(f"before-call.{client.meta.service_model.service_id.hyphenize()}", on_call)
+        client.meta.events.register(f"before-send.{client.meta.service_model.service_id.hyphenize()}", on_send)
+
+    def _assumed_role_credentials(
+        self, source: CredentialSource, region: str
+    ) -> RefreshableCredentials:
+        """Credentials from ``sts:AssumeRole`` that botocore refreshes before expiry."""
+        options = self.options
+        role_arn = options.sts_role_arn
+        assert role_arn is not None
+        base = botocore.session.Session()
+        if source.access_key_id and source.secret_access_key:
+            base.set_credentials(
+                source.access_key_id,
+                source.secret_access_key.reveal(),
+                source.session_token.reveal() if source.session_token else None,
+            )
+        sts_kwargs: dict[str, Any] = {"region_name": region}
+        if options.endpoint_url and _endpoint_is_local(options.endpoint_url):
+            sts_kwargs["endpoint_url"] = options.endpoint_url
+        sts = base.create_client("sts", **sts_kwargs)
+        self._count(sts, "sts")
+
+        def refresh() -> dict[str, str]:
+            answer = call(
+                sts,
+                "assume_role",
+                f"assume role {role_arn}",
+                RoleArn=role_arn,
+                RoleSessionName="sqsbus",
+                DurationSeconds=options.sts_token_timeout,
+            )
+            creds = answer["Credentials"]
+            expiry = creds["Expiration"]
+            if isinstance(expiry, datetime.datetime):
+                expiry = expiry.isoformat()
+            logger.debug("assumed role %s until %s", role_arn, expiry)
+            return {
+                "access_key": creds["AccessKeyId"],
+                "secret_key": creds["SecretAccessKey"],
+                "token": creds["SessionToken"],
+                "expiry_time": str(expiry),
+            }
+
+        first = refresh()
+        refresh_before = sts_refresh_margin(options.sts_token_timeout, options.sts_token_buffer_time)
+        return RefreshableCredentials(
+            access_key=first["access_key"],
+            secret_key=first["secret_key"],
+            token=first["token"],
+            expiry_time=_parse_expiry(first["expiry_time"]),
+            refresh_using=refresh,
+            method="sts-assume-role",
+            advisory_timeout=refresh_before,
+            mandatory_timeout=max(refresh_before // 2, 1),
+        )
+
+
+def sts_refresh_margin(token_timeout: int, buffer_time: int) -> int:
+    """Seconds before expiry at which assumed-role credentials are renewed.
+
+    ``sts_token_buffer_time`` when set; otherwise a tenth of the session (at least
+    30 s), so renewal never lands after expiry nor on every request.
+    """
+    if buffer_time:
+        return buffer_time
+    return max(30, token_timeout // 10)
+
+
+def _parse_expiry(value: str) -> datetime.datetime:
+    parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed
+
+
+def _endpoint_is_local(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname
+    return bool(host) and is_loopback(host or "")
+
+
+def require_credentials(aws: AWS, source: CredentialSource | None = None) -> None:
+    """Fail early with a clear message when no credentials can be found at all."""
+    source = source or aws.default_source
+    if aws.options.sts_role_arn or (source.access_key_id and source.secret_access_key):
+        return
+    if botocore.session.Session().get_credentials() is None:
+        raise translate_error(NoCredentialsError(), "connect to SQS")
+

@@ -1,0 +1,95 @@
+"""Message body encoding on the wire, compatible with Kombu's SQS transport.
+
+A Kombu message travels as the JSON of its envelope (``body``, ``headers``,
+``properties``, ...), base64-encoded when ``sqs_base64_encoding`` is on (Kombu's
+default).  Decoding is tolerant: plain JSON, base64 JSON, and foreign bodies
+that Kombu never produced are all accepted; :func:`decode_body` never raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+#: What :func:`decode_body` found.
+KOMBU: Final = "kombu"
+FOREIGN_JSON: Final = "json"
+FOREIGN_TEXT: Final = "text"
+
+
+def encode_body(envelope: dict[str, Any], *, base64_encoding: bool) -> str:
+    """Serialize a Kombu message envelope for SQS."""
+    text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    if base64_encoding:
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return text
+
+
+@dataclass(frozen=True)
+class DecodedBody:
+    """A received body: ``envelope`` for Kombu messages, ``text`` always."""
+
+    kind: str
+    text: str
+    envelope: dict[str, Any] | None = None
+
+
+def _as_envelope(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, dict) and "body" in value and isinstance(value.get("properties"), dict):
+        return value
+    return None
+
+
+def _json(text: str) -> tuple[bool, Any]:
+    try:
+        return True, json.loads(text)
+    except (ValueError, RecursionError):
+        return False, None
+
+
+def _unbase64(raw: str) -> str | None:
+    stripped = raw.strip()
+    if not stripped or len(stripped) % 4:
+        return None
+    try:
+        return base64.b64decode(stripped, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+
+
+def decode_body(raw: str) -> DecodedBody:
+    """Recognize a Kombu envelope (plain or base64), else describe a foreign body."""
+    parsed, value = _json(raw)
+    if parsed:
+        envelope = _as_envelope(value)
+        if envelope is not None:
+            return DecodedBody(KOMBU, raw, envelope)
+        return DecodedBody(FOREIGN_JSON, raw)
+    decoded = _unbase64(raw)
+    if decoded is not None:
+        parsed, value = _json(decoded)
+        if parsed:
+            envelope = _as_envelope(value)
+            if envelope is not None:
+                return DecodedBody(KOMBU, decoded, envelope)
+            return DecodedBody(FOREIGN_JSON, decoded)
+    return DecodedBody(FOREIGN_TEXT, raw)
+
+
+def foreign_envelope(decoded: DecodedBody, attributes: dict[str, str]) -> dict[str, Any]:
+    """Wrap a body not produced by Kombu so a consumer can still receive it.
+
+    The body is passed as text with a content type telling what it is (JSON or
+    plain text); SQS message attributes that are strings become headers.
+    """
+    content_type = "application/json" if decoded.kind == FOREIGN_JSON else "text/plain"
+    return {
+        "body": decoded.text,
+        "content-encoding": "utf-8",
+        "content-type": content_type,
+        "headers": dict(attributes),
+        "properties": {"delivery_info": {}, "body_encoding": None},
+    }

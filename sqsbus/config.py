@@ -1,0 +1,411 @@
+"""One typed, validated options object built from Kombu ``transport_options``.
+
+Every option name of Kombu's SQS transport keeps its meaning and default, so a
+Celery app switches transport without touching ``broker_transport_options``.
+Unknown or ill-typed options raise :class:`~sqsbus.errors.ConfigurationError`
+naming the option and what it accepts.  Secrets are wrapped in :class:`Secret`
+so they never show up in a ``repr``, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from botocore.config import Config as BotocoreConfig
+
+from sqsbus.errors import ConfigurationError
+
+#: Longest long poll SQS allows.
+MAX_WAIT_TIME_SECONDS: Final = 20
+#: Longest visibility timeout SQS allows (12 hours).
+MAX_VISIBILITY_TIMEOUT: Final = 43_200
+#: Shortest STS session AWS grants, and Kombu's default.
+MIN_STS_TOKEN_TIMEOUT: Final = 900
+#: Longest STS session AWS grants for an assumed role.
+MAX_STS_TOKEN_TIMEOUT: Final = 43_200
+DEFAULT_REGION: Final = "us-east-1"
+
+
+class Secret:
+    """A string that hides itself from ``repr``/``str``; ``.reveal()`` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class PredefinedQueue:
+    """A queue that already exists, with its own URL and optionally credentials/region."""
+
+    name: str
+    url: str
+    access_key_id: str | None = None
+    secret_access_key: Secret | None = None
+    region: str | None = None
+    backoff_policy: Mapping[int, int] = field(default_factory=dict)
+    backoff_tasks: frozenset[str] = frozenset()
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.name.endswith(".fifo")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated transport settings.  Build with :func:`parse_options`."""
+
+    region: str = DEFAULT_REGION
+    endpoint_url: str | None = None
+    is_secure: bool = True
+    access_key_id: str | None = None
+    secret_access_key: Secret | None = None
+    session_token: Secret | None = None
+    wait_time_seconds: int = 10
+    polling_interval: float = 1.0
+    visibility_timeout: int = 1800
+    queue_name_prefix: str = ""
+    predefined_queues: Mapping[str, PredefinedQueue] = field(default_factory=dict)
+    predefined_exchanges: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    supports_fanout: bool = False
+    sts_role_arn: str | None = None
+    sts_token_timeout: int = MIN_STS_TOKEN_TIMEOUT
+    sts_token_buffer_time: int = 0
+    client_config: Mapping[str, Any] = field(default_factory=dict)
+    creation_attributes: Mapping[str, str] = field(default_factory=dict)
+    queue_tags: Mapping[str, str] = field(default_factory=dict)
+    base64_encoding: bool = True
+    fetch_message_attributes: tuple[str, ...] = ()
+    fifo_message_group_id: str = "default"
+    body_encoding: str = "base64"
+    deadletter_queue: str | None = None
+
+    def botocore_config(self) -> BotocoreConfig:
+        """The botocore ``Config`` built from ``client-config``."""
+        return BotocoreConfig(**dict(self.client_config))
+
+
+# ---------------------------------------------------------------------------
+# Validators: each takes (option name, raw value) and returns the clean value.
+
+Validator = Callable[[str, Any], Any]
+
+
+def _fail(name: str, expected: str, value: Any) -> ConfigurationError:
+    shown = "<hidden>" if name in _SECRET_OPTIONS else repr(value)
+    return ConfigurationError(f"transport option {name!r} must be {expected}, got {shown}")
+
+
+def _int_range(low: int, high: int) -> Validator:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool):
+            raise _fail(name, f"an integer from {low} to {high}", value)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise _fail(name, f"an integer from {low} to {high}", value) from None
+        if number != int(number) or not low <= number <= high:
+            raise _fail(name, f"an integer from {low} to {high}", value)
+        return int(number)
+
+    return check
+
+
+def _non_negative_number(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise _fail(name, "a number of seconds >= 0", value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _fail(name, "a number of seconds >= 0", value) from None
+    if number < 0:
+        raise _fail(name, "a number of seconds >= 0", value)
+    return number
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
+        return value.lower() in {"true", "1", "yes", "on"}
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise _fail(name, "true or false", value)
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(name, "a string", value)
+    return value
+
+
+def _optional_string(name: str, value: Any) -> str | None:
+    return None if value is None else _string(name, value)
+
+
+def _secret(name: str, value: Any) -> Secret | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _fail(name, "a string", value)
+    return Secret(value)
+
+
+def _string_map(name: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise _fail(name, "a dict with string keys", value)
+    return {key: str(val) for key, val in value.items()}
+
+
+def _client_config(name: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(name, "a dict of botocore Config settings", value)
+    allowed = set(BotocoreConfig.OPTION_DEFAULTS)
+    for key in value:
+        if key not in allowed:
+            raise ConfigurationError(
+                f"transport option {name!r} has unknown botocore Config key {key!r}"
+                f"{_suggest(key, allowed)}; allowed keys: {', '.join(sorted(allowed))}"
+            )
+    try:
+        BotocoreConfig(**dict(value))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"transport option {name!r} is invalid: {exc}") from None
+    return dict(value)
+
+
+def _fetch_message_attributes(name: str, value: Any) -> tuple[str, ...]:
+    """Accept Kombu's list or ``{'MessageSystemAttributeNames': [...]}`` forms."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Mapping):
+        names: list[str] = []
+        for key in ("MessageSystemAttributeNames", "MessageAttributeNames"):
+            names.extend(value.get(key) or [])
+        value = names
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _fail(name, "a list of attribute names", value)
+    return tuple(value)
+
+
+def _predefined_exchanges(name: str, value: Any) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(name, "a dict of exchange name -> {'arn': ...}", value)
+    for exchange, spec in value.items():
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("arn"), str):
+            raise ConfigurationError(
+                f"transport option {name!r}: exchange {exchange!r} needs an 'arn' string"
+            )
+    return {key: dict(spec) for key, spec in value.items()}
+
+
+_PREDEFINED_QUEUE_KEYS = frozenset(
+    {"url", "access_key_id", "secret_access_key", "region", "backoff_policy", "backoff_tasks"}
+)
+
+
+def _backoff_policy(where: str, value: Any) -> dict[int, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{where}: 'backoff_policy' must be a dict of retry -> seconds")
+    check = _int_range(0, MAX_VISIBILITY_TIMEOUT)
+    policy: dict[int, int] = {}
+    for retry, seconds in value.items():
+        try:
+            retry_number = int(retry)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{where}: 'backoff_policy' keys must be retry numbers, got {retry!r}"
+            ) from None
+        policy[retry_number] = check(f"{where} backoff_policy[{retry!r}]", seconds)
+    return policy
+
+
+def _predefined_queues(name: str, value: Any) -> dict[str, PredefinedQueue]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(name, "a dict of queue name -> {'url': ...}", value)
+    queues: dict[str, PredefinedQueue] = {}
+    for queue_name, spec in value.items():
+        where = f"transport option {name!r}, queue {queue_name!r}"
+        if not isinstance(spec, Mapping):
+            raise ConfigurationError(f"{where}: must be a dict with at least 'url'")
+        unknown = set(spec) - _PREDEFINED_QUEUE_KEYS
+        if unknown:
+            raise ConfigurationError(
+                f"{where}: unknown key(s) {', '.join(sorted(map(repr, unknown)))}; "
+                f"allowed: {', '.join(sorted(_PREDEFINED_QUEUE_KEYS))}"
+            )
+        url = spec.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"{where}: 'url' must be the queue's http(s) URL")
+        tasks = spec.get("backoff_tasks") or []
+        if not isinstance(tasks, list | tuple | set | frozenset) or not all(
+            isinstance(t, str) for t in tasks
+        ):
+            raise ConfigurationError(f"{where}: 'backoff_tasks' must be a list of task names")
+        queues[queue_name] = PredefinedQueue(
+            name=queue_name,
+            url=url,
+            access_key_id=_optional_string(f"{where} access_key_id", spec.get("access_key_id")),
+            secret_access_key=_secret("secret_access_key", spec.get("secret_access_key")),
+            region=_optional_string(f"{where} region", spec.get("region")),
+            backoff_policy=_backoff_policy(where, spec.get("backoff_policy")),
+            backoff_tasks=frozenset(tasks),
+        )
+    return queues
+
+
+def _ignored(name: str, value: Any) -> Any:
+    """Options Kombu itself reads (reconnect policy, ``regioninfo``/``port``)."""
+    return value
+
+
+#: Transport option name -> (Options field or None when Kombu consumes it, validator).
+_OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
+    "region": ("region", _string),
+    "is_secure": ("is_secure", _boolean),
+    "endpoint_url": ("endpoint_url", _optional_string),
+    "session_token": ("session_token", _secret),
+    "wait_time_seconds": ("wait_time_seconds", _int_range(0, MAX_WAIT_TIME_SECONDS)),
+    "polling_interval": ("polling_interval", _non_negative_number),
+    "visibility_timeout": ("visibility_timeout", _int_range(0, MAX_VISIBILITY_TIMEOUT)),
+    "queue_name_prefix": ("queue_name_prefix", _string),
+    "predefined_queues": ("predefined_queues", _predefined_queues),
+    "predefined_exchanges": ("predefined_exchanges", _predefined_exchanges),
+    "supports_fanout": ("supports_fanout", _boolean),
+    "sts_role_arn": ("sts_role_arn", _optional_string),
+    "sts_token_timeout": (
+        "sts_token_timeout",
+        _int_range(MIN_STS_TOKEN_TIMEOUT, MAX_STS_TOKEN_TIMEOUT),
+    ),
+    "sts_token_buffer_time": ("sts_token_buffer_time", _int_range(0, MAX_STS_TOKEN_TIMEOUT)),
+    "client-config": ("client_config", _client_config),
+    "sqs-creation-attributes": ("creation_attributes", _string_map),
+    "queue_tags": ("queue_tags", _string_map),
+    "sqs_base64_encoding": ("base64_encoding", _boolean),
+    "fetch_message_attributes": ("fetch_message_attributes", _fetch_message_attributes),
+    "fifo_message_group_id": ("fifo_message_group_id", _string),
+    "body_encoding": ("body_encoding", _optional_string),
+    "deadletter_queue": ("deadletter_queue", _optional_string),
+    # Read by kombu.Connection itself (reconnect policy) or unused by SQS.
+    "regioninfo": (None, _ignored),
+    "port": (None, _ignored),
+    "max_retries": (None, _ignored),
+    "interval_start": (None, _ignored),
+    "interval_step": (None, _ignored),
+    "interval_max": (None, _ignored),
+    "connect_retries_timeout": (None, _ignored),
+}
+
+_SECRET_OPTIONS: Final = frozenset({"session_token", "secret_access_key"})
+
+#: Every transport option name sqsbus accepts.
+KNOWN_OPTIONS: Final = frozenset(_OPTIONS)
+
+
+def _suggest(name: str, choices: set[str] | frozenset[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses."""
+    if host.lower() in {"localhost", "localhost.localdomain"}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_options(
+    transport_options: Mapping[str, Any] | None = None,
+    *,
+    hostname: str | None = None,
+    port: int | None = None,
+    userid: str | None = None,
+    password: str | None = None,
+    default_region: str | None = None,
+) -> Options:
+    """Validate ``transport_options`` plus the broker URL parts into :class:`Options`.
+
+    ``hostname``/``port`` from ``sqsbus://KEY:SECRET@host:port`` select the endpoint:
+    plain HTTP for loopback hosts, HTTPS otherwise unless ``is_secure`` says so.
+    ``default_region`` is the region of the boto3 credential chain, used when the
+    ``region`` option is absent; ``us-east-1`` is the last fallback.
+    """
+    raw = dict(transport_options or {})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in _OPTIONS:
+            raise ConfigurationError(
+                f"unknown transport option {name!r}{_suggest(name, KNOWN_OPTIONS)}; "
+                f"sqsbus accepts: {', '.join(sorted(KNOWN_OPTIONS))}"
+            )
+        target, validate = _OPTIONS[name]
+        if value is None and target not in {"endpoint_url", "sts_role_arn", "deadletter_queue"}:
+            continue  # None means "use the default", as in Kombu.
+        clean = validate(name, value)
+        if target is not None:
+            values[target] = clean
+
+    if "region" not in values or not values["region"]:
+        values["region"] = default_region or DEFAULT_REGION
+
+    if hostname and not values.get("endpoint_url"):
+        secure = values.get("is_secure")
+        if secure is None:
+            secure = not is_loopback(hostname)
+        values["is_secure"] = secure
+        host = f"[{hostname}]" if ":" in hostname and not hostname.startswith("[") else hostname
+        values["endpoint_url"] = f"{'https' if secure else 'http'}://{host}" + (
+            f":{port}" if port else ""
+        )
+    if userid:
+        values["access_key_id"] = userid
+    if password:
+        values["secret_access_key"] = Secret(password)
+    if (userid is None) != (password is None) and (userid or password):
+        raise ConfigurationError(
+            "the broker URL has only half of the credentials: use sqsbus://KEY:SECRET@host, "
+            "or no credentials at all to use the boto3 credential chain"
+        )
+
+    buffer_time = values.get("sts_token_buffer_time", 0)
+    timeout = values.get("sts_token_timeout", MIN_STS_TOKEN_TIMEOUT)
+    if buffer_time >= timeout:
+        raise ConfigurationError(
+            f"transport option 'sts_token_buffer_time' ({buffer_time}) must be less than "
+            f"'sts_token_timeout' ({timeout})"
+        )
+    return Options(**values)

@@ -1,0 +1,1 @@
+"""The sqsbus engine: publishing, receiving and settling SQS messages, without Kombu."""

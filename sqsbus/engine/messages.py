@@ -1,0 +1,50 @@
+"""The message objects the engine hands around."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqsbus.queues import QueueRef
+
+
+@dataclass
+class Received:
+    """One message received from SQS, not yet deleted."""
+
+    queue: QueueRef
+    #: The application-level queue name it was consumed under (e.g. Kombu's).
+    name: str
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    message_attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def receive_count(self) -> int:
+        """How many times SQS has delivered this message (1 on first delivery)."""
+        try:
+            return int(self.attributes.get("ApproximateReceiveCount", "1"))
+        except ValueError:
+            return 1
+
+    def string_attributes(self) -> dict[str, str]:
+        """Message attributes of type String/Number, as plain strings."""
+        result: dict[str, str] = {}
+        for key, value in self.message_attributes.items():
+            if isinstance(value, dict) and "StringValue" in value:
+                result[key] = str(value["StringValue"])
+        return result
+
+    @classmethod
+    def from_sqs(cls, queue: QueueRef, name: str, raw: dict[str, Any]) -> Received:
+        return cls(
+            queue=queue,
+            name=name,
+            message_id=str(raw.get("MessageId", "")),
+            receipt_handle=str(raw["ReceiptHandle"]),
+            body=str(raw.get("Body", "")),
+            attributes={str(k): str(v) for k, v in (raw.get("Attributes") or {}).items()},
+            message_attributes=dict(raw.get("MessageAttributes") or {}),
+        )

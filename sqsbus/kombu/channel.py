@@ -1,0 +1,360 @@
+"""Kombu channel over the sqsbus engine.
+
+Kombu's virtual-transport contract (``_put``, ``_get``, ``_size``, ``basic_*``)
+is mapped onto the engine: publishing through :class:`~sqsbus.engine.publisher.Publisher`,
+consuming through background :class:`~sqsbus.engine.receiver.Receiver` threads
+that fill this channel's :class:`~sqsbus.engine.receiver.Inbox`, and settling
+through :class:`~sqsbus.engine.acker.Acker`.  Wire format and
+``delivery_info`` keys (``sqs_message``, ``sqs_queue``) match Kombu's SQS
+transport, so producers and consumers of both interoperate.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+from queue import Empty
+from typing import TYPE_CHECKING, Any
+
+from kombu.transport import virtual
+
+from sqsbus import codec
+from sqsbus.aws import call
+from sqsbus.engine import operations
+from sqsbus.engine.messages import Received
+from sqsbus.engine.receiver import Inbox, Receiver
+from sqsbus.errors import ConfigurationError, QueueDoesNotExist, SQSBusError
+from sqsbus.queues import QueueRef
+
+if TYPE_CHECKING:
+    from sqsbus.kombu.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+#: Seconds ``basic_get`` long-polls: long enough to see every SQS server, short
+#: enough not to block a synchronous caller.
+BASIC_GET_WAIT_SECONDS = 1
+
+
+class UnsupportedExchangeType(SQSBusError, NotImplementedError):
+    """The exchange type is not available on this transport."""
+
+
+class Channel(virtual.Channel):
+    """A Kombu channel whose queues are SQS queues."""
+
+    connection: Transport
+    do_restore = True
+
+    def __init__(self, connection: Transport, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        self.options = connection.options
+        self.directory = connection.directory
+        self.publisher = connection.publisher
+        self.acker = connection.acker
+        # Created now: receiver threads read QoS and must not race its creation.
+        self._channel_qos = self.qos
+        self.inbox = Inbox(connection.waker, self._demand)
+        self._receivers: dict[str, Receiver] = {}
+        self._noack_queues: set[str] = set()
+        #: delivery tag -> message, for messages handed to the application.
+        self._unsettled: dict[str, Received] = {}
+
+    # -- queues ---------------------------------------------------------------
+
+    def exchange_declare(self, exchange: str | None = None, type: str = "direct", **kwargs: Any) -> Any:
+        if type != "direct":
+            raise UnsupportedExchangeType(
+                f"exchange {exchange!r} is of type {type!r}; sqsbus supports direct exchanges "
+                "only (fanout/topic over SNS are not available in this version)"
+            )
+        return super().exchange_declare(exchange, type, **kwargs)
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> QueueRef:
+        return self.directory.ensure(queue)
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return self.directory.exists(queue)
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        if self.options.predefined_queues:
+            return  # predefined queues are never created nor deleted here
+        try:
+            ref = self.directory.get(queue)
+        except QueueDoesNotExist:
+            return
+        call(ref.client, "delete_queue", f"delete queue {ref.name!r}", QueueUrl=ref.url)
+        self.directory.forget(ref.name)
+
+    def _size(self, queue: str) -> int:
+        ref = self.directory.ensure(queue)
+        attributes = self.directory.attributes(ref, fresh=True)
+        return int(attributes.get("ApproximateNumberOfMessages", 0))
+
+    def _purge(self, queue: str) -> int:
+        ref = self.directory.ensure(queue)
+        size = self._size(queue)
+        call(ref.client, "purge_queue", f"purge queue {ref.name!r}", QueueUrl=ref.url)
+        return size
+
+    # -- publishing -----------------------------------------------------------
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        ref = self.directory.ensure(queue)
+        properties = message.get("properties") or {}
+        attributes = properties.pop("message_attributes", None)
+        delay = _delay_seconds(properties)
+        body = codec.encode_body(message, base64_encoding=self.options.base64_encoding)
+        self.publisher.send(
+            ref,
+            body,
+            message_attributes=attributes,
+            group_id=properties.get("MessageGroupId"),
+            deduplication_id=properties.get("MessageDeduplicationId"),
+            delay_seconds=delay,
+        )
+
+    # -- consuming ------------------------------------------------------------
+
+    def _demand(self) -> int | None:
+        """How many more messages this channel's consumers may take (None: no limit)."""
+        qos = self._channel_qos
+        if not qos.prefetch_count:
+            return None
+        return max(0, int(qos.can_consume_max_estimate() or 0))
+
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        ref = self.directory.ensure(queue)
+        if no_ack:
+            self._noack_queues.add(queue)
+        result = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+        receiver = self._receivers.get(queue)
+        if receiver is None or not receiver.alive:
+            receiver = self._receivers[queue] = Receiver(
+                self.inbox,
+                ref,
+                queue,
+                wait_time_seconds=self.options.wait_time_seconds,
+                polling_interval=self.options.polling_interval,
+                on_received=self._delete_if_no_ack,
+            )
+            receiver.start()
+        return result
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        queue = self._tag_to_queue.get(consumer_tag)
+        result = super().basic_cancel(consumer_tag)
+        if queue is not None and queue not in self._active_queues:
+            self._noack_queues.discard(queue)
+            receiver = self._receivers.pop(queue, None)
+            if receiver is not None:
+                receiver.stop()
+            operations.release(self.inbox.remove(queue))
+        return result
+
+    def _delete_if_no_ack(self, messages: list[Received]) -> list[Received]:
+        """Receiver hook: messages of no-ack queues are deleted on receipt."""
+        if messages and messages[0].name in self._noack_queues:
+            self.acker.delete(messages)
+        return messages
+
+    def deliver_buffered(self) -> int:
+        """Hand buffered messages to consumers while QoS allows; return how many."""
+        delivered = 0
+        callbacks = self.connection._callbacks
+        while self._channel_qos.can_consume():
+            taken = self.inbox.take(1)
+            if not taken:
+                break
+            received = taken[0]
+            callback = callbacks.get(received.name)
+            if callback is None:
+                operations.release([received])
+                continue
+            payload = self._to_payload(received)
+            if payload is None:
+                continue
+            if received.name not in self._noack_queues:
+                self._unsettled[payload["properties"]["delivery_tag"]] = received
+            callback(payload)
+            delivered += 1
+        self.inbox.raise_error()
+        return delivered
+
+    def _to_payload(self, received: Received) -> dict[str, Any] | None:
+        """The Kombu payload of ``received``, or None if it is unreadable (then settled)."""
+        decoded = codec.decode_body(received.body)
+        if decoded.envelope is not None:
+            payload = decoded.envelope
+        else:
+            logger.warning(
+                "message %s on queue %s was not produced by Kombu; delivering its body as %s",
+                received.message_id,
+                received.queue.name,
+                decoded.kind,
+            )
+            payload = codec.foreign_envelope(decoded, received.string_attributes())
+        properties = payload.setdefault("properties", {})
+        if not isinstance(properties.get("delivery_info"), dict):
+            properties["delivery_info"] = {}
+        try:
+            if payload.get("body"):
+                self.decode_body(payload["body"], properties.get("body_encoding"))
+        except (binascii.Error, ValueError, TypeError, AttributeError) as exc:
+            self._discard_unreadable(received, f"its body cannot be decoded ({exc})")
+            return None
+        delivery_info = properties["delivery_info"]
+        delivery_info.setdefault("routing_key", received.name)
+        delivery_info.setdefault("exchange", "")
+        delivery_info.update(
+            sqs_message={
+                "MessageId": received.message_id,
+                "ReceiptHandle": received.receipt_handle,
+                "Attributes": received.attributes,
+                "MessageAttributes": received.message_attributes,
+            },
+            sqs_queue=received.queue.url,
+            redelivered=received.receive_count > 1,
+        )
+        properties["delivery_tag"] = received.receipt_handle
+        return payload
+
+    def _discard_unreadable(self, received: Received, reason: str) -> None:
+        """Take an unreadable message out of circulation without losing it silently."""
+        if self.directory.has_redrive_policy(received.queue):
+            logger.error(
+                "message %s on queue %s is unreadable: %s; leaving it for the dead-letter queue",
+                received.message_id,
+                received.queue.name,
+                reason,
+            )
+            return
+        logger.error(
+            "message %s on queue %s is unreadable: %s; deleting it. Body: %.200r",
+            received.message_id,
+            received.queue.name,
+            reason,
+            received.body,
+        )
+        if received.name not in self._noack_queues:
+            self.acker.delete([received])
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        ref = self.directory.ensure(queue)
+        messages = operations.receive(
+            ref,
+            queue,
+            max_messages=1,
+            wait_time_seconds=min(BASIC_GET_WAIT_SECONDS, self.options.wait_time_seconds or 1),
+        )
+        if not messages:
+            return None
+        received = messages[0]
+        if no_ack:
+            self.acker.delete([received])
+        payload = self._to_payload(received)
+        if payload is None:
+            return None
+        message = self.Message(payload, channel=self)
+        if not no_ack:
+            self._unsettled[message.delivery_tag] = received
+            self.qos.append(message, message.delivery_tag)
+        return message
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        raise Empty()  # consumption goes through receivers and basic_get
+
+    def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False) -> None:
+        super().basic_qos(prefetch_size, prefetch_count, apply_global)
+        self._on_demand_changed()
+
+    def _on_demand_changed(self) -> None:
+        self.inbox.notify()
+        if len(self.inbox):
+            self.connection.waker.wake()
+
+    # -- settling -------------------------------------------------------------
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        received = self._unsettled.pop(delivery_tag, None)
+        try:
+            if received is not None:
+                self.acker.delete([received])
+        finally:
+            super().basic_ack(delivery_tag, multiple)
+            self._on_demand_changed()
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            if not requeue:
+                self._settle_rejected(delivery_tag)
+        finally:
+            super().basic_reject(delivery_tag, requeue=requeue)
+            self._unsettled.pop(delivery_tag, None)
+            self._on_demand_changed()
+
+    def _settle_rejected(self, delivery_tag: str) -> None:
+        received = self._unsettled.get(delivery_tag)
+        if received is None:
+            return
+        backoff = self._backoff_seconds(delivery_tag, received)
+        if backoff is not None:
+            self.acker.set_visibility([received], backoff)
+        elif self.directory.has_redrive_policy(received.queue):
+            pass  # SQS moves it to the dead-letter queue after maxReceiveCount receives
+        else:
+            self.acker.delete([received])
+
+    def _backoff_seconds(self, delivery_tag: str, received: Received) -> int | None:
+        """Visibility from the queue's ``backoff_policy`` if its task is listed."""
+        predefined = received.queue.predefined
+        if predefined is None or not predefined.backoff_policy:
+            return None
+        try:
+            message = self.qos.get(delivery_tag)
+        except KeyError:
+            return None
+        task = (message.headers or {}).get("task")
+        if task not in predefined.backoff_tasks:
+            return None
+        return predefined.backoff_policy.get(received.receive_count)
+
+    def _restore(self, message: Any) -> None:
+        """Requeue: make the SQS message visible again now (no re-send, no copy)."""
+        received = self._unsettled.pop(message.delivery_tag, None)
+        if received is None:
+            delivery_info = message.delivery_info
+            for key in ("sqs_message", "sqs_queue"):
+                delivery_info.pop(key, None)
+            super()._restore(message)
+            return
+        self.acker.set_visibility([received], 0)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        receivers = list(self._receivers.values())
+        super().close()  # cancels consumers (stopping receivers), restores unacked
+        for receiver in receivers:
+            receiver.stop()
+        operations.release(self.inbox.take(None))
+        for receiver in receivers:
+            receiver.join(timeout=0.2)
+
+
+def _delay_seconds(properties: dict[str, Any]) -> int | None:
+    """Kombu's ``delay_seconds``/``DelaySeconds`` message property, validated."""
+    for key in ("delay_seconds", "DelaySeconds"):
+        value = properties.get(key)
+        if value is None:
+            continue
+        try:
+            delay = int(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"message property {key!r} must be a number of seconds, got {value!r}") from None
+        if delay < 0:
+            raise ConfigurationError(f"message property {key!r} must be >= 0, got {delay}")
+        return delay
+    return None

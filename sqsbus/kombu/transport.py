@@ -1,0 +1,130 @@
+"""Kombu transport for SQS, backed by the sqsbus engine.
+
+Asynchronous without pycurl: receiver threads do the HTTP (botocore) and wake
+Kombu's hub through a pipe, so a Celery worker's event loop never blocks on
+the network.  Without a hub, :meth:`Transport.drain_events` waits on the same
+pipe.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import botocore.session
+from kombu.transport import virtual
+
+from sqsbus.aws import AWS, require_credentials
+from sqsbus.config import Options, parse_options
+from sqsbus.engine.acker import Acker
+from sqsbus.engine.publisher import Publisher
+from sqsbus.engine.receiver import Waker
+from sqsbus.errors import DeliveryError, SQSBusError, TransientError
+from sqsbus.kombu.channel import Channel
+from sqsbus.queues import QueueDirectory
+
+
+def _default_region() -> str | None:
+    region = botocore.session.Session().get_config_variable("region")
+    return str(region) if region else None
+
+
+class Transport(virtual.Transport):
+    """``sqsbus://`` — Amazon SQS for Kombu and Celery."""
+
+    Channel = Channel
+
+    driver_type = "sqs"
+    driver_name = "sqsbus"
+    default_port = None
+    polling_interval = 1.0
+
+    implements = virtual.Transport.implements.extend(
+        asynchronous=True,
+        exchange_type=frozenset(["direct"]),
+        heartbeats=False,
+    )
+
+    #: Errors after which Kombu/Celery reconnect and retry: network, throttling,
+    #: 5xx, failed deletes.
+    connection_errors = (
+        *virtual.Transport.connection_errors,
+        TransientError,
+        DeliveryError,
+    )
+    channel_errors = (*virtual.Transport.channel_errors, SQSBusError)
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.options: Options = parse_options(
+            client.transport_options,
+            hostname=client.hostname or None,
+            port=client.port or None,
+            userid=client.userid or None,
+            password=client.password or None,
+            default_region=_default_region(),
+        )
+        if self.options.polling_interval is not None:
+            self.polling_interval = self.options.polling_interval
+        self.aws = AWS(self.options)
+        self.directory = QueueDirectory(self.aws, self.options)
+        self.publisher = Publisher(
+            self.directory, fifo_message_group_id=self.options.fifo_message_group_id
+        )
+        self.acker = Acker()
+        self.waker = Waker()
+
+    @property
+    def stats(self) -> Any:
+        """Counted AWS requests of this connection (:class:`sqsbus.aws.RequestStats`)."""
+        return self.aws.stats
+
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        return {"port": self.default_port}
+
+    def driver_version(self) -> str:
+        return str(botocore.__version__)
+
+    def establish_connection(self) -> Any:
+        """Check credentials and reach the endpoint once, so failures show at connect."""
+        require_credentials(self.aws)
+        if not self.options.predefined_queues:
+            self.directory.refresh()
+        return super().establish_connection()
+
+    def close_connection(self, connection: Any) -> None:
+        super().close_connection(connection)
+
+    # -- delivery -------------------------------------------------------------
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        loop.add_reader(self.waker.fileno(), self.on_readable, connection, loop)
+
+    def unregister_from_event_loop(self, connection: Any, loop: Any) -> None:
+        loop.remove_reader(self.waker.fileno())
+
+    def on_readable(self, connection: Any = None, loop: Any = None) -> None:
+        """Hub callback: hand every deliverable buffered message to its consumer."""
+        self.waker.clear()
+        self._deliver_buffered()
+
+    def _deliver_buffered(self) -> int:
+        delivered = 0
+        for channel in list(self.channels):
+            if isinstance(channel, Channel) and not channel.closed:
+                delivered += channel.deliver_buffered()
+        return delivered
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        """Deliver buffered messages, waiting up to ``timeout`` for some to arrive."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.waker.clear()
+            if self._deliver_buffered():
+                return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise socket.timeout()
+            self.waker.wait(remaining)

@@ -1,0 +1,284 @@
+"""Queue names, URLs and creation.
+
+* :func:`entity_name` turns an AMQP-style name into a legal SQS name exactly as
+  Kombu's SQS transport does (so both find the same queues), and rejects names
+  SQS would refuse.
+* :class:`QueueDirectory` resolves names to :class:`QueueRef` (URL + the client
+  to use for it), filling its cache from ``ListQueues`` (all pages), creating
+  missing queues with the configured attributes, or, with ``predefined_queues``,
+  using only those queues and never listing or creating any.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import string
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqsbus.aws import AWS, CredentialSource, call
+from sqsbus.config import Options, PredefinedQueue
+from sqsbus.errors import (
+    ConfigurationError,
+    InvalidQueueError,
+    QueueDoesNotExist,
+    SQSBusError,
+    UndefinedQueueError,
+)
+
+logger = logging.getLogger(__name__)
+
+#: SQS queue names are at most 80 characters, ``.fifo`` included.
+MAX_QUEUE_NAME_LENGTH: Final = 80
+FIFO_SUFFIX: Final = ".fifo"
+#: Default maximum message size of a new queue (1 MiB, as on AWS since 2025).
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1_048_576
+#: Seconds queue attributes read from SQS are reused before being read again.
+ATTRIBUTE_CACHE_SECONDS: Final = 300.0
+
+_TRANSLATION: Final = {ord(c): "_" for c in string.punctuation if c not in "-_."}
+_TRANSLATION[ord(".")] = "-"
+_ILLEGAL: Final = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def entity_name(name: str) -> str:
+    """Translate ``name`` into a legal SQS queue name.
+
+    Same rule as Kombu's SQS transport: ``.`` becomes ``-``, other punctuation
+    except ``-`` and ``_`` becomes ``_``, and a trailing ``.fifo`` is kept.
+    Characters Kombu passes through but SQS refuses (spaces, non-ASCII) also
+    become ``_``.
+    """
+    fifo = name.endswith(FIFO_SUFFIX)
+    stem = name[: -len(FIFO_SUFFIX)] if fifo else name
+    stem = _ILLEGAL.sub("_", stem.translate(_TRANSLATION))
+    return stem + FIFO_SUFFIX if fifo else stem
+
+
+def canonical_name(name: str, prefix: str = "") -> str:
+    """Prefix and translate ``name``; raise if the result is not a valid SQS name."""
+    result = entity_name(prefix + name)
+    stem = result[: -len(FIFO_SUFFIX)] if result.endswith(FIFO_SUFFIX) else result
+    if not stem:
+        raise ConfigurationError(f"queue name {name!r} is empty after translation")
+    if len(result) > MAX_QUEUE_NAME_LENGTH:
+        raise ConfigurationError(
+            f"queue name {result!r} is {len(result)} characters; SQS allows at most "
+            f"{MAX_QUEUE_NAME_LENGTH} (prefix and .fifo included). Use a shorter name "
+            "or queue_name_prefix."
+        )
+    return result
+
+
+def name_from_url(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class QueueRef:
+    """A resolved queue: its SQS name and URL, and the client that may use it."""
+
+    name: str
+    url: str
+    client: Any
+    predefined: PredefinedQueue | None = None
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.name.endswith(FIFO_SUFFIX)
+
+    def __repr__(self) -> str:
+        return f"QueueRef({self.name!r}, {self.url!r})"
+
+
+class QueueDirectory:
+    """Resolves, creates and caches queues for one connection (thread-safe)."""
+
+    def __init__(self, aws: AWS, options: Options) -> None:
+        self.aws = aws
+        self.options = options
+        self._urls: dict[str, str] = {}
+        self._listed = False
+        self._attributes: dict[str, tuple[float, dict[str, str]]] = {}
+        self._lock = threading.RLock()
+        validate_predefined(options)
+
+    # -- naming ---------------------------------------------------------------
+
+    def sqs_name(self, queue: str) -> str:
+        return canonical_name(queue, self.options.queue_name_prefix)
+
+    def _predefined(self, queue: str) -> PredefinedQueue:
+        name = self.sqs_name(queue)
+        predefined = self.options.predefined_queues
+        found = predefined.get(name) or predefined.get(queue)
+        if found is None:
+            raise UndefinedQueueError(
+                f"queue {name!r} is not defined in 'predefined_queues'; with predefined_queues "
+                "set, sqsbus uses only those queues and never creates or lists any. Add it "
+                f"(known: {', '.join(sorted(predefined)) or 'none'})."
+            )
+        return found
+
+    def client_for(self, predefined: PredefinedQueue | None) -> Any:
+        if predefined is None:
+            return self.aws.client("sqs")
+        source = None
+        if predefined.access_key_id and predefined.secret_access_key:
+            source = CredentialSource(predefined.access_key_id, predefined.secret_access_key)
+        return self.aws.client("sqs", region=predefined.region, source=source)
+
+    # -- resolution -----------------------------------------------------------
+
+    def get(self, queue: str) -> QueueRef:
+        """The queue's ref; raise :class:`QueueDoesNotExist` if it does not exist."""
+        if self.options.predefined_queues:
+            predefined = self._predefined(queue)
+            return QueueRef(predefined.name, predefined.url, self.client_for(predefined), predefined)
+        name = self.sqs_name(queue)
+        url = self._lookup(name)
+        if url is None:
+            raise QueueDoesNotExist(f"queue {name!r} does not exist in SQS")
+        return QueueRef(name, url, self.client_for(None))
+
+    def ensure(self, queue: str) -> QueueRef:
+        """The queue's ref, creating the queue if needed."""
+        try:
+            return self.get(queue)
+        except QueueDoesNotExist:
+            return self._create(self.sqs_name(queue))
+
+    def exists(self, queue: str) -> bool:
+        try:
+            self.get(queue)
+        except QueueDoesNotExist:
+            return False
+        return True
+
+    def _lookup(self, name: str) -> str | None:
+        with self._lock:
+            if not self._listed:
+                self.refresh()
+            url = self._urls.get(name)
+        if url is not None:
+            return url
+        client = self.aws.client("sqs")
+        try:
+            answer = call(client, "get_queue_url", f"look up queue {name!r}", QueueName=name)
+        except QueueDoesNotExist:
+            return None
+        with self._lock:
+            self._urls[name] = answer["QueueUrl"]
+        return str(answer["QueueUrl"])
+
+    def refresh(self) -> None:
+        """Fill the URL cache from ``ListQueues``, following every page."""
+        client = self.aws.client("sqs")
+        prefix = self.options.queue_name_prefix
+        params: dict[str, Any] = {"MaxResults": 1000}
+        if prefix:
+            params["QueueNamePrefix"] = entity_name(prefix)
+        urls: dict[str, str] = {}
+        while True:
+            answer = call(client, "list_queues", "list queues", **params)
+            for url in answer.get("QueueUrls", []):
+                urls[name_from_url(url)] = url
+            token = answer.get("NextToken")
+            if not token:
+                break
+            params["NextToken"] = token
+        with self._lock:
+            self._urls.update(urls)
+            self._listed = True
+
+    def cached_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._urls)
+
+    def _create(self, name: str) -> QueueRef:
+        attributes: dict[str, str] = {"VisibilityTimeout": str(self.options.visibility_timeout)}
+        if name.endswith(FIFO_SUFFIX):
+            attributes["FifoQueue"] = "true"
+        attributes.update(self.options.creation_attributes)
+        params: dict[str, Any] = {"QueueName": name, "Attributes": attributes}
+        if self.options.queue_tags:
+            params["tags"] = dict(self.options.queue_tags)
+        client = self.client_for(None)
+        try:
+            answer = call(client, "create_queue", f"create queue {name!r}", **params)
+        except SQSBusError as exc:
+            text = str(exc)
+            if "QueueAlreadyExists" in text:
+                logger.warning(
+                    "queue %r exists with other attributes than configured; using it as is", name
+                )
+                url = self._lookup(name)
+                if url is None:
+                    raise
+                return QueueRef(name, url, client)
+            if "QueueDeletedRecently" in text:
+                raise QueueDoesNotExist(
+                    f"queue {name!r} was deleted less than 60 seconds ago and SQS does not allow "
+                    "its name to be reused yet; retry in a minute"
+                ) from exc
+            raise
+        url = str(answer["QueueUrl"])
+        with self._lock:
+            self._urls[name] = url
+        logger.info("created SQS queue %s", name)
+        return QueueRef(name, url, client)
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._urls.pop(name, None)
+            self._attributes.pop(name, None)
+
+    # -- attributes -----------------------------------------------------------
+
+    def attributes(self, ref: QueueRef, *, fresh: bool = False) -> dict[str, str]:
+        """The queue's attributes, cached for :data:`ATTRIBUTE_CACHE_SECONDS`."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._attributes.get(ref.url)
+        if cached is not None and not fresh and now - cached[0] < ATTRIBUTE_CACHE_SECONDS:
+            return cached[1]
+        answer = call(
+            ref.client,
+            "get_queue_attributes",
+            f"read attributes of queue {ref.name!r}",
+            QueueUrl=ref.url,
+            AttributeNames=["All"],
+        )
+        attributes = {str(k): str(v) for k, v in answer.get("Attributes", {}).items()}
+        with self._lock:
+            self._attributes[ref.url] = (now, attributes)
+        return attributes
+
+    def max_message_size(self, ref: QueueRef) -> int:
+        value = self.attributes(ref).get("MaximumMessageSize")
+        return int(value) if value else DEFAULT_MAX_MESSAGE_SIZE
+
+    def content_based_deduplication(self, ref: QueueRef) -> bool:
+        return self.attributes(ref).get("ContentBasedDeduplication", "false").lower() == "true"
+
+    def has_redrive_policy(self, ref: QueueRef) -> bool:
+        return "RedrivePolicy" in self.attributes(ref)
+
+
+def validate_predefined(options: Options) -> None:
+    """A ``.fifo`` name must have a FIFO URL and the reverse."""
+    for name, queue in options.predefined_queues.items():
+        fifo_url = queue.url.rstrip("/").endswith(FIFO_SUFFIX)
+        if fifo_url and not queue.is_fifo:
+            raise InvalidQueueError(
+                f"predefined queue {name!r} has the FIFO URL {queue.url!r}: its name must end "
+                "with '.fifo'"
+            )
+        if queue.is_fifo and not fifo_url:
+            raise InvalidQueueError(
+                f"predefined queue {name!r} is named as a FIFO queue but {queue.url!r} is not "
+                "a FIFO queue URL"
+            )
