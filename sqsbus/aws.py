@@ -19,10 +19,12 @@ from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotocoreConnectionError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotocoreConnectionError,
 )
 
 from sqsbus.config import Options, Secret, is_loopback
@@ -66,7 +68,9 @@ CREDENTIAL_CODES: Final = frozenset(
         "IncompleteSignature",
     }
 )
-ACCESS_DENIED_CODES: Final = frozenset({"AccessDenied", "AccessDeniedException", "KMS.AccessDeniedException"})
+ACCESS_DENIED_CODES: Final = frozenset(
+    {"AccessDenied", "AccessDeniedException", "KMS.AccessDeniedException"}
+)
 MISSING_QUEUE_CODES: Final = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
 )
@@ -227,7 +231,8 @@ class AWS:
     def _new_client(self, service: str, region: str, source: CredentialSource) -> Any:
         session = botocore.session.Session()
         if self.options.sts_role_arn:
-            session._credentials = self._assumed_role_credentials(source, region)
+            # botocore has no public setter for refreshable credentials.
+            session._credentials = self._assumed_role_credentials(source, region)  # type: ignore[attr-defined]
         elif source.access_key_id and source.secret_access_key:
             session.set_credentials(
                 source.access_key_id,
@@ -255,8 +260,12 @@ class AWS:
         def on_send(event_name: str, **_: Any) -> None:
             stats.record_http(f"{service}.{event_name.rsplit('.', 1)[-1]}")
 
-        client.meta.events.register(f"before-call.{client.meta.service_model.service_id.hyphenize()}", on_call)
-        client.meta.events.register(f"before-send.{client.meta.service_model.service_id.hyphenize()}", on_send)
+        client.meta.events.register(
+            f"before-call.{client.meta.service_model.service_id.hyphenize()}", on_call
+        )
+        client.meta.events.register(
+            f"before-send.{client.meta.service_model.service_id.hyphenize()}", on_send
+        )
 
     def _assumed_role_credentials(
         self, source: CredentialSource, region: str
@@ -300,7 +309,9 @@ class AWS:
             }
 
         first = refresh()
-        refresh_before = sts_refresh_margin(options.sts_token_timeout, options.sts_token_buffer_time)
+        refresh_before = sts_refresh_margin(
+            options.sts_token_timeout, options.sts_token_buffer_time
+        )
         return RefreshableCredentials(
             access_key=first["access_key"],
             secret_key=first["secret_key"],
@@ -345,4 +356,3 @@ def require_credentials(aws: AWS, source: CredentialSource | None = None) -> Non
         return
     if botocore.session.Session().get_credentials() is None:
         raise translate_error(NoCredentialsError(), "connect to SQS")
-

@@ -145,7 +145,16 @@ def _non_negative_number(name: str, value: Any) -> float:
 def _boolean(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
+    if isinstance(value, str) and value.lower() in {
+        "true",
+        "1",
+        "yes",
+        "on",
+        "false",
+        "0",
+        "no",
+        "off",
+    }:
         return value.lower() in {"true", "1", "yes", "on"}
     if isinstance(value, int) and value in (0, 1):
         return bool(value)

@@ -137,7 +137,9 @@ class QueueDirectory:
         """The queue's ref; raise :class:`QueueDoesNotExist` if it does not exist."""
         if self.options.predefined_queues:
             predefined = self._predefined(queue)
-            return QueueRef(predefined.name, predefined.url, self.client_for(predefined), predefined)
+            return QueueRef(
+                predefined.name, predefined.url, self.client_for(predefined), predefined
+            )
         name = self.sqs_name(queue)
         url = self._lookup(name)
         if url is None:

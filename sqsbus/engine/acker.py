@@ -12,7 +12,9 @@ from sqsbus.errors import DeliveryError
 logger = logging.getLogger(__name__)
 
 
-def _check(action: str, messages: Sequence[Received], failures: list[operations.EntryFailure]) -> None:
+def _check(
+    action: str, messages: Sequence[Received], failures: list[operations.EntryFailure]
+) -> None:
     refused = []
     for failure in failures:
         message = messages[failure.index]

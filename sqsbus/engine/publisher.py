@@ -36,7 +36,9 @@ def message_size(body: str, attributes: Mapping[str, Any]) -> int:
 class Publisher:
     """Sends one message at a time; returns only after SQS accepted it."""
 
-    def __init__(self, directory: QueueDirectory, *, fifo_message_group_id: str = "default") -> None:
+    def __init__(
+        self, directory: QueueDirectory, *, fifo_message_group_id: str = "default"
+    ) -> None:
         self.directory = directory
         self.fifo_message_group_id = fifo_message_group_id
 

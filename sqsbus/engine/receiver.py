@@ -9,6 +9,7 @@ take.  Each put signals a :class:`Waker`, a pipe whose read end an event loop
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -56,10 +57,8 @@ class Waker:
             if self._pending or self._closed:
                 return
             self._pending = True
-            try:
+            with contextlib.suppress(BlockingIOError):  # full pipe: already readable
                 os.write(self._write, b"\0")
-            except BlockingIOError:
-                pass
 
     def clear(self) -> None:
         with self._lock:
@@ -225,7 +224,9 @@ class Receiver:
                 failures += 1
                 if failures >= FAILURES_BEFORE_RAISE or not isinstance(exc, TransientError):
                     logger.error("receiving from queue %s failed: %s", self.queue.name, exc)
-                    self.inbox.report(ReceiveFailed(f"receiving from queue {self.queue.name!r}: {exc}"))
+                    self.inbox.report(
+                        ReceiveFailed(f"receiving from queue {self.queue.name!r}: {exc}")
+                    )
                     self.stopped.set()
                     return
                 delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**failures) * random.uniform(0.5, 1.0)

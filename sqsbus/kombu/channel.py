@@ -62,7 +62,9 @@ class Channel(virtual.Channel):
 
     # -- queues ---------------------------------------------------------------
 
-    def exchange_declare(self, exchange: str | None = None, type: str = "direct", **kwargs: Any) -> Any:
+    def exchange_declare(  # type: ignore[override]
+        self, exchange: str | None = None, type: str = "direct", **kwargs: Any
+    ) -> Any:
         if type != "direct":
             raise UnsupportedExchangeType(
                 f"exchange {exchange!r} is of type {type!r}; sqsbus supports direct exchanges "
@@ -266,7 +268,9 @@ class Channel(virtual.Channel):
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         raise Empty()  # consumption goes through receivers and basic_get
 
-    def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False) -> None:
+    def basic_qos(
+        self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False
+    ) -> None:
         super().basic_qos(prefetch_size, prefetch_count, apply_global)
         self._on_demand_changed()
 
@@ -353,7 +357,9 @@ def _delay_seconds(properties: dict[str, Any]) -> int | None:
         try:
             delay = int(value)
         except (TypeError, ValueError):
-            raise ConfigurationError(f"message property {key!r} must be a number of seconds, got {value!r}") from None
+            raise ConfigurationError(
+                f"message property {key!r} must be a number of seconds, got {value!r}"
+            ) from None
         if delay < 0:
             raise ConfigurationError(f"message property {key!r} must be >= 0, got {delay}")
         return delay

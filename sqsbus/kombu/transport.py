@@ -8,7 +8,6 @@ pipe.
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -48,12 +47,15 @@ class Transport(virtual.Transport):
 
     #: Errors after which Kombu/Celery reconnect and retry: network, throttling,
     #: 5xx, failed deletes.
-    connection_errors = (
+    connection_errors = (  # type: ignore[assignment]
         *virtual.Transport.connection_errors,
         TransientError,
         DeliveryError,
     )
-    channel_errors = (*virtual.Transport.channel_errors, SQSBusError)
+    channel_errors = (  # type: ignore[assignment]
+        *virtual.Transport.channel_errors,
+        SQSBusError,
+    )
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
@@ -94,9 +96,6 @@ class Transport(virtual.Transport):
             self.directory.refresh()
         return super().establish_connection()
 
-    def close_connection(self, connection: Any) -> None:
-        super().close_connection(connection)
-
     # -- delivery -------------------------------------------------------------
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
@@ -117,7 +116,7 @@ class Transport(virtual.Transport):
                 delivered += channel.deliver_buffered()
         return delivered
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         """Deliver buffered messages, waiting up to ``timeout`` for some to arrive."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -126,5 +125,5 @@ class Transport(virtual.Transport):
                 return
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise socket.timeout()
+                raise TimeoutError()  # socket.timeout, which Kombu expects
             self.waker.wait(remaining)
