@@ -97,6 +97,9 @@ class QueueRef:
 class QueueDirectory:
     """Resolves, creates and caches queues for one connection (thread-safe)."""
 
+    #: ``MaxResults`` of each ``ListQueues`` page (SQS's maximum).
+    list_page_size = 1000
+
     def __init__(self, aws: AWS, options: Options) -> None:
         self.aws = aws
         self.options = options
@@ -180,7 +183,7 @@ class QueueDirectory:
         """Fill the URL cache from ``ListQueues``, following every page."""
         client = self.aws.client("sqs")
         prefix = self.options.queue_name_prefix
-        params: dict[str, Any] = {"MaxResults": 1000}
+        params: dict[str, Any] = {"MaxResults": self.list_page_size}
         if prefix:
             params["QueueNamePrefix"] = entity_name(prefix)
         urls: dict[str, str] = {}
