@@ -221,6 +221,8 @@ class Receiver:
                     wait_time_seconds=self.wait_time_seconds,
                 )
             except SQSBusError as exc:
+                if self.stopped.is_set():
+                    return
                 failures += 1
                 if failures >= FAILURES_BEFORE_RAISE or not isinstance(exc, TransientError):
                     logger.error("receiving from queue %s failed: %s", self.queue.name, exc)

@@ -1,0 +1,276 @@
+"""Publishing, consuming and settling messages — through Kombu's public API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from kombu import Connection, Consumer, Exchange, Message, Queue
+from kombu.asynchronous import Hub
+
+from sqsbus.errors import SQSBusError
+from sqsbus.kombu.channel import UnsupportedExchangeType
+from sqsbus.local import LocalEndpoint
+from tests.kombu_helpers import connect, consume, counts, direct_queue, publish, wait_until
+
+
+def url_of(conn: Connection, name: str) -> str:
+    return str(conn.transport.directory.get(name).url)
+
+
+def test_transport_describes_itself_truthfully(endpoint: LocalEndpoint, prefix: str) -> None:
+    with connect(endpoint, prefix) as conn:
+        implements = conn.transport.implements
+        assert implements.asynchronous is True
+        assert implements.exchange_type == frozenset({"direct"})
+        assert conn.transport.driver_name == "sqsbus"
+        with pytest.raises(UnsupportedExchangeType, match="direct exchanges only"):
+            Exchange("bcast", type="fanout")(conn.default_channel).declare()
+
+
+def test_url_forms_and_transport_path(endpoint: LocalEndpoint, prefix: str) -> None:
+    queue = direct_queue("forms")
+    # Explicit transport path + endpoint_url option, credentials from the environment.
+    with Connection(
+        transport="sqsbus.kombu:Transport",
+        transport_options={"endpoint_url": endpoint.url, "queue_name_prefix": prefix},
+    ) as conn:
+        publish(conn, queue, ["via transport path"])
+    with connect(endpoint, prefix) as conn:
+        [(body, _)] = consume(conn, [queue], 1)
+    assert body == "via transport path"
+
+
+def test_publish_consume_many_and_ack_deletes(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    queue = direct_queue("work")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, [{"n": i} for i in range(25)])
+        received = consume(conn, [queue], 25, prefetch_count=10)
+        url = url_of(conn, "work")
+    assert sorted(body["n"] for body, _ in received) == list(range(25))
+    assert counts(sqs_client, url) == (0, 0)
+
+
+def test_many_queues_are_consumed_fairly(endpoint: LocalEndpoint, prefix: str) -> None:
+    busy, quiet = direct_queue("busy"), direct_queue("quiet")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, busy, [f"busy-{i}" for i in range(40)])
+        publish(conn, quiet, [f"quiet-{i}" for i in range(3)])
+        received = consume(conn, [busy, quiet], 43, prefetch_count=2)
+    order = [body for body, _ in received]
+    # The quiet queue is not starved behind the busy one.
+    assert max(order.index(f"quiet-{i}") for i in range(3)) < 20, order
+
+
+def test_basic_get_size_purge_delete(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:
+    queue = direct_queue("ops")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["a", "b", "c", "d"])
+        bound = queue(conn.default_channel)
+        assert bound.queue_declare(passive=True).message_count == 4
+        message = bound.get()
+        assert message is not None
+        assert message.payload in {"a", "b", "c", "d"}
+        message.ack()
+        assert bound.purge() == 3
+        assert wait_until(lambda: bound.queue_declare().message_count == 0)
+        assert bound.get() is None
+        url = url_of(conn, "ops")
+        bound.delete()
+    assert not any(u == url for u in sqs_client.list_queues().get("QueueUrls", []))
+
+
+def test_basic_get_no_ack_deletes_on_receipt(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    queue = direct_queue("getnoack")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["x"])
+        message = queue(conn.default_channel).get(no_ack=True)
+        assert message is not None and message.payload == "x"
+        assert counts(sqs_client, url_of(conn, "getnoack")) == (0, 0)
+
+
+def test_failed_delete_is_reported(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:
+    queue = direct_queue("gone")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["x"])
+        message = queue(conn.default_channel).get()
+        assert message is not None
+        sqs_client.delete_queue(QueueUrl=url_of(conn, "gone"))
+        with pytest.raises(SQSBusError, match="does not exist"):
+            message.ack()
+
+
+def test_reject_with_requeue_is_visible_again_at_once(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    queue = direct_queue("requeue")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["again"])
+        bound = queue(conn.default_channel)
+        first = bound.get()
+        assert first is not None and not first.delivery_info["redelivered"]
+        first.reject(requeue=True)
+        started = time.monotonic()
+        second = None
+        while second is None and time.monotonic() - started < 5:
+            second = bound.get()
+        assert second is not None and second.payload == "again"
+        assert second.delivery_info["redelivered"] is True
+        second.ack()
+
+
+def test_reject_without_requeue_deletes(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:
+    queue = direct_queue("discard")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["bad"])
+        message = queue(conn.default_channel).get()
+        assert message is not None
+        message.reject()
+        assert counts(sqs_client, url_of(conn, "discard")) == (0, 0)
+
+
+def test_reject_of_backoff_task_follows_backoff_policy(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    url = sqs_client.create_queue(QueueName=f"{prefix}retry")["QueueUrl"]
+    predefined = {
+        f"{prefix}retry": {
+            "url": url,
+            "backoff_policy": {1: 2, 2: 30},
+            "backoff_tasks": ["app.tasks.flaky"],
+        }
+    }
+    queue = direct_queue("retry")
+    with connect(endpoint, prefix, predefined_queues=predefined) as conn:
+        publish(conn, queue, ["flaky"], headers={"task": "app.tasks.flaky"})
+        bound = queue(conn.default_channel)
+        message = bound.get()
+        assert message is not None
+        message.reject()
+        # Hidden for backoff_policy[1] = 2 seconds, then delivered again.
+        assert bound.get() is None
+        assert counts(sqs_client, url) == (0, 1)
+        again = None
+        deadline = time.monotonic() + 10
+        while again is None and time.monotonic() < deadline:
+            again = bound.get()
+        assert again is not None
+        assert again.delivery_info["sqs_message"]["Attributes"]["ApproximateReceiveCount"] == "2"
+        again.ack()
+
+
+def test_no_ack_consumer_deletes_on_receipt_without_event_loop(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    queue = direct_queue("noack")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["a", "b", "c"])
+        received = consume(conn, [queue], 3, no_ack=True)
+        assert sorted(body for body, _ in received) == ["a", "b", "c"]
+        assert counts(sqs_client, url_of(conn, "noack")) == (0, 0)
+
+
+def test_no_ack_consumer_with_event_loop(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:
+    queue = direct_queue("noackhub")
+    received: list[Any] = []
+    hub = Hub()
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["x", "y"])
+        conn.transport.register_with_event_loop(conn.connection, hub)
+        with Consumer(conn, [queue], callbacks=[lambda body, _m: received.append(body)], no_ack=True):
+            loop = hub.create_loop()
+            deadline = time.monotonic() + 15
+            while len(received) < 2 and time.monotonic() < deadline:
+                next(loop)
+        assert sorted(received) == ["x", "y"]
+        assert counts(sqs_client, url_of(conn, "noackhub")) == (0, 0)
+    hub.close()
+
+
+def test_prefetch_limit_is_respected(endpoint: LocalEndpoint, prefix: str) -> None:
+    queue = direct_queue("prefetch")
+    held: list[Message] = []
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, [str(i) for i in range(8)])
+        with Consumer(conn, [queue], callbacks=[lambda _b, m: held.append(m)], prefetch_count=3):
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=0.3)
+                except TimeoutError:
+                    pass
+            assert len(held) == 3
+            channel = conn.default_channel
+            assert len(channel.inbox) <= 3
+            held[0].ack()
+            conn.drain_events(timeout=5)
+            assert len(held) == 4
+            for message in held:
+                if not message.acknowledged:
+                    message.ack()
+
+
+@pytest.mark.parametrize("encoded", [True, False])
+def test_base64_encoding_option(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any, encoded: bool
+) -> None:
+    queue = direct_queue("b64")
+    with connect(endpoint, prefix, sqs_base64_encoding=encoded) as conn:
+        publish(conn, queue, [{"hello": "wörld"}])
+        url = url_of(conn, "b64")
+        raw = sqs_client.receive_message(QueueUrl=url, WaitTimeSeconds=1, VisibilityTimeout=0)
+        body = raw["Messages"][0]["Body"]
+        text = base64.b64decode(body).decode() if encoded else body
+        assert json.loads(text)["properties"]["delivery_info"]["routing_key"] == "b64"
+        [(received, _)] = consume(conn, [queue], 1)
+    assert received == {"hello": "wörld"}
+
+
+def test_foreign_and_malformed_bodies_never_stop_the_consumer(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = direct_queue("foreign")
+    with connect(endpoint, prefix) as conn:
+        queue(conn.default_channel).declare()
+        url = url_of(conn, "foreign")
+        bad_inner = {"body": "%%% not base64 %%%", "properties": {"body_encoding": "base64"}}
+        for body in [
+            json.dumps({"order": 7}),
+            "plain text from another system",
+            "!!!!",
+            base64.b64encode(json.dumps(bad_inner).encode()).decode(),
+        ]:
+            sqs_client.send_message(QueueUrl=url, MessageBody=body)
+        publish(conn, queue, ["kombu message"])
+        with caplog.at_level(logging.WARNING, logger="sqsbus"):
+            received = consume(conn, [queue], 4, timeout=15)
+        bodies = sorted(str(body) for body, _ in received)
+        assert bodies == sorted(
+            ["{'order': 7}", "plain text from another system", "!!!!", "kombu message"]
+        )
+        assert "cannot be decoded" in caplog.text
+        assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
+
+
+def test_messages_from_kombus_own_sqs_transport_are_consumed(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    pytest.importorskip("kombu.transport.SQS")
+    queue = Queue("interop", Exchange("interop", type="direct"), routing_key="interop")
+    kombu_conn = Connection(
+        endpoint.broker_url().replace("sqsbus://", "sqs://"),
+        transport_options={"queue_name_prefix": prefix, "is_secure": False},
+    )
+    with kombu_conn:
+        publish(kombu_conn, queue, [{"from": "kombu.transport.SQS"}])
+    with connect(endpoint, prefix) as conn:
+        [(body, _)] = consume(conn, [queue], 1)
+    assert body == {"from": "kombu.transport.SQS"}
