@@ -35,6 +35,7 @@ from sqsbus.errors import (
     SQSBusError,
     TransientError,
 )
+from sqsbus.redact import register_secret
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +249,11 @@ class AWS:
             kwargs["endpoint_url"] = self.options.endpoint_url
         client = session.create_client(service, **kwargs)
         self._count(client, service)
+        credentials = session.get_credentials()
+        if credentials is not None:  # e.g. AWS_SESSION_TOKEN from the environment
+            frozen = credentials.get_frozen_credentials()
+            register_secret(frozen.secret_key)
+            register_secret(frozen.token)
         return client
 
     def _count(self, client: Any, service: str) -> None:
@@ -300,6 +306,8 @@ class AWS:
             expiry = creds["Expiration"]
             if isinstance(expiry, datetime.datetime):
                 expiry = expiry.isoformat()
+            register_secret(creds["SecretAccessKey"])
+            register_secret(creds["SessionToken"])
             logger.debug("assumed role %s until %s", role_arn, expiry)
             return {
                 "access_key": creds["AccessKeyId"],

@@ -18,6 +18,7 @@ from typing import Any, Final
 from botocore.config import Config as BotocoreConfig
 
 from sqsbus.errors import ConfigurationError
+from sqsbus.redact import register_secret
 
 #: Longest long poll SQS allows.
 MAX_WAIT_TIME_SECONDS: Final = 20
@@ -37,6 +38,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        register_secret(value)
 
     def reveal(self) -> str:
         return self._value

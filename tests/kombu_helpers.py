@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,10 +68,8 @@ def consume(
     ):
         deadline = time.monotonic() + timeout
         while len(received) < count and time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(TimeoutError):
                 conn.drain_events(timeout=0.5)
-            except TimeoutError:
-                pass
     assert len(received) >= count, f"got {len(received)} of {count} messages"
     return received
 

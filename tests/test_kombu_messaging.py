@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -108,9 +109,7 @@ def test_failed_delete_is_reported(endpoint: LocalEndpoint, prefix: str, sqs_cli
             message.ack()
 
 
-def test_reject_with_requeue_is_visible_again_at_once(
-    endpoint: LocalEndpoint, prefix: str
-) -> None:
+def test_reject_with_requeue_is_visible_again_at_once(endpoint: LocalEndpoint, prefix: str) -> None:
     queue = direct_queue("requeue")
     with connect(endpoint, prefix) as conn:
         publish(conn, queue, ["again"])
@@ -127,7 +126,9 @@ def test_reject_with_requeue_is_visible_again_at_once(
         second.ack()
 
 
-def test_reject_without_requeue_deletes(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:
+def test_reject_without_requeue_deletes(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
     queue = direct_queue("discard")
     with connect(endpoint, prefix) as conn:
         publish(conn, queue, ["bad"])
@@ -178,14 +179,18 @@ def test_no_ack_consumer_deletes_on_receipt_without_event_loop(
         assert counts(sqs_client, url_of(conn, "noack")) == (0, 0)
 
 
-def test_no_ack_consumer_with_event_loop(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:
+def test_no_ack_consumer_with_event_loop(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
     queue = direct_queue("noackhub")
     received: list[Any] = []
     hub = Hub()
     with connect(endpoint, prefix) as conn:
         publish(conn, queue, ["x", "y"])
         conn.transport.register_with_event_loop(conn.connection, hub)
-        with Consumer(conn, [queue], callbacks=[lambda body, _m: received.append(body)], no_ack=True):
+        with Consumer(
+            conn, [queue], callbacks=[lambda body, _m: received.append(body)], no_ack=True
+        ):
             loop = hub.create_loop()
             deadline = time.monotonic() + 15
             while len(received) < 2 and time.monotonic() < deadline:
@@ -203,10 +208,8 @@ def test_prefetch_limit_is_respected(endpoint: LocalEndpoint, prefix: str) -> No
         with Consumer(conn, [queue], callbacks=[lambda _b, m: held.append(m)], prefetch_count=3):
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
-                try:
+                with contextlib.suppress(TimeoutError):
                     conn.drain_events(timeout=0.3)
-                except TimeoutError:
-                    pass
             assert len(held) == 3
             channel = conn.default_channel
             assert len(channel.inbox) <= 3

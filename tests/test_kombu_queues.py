@@ -186,6 +186,9 @@ def test_predefined_queue_uses_its_own_credentials_and_region(
     assert ref.client.meta.region_name == "eu-west-1"
     assert ref.client._request_signer._credentials.access_key == "eu-key"
     # The message really went to the eu-west-1 queue.
-    assert eu.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
-        "ApproximateNumberOfMessages"
-    ] == "0"
+    assert (
+        eu.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+        == "0"
+    )

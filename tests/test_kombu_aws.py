@@ -1,0 +1,117 @@
+"""Credentials, STS, botocore config, unreachable endpoints, secrets — through Kombu."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import socket
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from sqsbus.errors import ConfigurationError, CredentialsError, TransientError
+from sqsbus.local import LocalEndpoint
+from tests.kombu_helpers import connect, consume, direct_queue, publish
+
+ROLE_ARN = "arn:aws:iam::123456789012:role/sqsbus-test"
+CANARY_SECRET = "canary-SECRET-4f1e"
+CANARY_TOKEN = "canary-TOKEN-9b2c"
+
+
+def credentials_of(client: Any) -> Any:
+    return client._request_signer._credentials
+
+
+def test_sts_role_is_assumed_and_refreshed_before_expiry(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    with connect(endpoint, prefix, sts_role_arn=ROLE_ARN, sts_token_timeout=900) as conn:
+        queue = direct_queue("sts")
+        publish(conn, queue, ["as role"])
+        [(body, _)] = consume(conn, [queue], 1)
+        assert body == "as role"
+        stats = conn.transport.stats
+        assert stats.calls()["sts.AssumeRole"] == 1
+        credentials = credentials_of(conn.transport.aws.client("sqs"))
+        assert credentials.method == "sts-assume-role"
+        first_key = credentials.get_frozen_credentials().access_key
+        assert first_key != "testing"
+        # Credentials close to expiry are renewed by the next call, transparently.
+        credentials._expiry_time = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            seconds=20
+        )
+        publish(conn, queue, ["after refresh"])
+        assert stats.calls()["sts.AssumeRole"] == 2
+        [(body, _)] = consume(conn, [queue], 1)
+        assert body == "after refresh"
+
+
+def test_session_token_is_used(endpoint: LocalEndpoint, prefix: str) -> None:
+    with connect(endpoint, prefix, session_token=CANARY_TOKEN) as conn:
+        publish(conn, direct_queue("tok"), ["x"])
+        credentials = credentials_of(conn.transport.aws.client("sqs"))
+        assert credentials.token == CANARY_TOKEN
+        assert CANARY_TOKEN not in repr(conn.transport.options)
+
+
+def test_client_config_reaches_botocore(endpoint: LocalEndpoint, prefix: str) -> None:
+    options = {"client-config": {"connect_timeout": 3, "retries": {"max_attempts": 2}}}
+    with connect(endpoint, prefix, **options) as conn:
+        client = conn.transport.aws.client("sqs")
+        assert client.meta.config.connect_timeout == 3
+
+
+def test_bad_option_fails_at_connect_with_a_clear_message(endpoint: LocalEndpoint) -> None:
+    conn = Connection(endpoint.broker_url(), transport_options={"wait_time_second": 5})
+    with pytest.raises(ConfigurationError, match="did you mean 'wait_time_seconds'"):
+        conn.connect()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_endpoint_is_a_connection_error() -> None:
+    conn = Connection(
+        f"sqsbus://k:s@127.0.0.1:{free_port()}",
+        transport_options={"client-config": {"retries": {"max_attempts": 1}, "connect_timeout": 1}},
+    )
+    with pytest.raises(TransientError, match="cannot reach the endpoint") as raised:
+        conn.connect()
+    assert isinstance(raised.value, conn.connection_errors)
+
+
+def test_missing_credentials_are_explained(
+    endpoint: LocalEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    conn = Connection("sqsbus://", transport_options={"endpoint_url": endpoint.url})
+    with pytest.raises(CredentialsError, match="no AWS credentials found"):
+        conn.connect()
+
+
+def test_secrets_never_appear_in_reprs_errors_or_debug_logs(
+    endpoint: LocalEndpoint, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqsbus://testing:{CANARY_SECRET}@127.0.0.1:{endpoint.port}"
+    options = {"queue_name_prefix": prefix, "session_token": CANARY_TOKEN, "wait_time_seconds": 1}
+    with caplog.at_level(logging.DEBUG):
+        with Connection(url, transport_options=options) as conn:
+            publish(conn, direct_queue("canary"), ["x"])
+            consume(conn, [direct_queue("canary")], 1)
+            shown = [
+                repr(conn),
+                conn.as_uri(),
+                repr(conn.transport.options),
+                str(conn.transport.options),
+            ]
+        with pytest.raises(ConfigurationError) as raised:
+            Connection(url, transport_options={**options, "session_token": 12}).connect()
+        shown.append(str(raised.value))
+    text = "\n".join([*shown, caplog.text])
+    assert CANARY_SECRET not in text
+    assert CANARY_TOKEN not in text
