@@ -27,10 +27,40 @@ def test_transport_describes_itself_truthfully(endpoint: LocalEndpoint, prefix: 
     with connect(endpoint, prefix) as conn:
         implements = conn.transport.implements
         assert implements.asynchronous is True
-        assert implements.exchange_type == frozenset({"direct"})
+        assert implements.exchange_type == frozenset({"direct", "fanout"})
         assert conn.transport.driver_name == "sqsbus"
-        with pytest.raises(UnsupportedExchangeType, match="direct exchanges only"):
-            Exchange("bcast", type="fanout")(conn.default_channel).declare()
+        with pytest.raises(UnsupportedExchangeType, match="direct and fanout"):
+            Exchange("events", type="topic")(conn.default_channel).declare()
+
+
+def test_fanout_reaches_queues_bound_by_other_connections(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    exchange = Exchange("bcast", type="fanout")
+    first, second = Queue("node-a", exchange), Queue("node-b", exchange)
+    with connect(endpoint, prefix) as conn_a, connect(endpoint, prefix) as conn_b:
+        first(conn_a.default_channel).declare()
+        second(conn_b.default_channel).declare()
+        # A third connection knows the exchange only, not the bindings.
+        with connect(endpoint, prefix) as producer_conn, producer_conn.Producer() as producer:
+            producer.publish({"cmd": "ping"}, exchange=exchange, declare=[exchange])
+            calls = producer_conn.transport.stats.calls()
+        [(body_a, _)] = consume(conn_a, [first], 1)
+        [(body_b, _)] = consume(conn_b, [second], 1)
+    assert body_a == body_b == {"cmd": "ping"}
+    assert calls.get("sns.Publish") == 1
+    assert "sqs.SendMessage" not in calls
+
+
+def test_auto_delete_queue_goes_with_its_last_consumer(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    exchange = Exchange("bcast2", type="fanout")
+    queue = Queue("ephemeral", exchange, auto_delete=True)
+    with connect(endpoint, prefix) as conn:
+        with Consumer(conn, [queue], callbacks=[lambda _b, _m: None]):
+            url = url_of(conn, "ephemeral")
+        assert not any(u == url for u in sqs_client.list_queues().get("QueueUrls", []))
 
 
 def test_url_forms_and_transport_path(endpoint: LocalEndpoint, prefix: str) -> None:

@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 BASIC_GET_WAIT_SECONDS = 1
 
 
+#: Exchange types whose bindings are shared by every process (direct: by queue
+#: name; fanout: SNS topic subscriptions).
+SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout"})
+
+
 class UnsupportedExchangeType(SQSBusError, NotImplementedError):
     """The exchange type is not available on this transport."""
 
@@ -45,6 +50,7 @@ class Channel(virtual.Channel):
 
     connection: Transport
     do_restore = True
+    supports_fanout = True
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
@@ -52,6 +58,7 @@ class Channel(virtual.Channel):
         self.directory = connection.directory
         self.publisher = connection.publisher
         self.acker = connection.acker
+        self.router = connection.router
         # Created now: receiver threads read QoS and must not race its creation.
         self._channel_qos = self.qos
         self.inbox = Inbox(connection.waker, self._demand)
@@ -65,15 +72,53 @@ class Channel(virtual.Channel):
     def exchange_declare(  # type: ignore[override]
         self, exchange: str | None = None, type: str = "direct", **kwargs: Any
     ) -> Any:
-        if type != "direct":
+        if type not in SUPPORTED_EXCHANGE_TYPES:
             raise UnsupportedExchangeType(
-                f"exchange {exchange!r} is of type {type!r}; sqsbus supports direct exchanges "
-                "only (fanout/topic over SNS are not available in this version)"
+                f"exchange {exchange!r} is of type {type!r}; sqsbus supports "
+                f"{' and '.join(sorted(SUPPORTED_EXCHANGE_TYPES))} exchanges"
             )
-        return super().exchange_declare(exchange, type, **kwargs)
+        result = super().exchange_declare(exchange, type, **kwargs)
+        if type == "fanout" and exchange and not kwargs.get("passive"):
+            self.router.topic_arn(exchange)
+        return result
+
+    def _is_fanout(self, exchange: str) -> bool:
+        return bool(self.typeof(exchange).type == "fanout")
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        if self._is_fanout(exchange):
+            self.router.subscribe(exchange, self.directory.ensure(queue))
+
+    def queue_unbind(
+        self,
+        queue: str,
+        exchange: str | None = None,
+        routing_key: str = "",
+        arguments: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
+        if exchange and self._is_fanout(exchange):
+            self.router.unsubscribe(exchange, self.directory.ensure(queue))
+
+    def _put_fanout(
+        self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any
+    ) -> None:
+        properties = message.get("properties") or {}
+        attributes = properties.pop("message_attributes", None)
+        self.router.publish(
+            exchange,
+            codec.encode_body(message, base64_encoding=self.options.base64_encoding),
+            message_attributes=attributes,
+            group_id=properties.get("MessageGroupId"),
+            deduplication_id=properties.get("MessageDeduplicationId"),
+        )
 
     def _new_queue(self, queue: str, **kwargs: Any) -> QueueRef:
-        return self.directory.ensure(queue)
+        ref = self.directory.ensure(queue)
+        if kwargs.get("auto_delete"):
+            self.connection.auto_delete_queues.add(queue)
+        return ref
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return self.directory.exists(queue)
@@ -85,6 +130,9 @@ class Channel(virtual.Channel):
             ref = self.directory.get(queue)
         except QueueDoesNotExist:
             return
+        for exchange in self.router.subscribed_exchanges(ref):
+            self.router.unsubscribe(exchange, ref)
+        self.connection.auto_delete_queues.discard(queue)
         call(ref.client, "delete_queue", f"delete queue {ref.name!r}", QueueUrl=ref.url)
         self.directory.forget(ref.name)
 
@@ -154,6 +202,8 @@ class Channel(virtual.Channel):
             if receiver is not None:
                 receiver.stop()
             operations.release(self.inbox.remove(queue))
+            if queue in self.connection.auto_delete_queues:
+                self._delete(queue)  # AMQP auto-delete: gone with its last consumer
         return result
 
     def _delete_if_no_ack(self, messages: list[Received]) -> list[Received]:

@@ -20,8 +20,9 @@ from sqsbus.engine.acker import Acker
 from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Waker
 from sqsbus.errors import DeliveryError, SQSBusError, TransientError
-from sqsbus.kombu.channel import Channel
+from sqsbus.kombu.channel import SUPPORTED_EXCHANGE_TYPES, Channel
 from sqsbus.queues import QueueDirectory
+from sqsbus.routing.fanout import FanoutRouter
 
 
 def _default_region() -> str | None:
@@ -41,7 +42,7 @@ class Transport(virtual.Transport):
 
     implements = virtual.Transport.implements.extend(
         asynchronous=True,
-        exchange_type=frozenset(["direct"]),
+        exchange_type=SUPPORTED_EXCHANGE_TYPES,
         heartbeats=False,
     )
 
@@ -75,6 +76,9 @@ class Transport(virtual.Transport):
             self.directory, fifo_message_group_id=self.options.fifo_message_group_id
         )
         self.acker = Acker()
+        self.router = FanoutRouter(self.aws, self.options, self.directory)
+        #: Queues declared auto_delete here: deleted when their last consumer goes.
+        self.auto_delete_queues: set[str] = set()
         self.waker = Waker()
 
     @property

@@ -1,0 +1,1 @@
+"""Exchanges beyond direct routing: fanout over SNS topics."""

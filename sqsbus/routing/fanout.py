@@ -1,0 +1,175 @@
+"""Fanout exchanges as SNS topics with SQS queue subscriptions.
+
+The binding state lives in AWS (the topic's subscriptions), so a broadcast from
+any process reaches every bound queue, including queues bound later by other
+processes or hosts.  Subscriptions use raw message delivery, so a queue
+receives exactly the body that was published, in the same wire format as a
+direct send.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from typing import Any, Final
+
+from sqsbus.aws import AWS, CredentialSource, call
+from sqsbus.config import Options, Secret
+from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
+
+logger = logging.getLogger(__name__)
+
+#: SNS topic names are at most 256 characters.
+MAX_TOPIC_NAME_LENGTH: Final = 256
+
+
+def topic_name(exchange: str, prefix: str = "") -> str:
+    """The SNS topic name of ``exchange`` (same translation as queue names)."""
+    name = entity_name(prefix + exchange)
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise ValueError(f"topic name {name!r} is longer than {MAX_TOPIC_NAME_LENGTH} characters")
+    return name
+
+
+def _region_of(arn: str) -> str | None:
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 3 and parts[3] else None
+
+
+class FanoutRouter:
+    """Creates topics, subscribes queues and publishes broadcasts (thread-safe)."""
+
+    def __init__(self, aws: AWS, options: Options, queues: QueueDirectory) -> None:
+        self.aws = aws
+        self.options = options
+        self.queues = queues
+        self._topics: dict[str, str] = {}
+        self._subscriptions: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, exchange: str) -> Any:
+        spec = self.options.predefined_exchanges.get(exchange)
+        if spec is None:
+            return self.aws.client("sns")
+        source = None
+        if spec.get("access_key_id") and spec.get("secret_access_key"):
+            source = CredentialSource(
+                str(spec["access_key_id"]), Secret(str(spec["secret_access_key"]))
+            )
+        return self.aws.client("sns", region=_region_of(str(spec["arn"])), source=source)
+
+    def topic_arn(self, exchange: str) -> str:
+        """The topic of ``exchange``, created on first use (idempotent, cached)."""
+        with self._lock:
+            arn = self._topics.get(exchange)
+        if arn is not None:
+            return arn
+        spec = self.options.predefined_exchanges.get(exchange)
+        if spec is not None:
+            arn = str(spec["arn"])
+        else:
+            name = topic_name(exchange, self.options.queue_name_prefix)
+            attributes = {"FifoTopic": "true"} if name.endswith(FIFO_SUFFIX) else {}
+            answer = call(
+                self._client(exchange),
+                "create_topic",
+                f"create SNS topic {name!r} for exchange {exchange!r}",
+                Name=name,
+                Attributes=attributes,
+            )
+            arn = str(answer["TopicArn"])
+        with self._lock:
+            self._topics[exchange] = arn
+        return arn
+
+    def subscribe(self, exchange: str, queue: QueueRef) -> None:
+        """Deliver the exchange's broadcasts to ``queue`` (idempotent, cached)."""
+        key = (exchange, queue.url)
+        with self._lock:
+            if key in self._subscriptions:
+                return
+        arn = self.topic_arn(exchange)
+        queue_arn = self.queues.attributes(queue).get("QueueArn") or self.queues.attributes(
+            queue, fresh=True
+        ).get("QueueArn")
+        if not queue_arn:
+            raise ValueError(f"queue {queue.name!r} has no QueueArn attribute")
+        self._allow_topic(queue, queue_arn, arn)
+        answer = call(
+            self._client(exchange),
+            "subscribe",
+            f"subscribe queue {queue.name!r} to exchange {exchange!r}",
+            TopicArn=arn,
+            Protocol="sqs",
+            Endpoint=queue_arn,
+            Attributes={"RawMessageDelivery": "true"},
+            ReturnSubscriptionArn=True,
+        )
+        with self._lock:
+            self._subscriptions[key] = str(answer["SubscriptionArn"])
+
+    def unsubscribe(self, exchange: str, queue: QueueRef) -> None:
+        with self._lock:
+            subscription = self._subscriptions.pop((exchange, queue.url), None)
+        if subscription is not None:
+            call(
+                self._client(exchange),
+                "unsubscribe",
+                f"unsubscribe queue {queue.name!r} from exchange {exchange!r}",
+                SubscriptionArn=subscription,
+            )
+
+    def subscribed_exchanges(self, queue: QueueRef) -> list[str]:
+        with self._lock:
+            return [exchange for exchange, url in self._subscriptions if url == queue.url]
+
+    def _allow_topic(self, queue: QueueRef, queue_arn: str, topic_arn: str) -> None:
+        """Add a queue policy statement letting the topic send to the queue."""
+        attributes = self.queues.attributes(queue, fresh=True)
+        policy: dict[str, Any] = json.loads(attributes.get("Policy") or "{}") or {}
+        statements: list[dict[str, Any]] = policy.setdefault("Statement", [])
+        sid = f"sqsbus-{topic_arn.rsplit(':', 1)[-1]}"[:100]
+        if any(statement.get("Sid") == sid for statement in statements):
+            return
+        policy.setdefault("Version", "2012-10-17")
+        statements.append(
+            {
+                "Sid": sid,
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+            }
+        )
+        call(
+            queue.client,
+            "set_queue_attributes",
+            f"allow exchange topic to send to queue {queue.name!r}",
+            QueueUrl=queue.url,
+            Attributes={"Policy": json.dumps(policy)},
+        )
+
+    def publish(
+        self,
+        exchange: str,
+        body: str,
+        *,
+        message_attributes: dict[str, Any] | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> str:
+        """Broadcast ``body`` to every queue bound to ``exchange``; return the SNS id."""
+        arn = self.topic_arn(exchange)
+        params: dict[str, Any] = {"TopicArn": arn, "Message": body}
+        if message_attributes:
+            params["MessageAttributes"] = message_attributes
+        if arn.endswith(FIFO_SUFFIX):
+            params["MessageGroupId"] = group_id or self.options.fifo_message_group_id
+            params["MessageDeduplicationId"] = deduplication_id or uuid.uuid4().hex
+        answer = call(
+            self._client(exchange), "publish", f"publish to exchange {exchange!r}", **params
+        )
+        return str(answer.get("MessageId", ""))
