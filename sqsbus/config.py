@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from botocore.config import Config as BotocoreConfig
+from botocore.exceptions import BotoCoreError
 
 from sqsbus.errors import ConfigurationError
 from sqsbus.redact import register_secret
@@ -113,8 +115,13 @@ Validator = Callable[[str, Any], Any]
 
 
 def _fail(name: str, expected: str, value: Any) -> ConfigurationError:
-    shown = "<hidden>" if name in _SECRET_OPTIONS else repr(value)
-    return ConfigurationError(f"transport option {name!r} must be {expected}, got {shown}")
+    """``name`` is an option name or a path such as ``predefined_queues['q'].region``."""
+    label = repr(name) if name in _OPTIONS else name
+    if "secret" in name or "token" in name or name in _MAPPING_OPTIONS:
+        shown = f"a {type(value).__name__}"  # never echo what may hold credentials
+    else:
+        shown = repr(value)
+    return ConfigurationError(f"transport option {label} must be {expected}, got {shown}")
 
 
 def _int_range(low: int, high: int) -> Validator:
@@ -125,7 +132,7 @@ def _int_range(low: int, high: int) -> Validator:
             number = float(value)
         except (TypeError, ValueError):
             raise _fail(name, f"an integer from {low} to {high}", value) from None
-        if number != int(number) or not low <= number <= high:
+        if not math.isfinite(number) or number != int(number) or not low <= number <= high:
             raise _fail(name, f"an integer from {low} to {high}", value)
         return int(number)
 
@@ -139,7 +146,7 @@ def _non_negative_number(name: str, value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise _fail(name, "a number of seconds >= 0", value) from None
-    if number < 0:
+    if not math.isfinite(number) or number < 0:
         raise _fail(name, "a number of seconds >= 0", value)
     return number
 
@@ -203,7 +210,7 @@ def _client_config(name: str, value: Any) -> dict[str, Any]:
             )
     try:
         BotocoreConfig(**dict(value))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError, BotoCoreError) as exc:
         raise ConfigurationError(f"transport option {name!r} is invalid: {exc}") from None
     return dict(value)
 
@@ -229,12 +236,17 @@ def _predefined_exchanges(name: str, value: Any) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(value, Mapping):
         raise _fail(name, "a dict of exchange name -> {'arn': ...}", value)
+    exchanges: dict[str, dict[str, Any]] = {}
     for exchange, spec in value.items():
+        where = f"{name}[{exchange!r}]"
         if not isinstance(spec, Mapping) or not isinstance(spec.get("arn"), str):
-            raise ConfigurationError(
-                f"transport option {name!r}: exchange {exchange!r} needs an 'arn' string"
-            )
-    return {key: dict(spec) for key, spec in value.items()}
+            raise ConfigurationError(f"transport option {where} needs an 'arn' string")
+        clean = dict(spec)
+        clean["secret_access_key"] = _secret(
+            f"{where}['secret_access_key']", spec.get("secret_access_key")
+        )
+        exchanges[exchange] = clean
+    return exchanges
 
 
 _PREDEFINED_QUEUE_KEYS = frozenset(
@@ -246,7 +258,9 @@ def _backoff_policy(where: str, value: Any) -> dict[int, int]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{where}: 'backoff_policy' must be a dict of retry -> seconds")
+        raise ConfigurationError(
+            f"transport option {where}['backoff_policy'] must be a dict of retry -> seconds"
+        )
     check = _int_range(0, MAX_VISIBILITY_TIMEOUT)
     policy: dict[int, int] = {}
     for retry, seconds in value.items():
@@ -254,9 +268,10 @@ def _backoff_policy(where: str, value: Any) -> dict[int, int]:
             retry_number = int(retry)
         except (TypeError, ValueError):
             raise ConfigurationError(
-                f"{where}: 'backoff_policy' keys must be retry numbers, got {retry!r}"
+                f"transport option {where}['backoff_policy'] keys must be retry numbers, "
+                f"got {retry!r}"
             ) from None
-        policy[retry_number] = check(f"{where} backoff_policy[{retry!r}]", seconds)
+        policy[retry_number] = check(f"{where}['backoff_policy'][{retry!r}]", seconds)
     return policy
 
 
@@ -267,29 +282,36 @@ def _predefined_queues(name: str, value: Any) -> dict[str, PredefinedQueue]:
         raise _fail(name, "a dict of queue name -> {'url': ...}", value)
     queues: dict[str, PredefinedQueue] = {}
     for queue_name, spec in value.items():
-        where = f"transport option {name!r}, queue {queue_name!r}"
+        where = f"{name}[{queue_name!r}]"
         if not isinstance(spec, Mapping):
-            raise ConfigurationError(f"{where}: must be a dict with at least 'url'")
+            raise ConfigurationError(f"transport option {where} must be a dict with at least 'url'")
         unknown = set(spec) - _PREDEFINED_QUEUE_KEYS
         if unknown:
             raise ConfigurationError(
-                f"{where}: unknown key(s) {', '.join(sorted(map(repr, unknown)))}; "
+                f"transport option {where} has unknown key(s) "
+                f"{', '.join(sorted(map(repr, unknown)))}; "
                 f"allowed: {', '.join(sorted(_PREDEFINED_QUEUE_KEYS))}"
             )
         url = spec.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"{where}: 'url' must be the queue's http(s) URL")
+            raise ConfigurationError(
+                f"transport option {where}['url'] must be the queue's http(s) URL"
+            )
         tasks = spec.get("backoff_tasks") or []
         if not isinstance(tasks, list | tuple | set | frozenset) or not all(
             isinstance(t, str) for t in tasks
         ):
-            raise ConfigurationError(f"{where}: 'backoff_tasks' must be a list of task names")
+            raise ConfigurationError(
+                f"transport option {where}['backoff_tasks'] must be a list of task names"
+            )
         queues[queue_name] = PredefinedQueue(
             name=queue_name,
             url=url,
-            access_key_id=_optional_string(f"{where} access_key_id", spec.get("access_key_id")),
-            secret_access_key=_secret("secret_access_key", spec.get("secret_access_key")),
-            region=_optional_string(f"{where} region", spec.get("region")),
+            access_key_id=_optional_string(f"{where}['access_key_id']", spec.get("access_key_id")),
+            secret_access_key=_secret(
+                f"{where}['secret_access_key']", spec.get("secret_access_key")
+            ),
+            region=_optional_string(f"{where}['region']", spec.get("region")),
             backoff_policy=_backoff_policy(where, spec.get("backoff_policy")),
             backoff_tasks=frozenset(tasks),
         )
@@ -338,7 +360,8 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "connect_retries_timeout": (None, _ignored),
 }
 
-_SECRET_OPTIONS: Final = frozenset({"session_token", "secret_access_key"})
+#: Options whose wrong-typed values are not echoed, as they may embed credentials.
+_MAPPING_OPTIONS: Final = frozenset({"predefined_queues", "predefined_exchanges"})
 
 #: Every transport option name sqsbus accepts.
 KNOWN_OPTIONS: Final = frozenset(_OPTIONS)

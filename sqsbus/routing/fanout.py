@@ -54,10 +54,9 @@ class FanoutRouter:
         if spec is None:
             return self.aws.client("sns")
         source = None
-        if spec.get("access_key_id") and spec.get("secret_access_key"):
-            source = CredentialSource(
-                str(spec["access_key_id"]), Secret(str(spec["secret_access_key"]))
-            )
+        secret = spec.get("secret_access_key")
+        if spec.get("access_key_id") and isinstance(secret, Secret):
+            source = CredentialSource(str(spec["access_key_id"]), secret)
         return self.aws.client("sns", region=_region_of(str(spec["arn"])), source=source)
 
     def topic_arn(self, exchange: str) -> str:
