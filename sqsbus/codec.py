@@ -51,7 +51,7 @@ def _json(text: str) -> tuple[bool, Any]:
 
 
 def _unbase64(raw: str) -> str | None:
-    stripped = raw.strip()
+    stripped = "".join(raw.split())  # some encoders wrap lines
     if not stripped or len(stripped) % 4:
         return None
     try:
