@@ -52,15 +52,40 @@ def test_fanout_reaches_queues_bound_by_other_connections(
     assert "sqs.SendMessage" not in calls
 
 
-def test_auto_delete_queue_goes_with_its_last_consumer(
+def test_direct_routing_reaches_queues_bound_by_other_connections(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    exchange = Exchange("replies", type="direct")
+    mine, other = Queue("client-1", exchange, "key-1"), Queue("client-2", exchange, "key-2")
+    with connect(endpoint, prefix) as consumer_conn:
+        mine(consumer_conn.default_channel).declare()
+        other(consumer_conn.default_channel).declare()
+        # Another connection never saw these bindings: routing goes through AWS.
+        with connect(endpoint, prefix) as producer_conn, producer_conn.Producer() as producer:
+            producer.publish({"to": 1}, exchange=exchange, routing_key="key-1", declare=[exchange])
+            producer.publish({"to": 2}, exchange=exchange, routing_key="key-2", declare=[exchange])
+            producer.publish({"to": None}, exchange=exchange, routing_key="nobody")
+        [(first, _)] = consume(consumer_conn, [mine], 1)
+        [(second, _)] = consume(consumer_conn, [other], 1)
+        assert (first, second) == ({"to": 1}, {"to": 2})
+        # Nothing else arrived: the unroutable message was dropped, as in AMQP.
+        assert consume(consumer_conn, [mine, other], 0, timeout=2) == []
+
+
+def test_temporary_queues_are_deleted_with_their_connection(
     endpoint: LocalEndpoint, prefix: str, sqs_client: Any
 ) -> None:
     exchange = Exchange("bcast2", type="fanout")
-    queue = Queue("ephemeral", exchange, auto_delete=True)
+    queue = Queue("ephemeral", exchange, auto_delete=True, expires=10)
+    kept = Queue("durable", exchange)
     with connect(endpoint, prefix) as conn:
-        with Consumer(conn, [queue], callbacks=[lambda _b, _m: None]):
-            url = url_of(conn, "ephemeral")
-        assert not any(u == url for u in sqs_client.list_queues().get("QueueUrls", []))
+        with Consumer(conn, [queue, kept], callbacks=[lambda _b, _m: None]):
+            urls = url_of(conn, "ephemeral"), url_of(conn, "durable")
+        # Still there while the connection lives: reused by the next consumer.
+        assert urls[0] in sqs_client.list_queues(QueueNamePrefix=prefix)["QueueUrls"]
+    remaining = sqs_client.list_queues(QueueNamePrefix=prefix)["QueueUrls"]
+    assert urls[0] not in remaining
+    assert urls[1] in remaining
 
 
 def test_url_forms_and_transport_path(endpoint: LocalEndpoint, prefix: str) -> None:

@@ -17,13 +17,14 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from kombu.transport import virtual
+from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from sqsbus import codec
 from sqsbus.aws import call
 from sqsbus.engine import operations
 from sqsbus.engine.messages import Received
 from sqsbus.engine.receiver import Inbox, Receiver
-from sqsbus.errors import ConfigurationError, QueueDoesNotExist, SQSBusError
+from sqsbus.errors import ConfigurationError, SQSBusError
 from sqsbus.queues import QueueRef
 
 if TYPE_CHECKING:
@@ -86,8 +87,13 @@ class Channel(virtual.Channel):
         return bool(self.typeof(exchange).type == "fanout")
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
-        if self._is_fanout(exchange):
-            self.router.subscribe(exchange, self.directory.ensure(queue))
+        """Record the binding in AWS (an SNS subscription), so every process can route."""
+        if not exchange:
+            return  # the default exchange routes by queue name
+        fanout = self._is_fanout(exchange)
+        self.router.subscribe(
+            exchange, self.directory.ensure(queue), routing_key=None if fanout else routing_key
+        )
 
     def queue_unbind(
         self,
@@ -98,26 +104,59 @@ class Channel(virtual.Channel):
         **kwargs: Any,
     ) -> None:
         super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
-        if exchange and self._is_fanout(exchange):
+        if exchange:
             self.router.unsubscribe(exchange, self.directory.ensure(queue))
+
+    def basic_publish(
+        self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any
+    ) -> Any:
+        """Route through local bindings when known, else through the exchange's topic."""
+        if (
+            exchange
+            and not self._is_fanout(exchange)
+            and not self._bound_here(exchange, routing_key)
+        ):
+            self._inplace_augment_message(message, exchange, routing_key)
+            return self._put_exchange(exchange, message, routing_key)
+        return super().basic_publish(message, exchange, routing_key, **kwargs)
+
+    def _bound_here(self, exchange: str, routing_key: str) -> bool:
+        """True if this process knows a queue bound to ``exchange`` with ``routing_key``."""
+        table = self.state.exchanges.get(exchange, {}).get("table") or []
+        return any(key == routing_key for key, _pattern, _queue in table)
 
     def _put_fanout(
         self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any
+    ) -> None:
+        self._put_exchange(exchange, message, None)
+
+    def _put_exchange(
+        self, exchange: str, message: dict[str, Any], routing_key: str | None
     ) -> None:
         properties = message.get("properties") or {}
         attributes = properties.pop("message_attributes", None)
         self.router.publish(
             exchange,
             codec.encode_body(message, base64_encoding=self.options.base64_encoding),
+            routing_key=routing_key,
             message_attributes=attributes,
             group_id=properties.get("MessageGroupId"),
             deduplication_id=properties.get("MessageDeduplicationId"),
         )
 
+    def after_reply_message_received(self, queue: str) -> None:
+        """Keep reply queues for the next request (SQS forbids reusing a name for 60 s)."""
+
+    def prepare_queue_arguments(self, arguments: Any, **kwargs: Any) -> Any:
+        """Keep ``expires``/``message_ttl``/``max_priority`` as AMQP ``x-`` arguments."""
+        return to_rabbitmq_queue_arguments(arguments, **kwargs)
+
     def _new_queue(self, queue: str, **kwargs: Any) -> QueueRef:
         ref = self.directory.ensure(queue)
-        if kwargs.get("auto_delete"):
-            self.connection.auto_delete_queues.add(queue)
+        arguments = kwargs.get("arguments") or {}
+        if kwargs.get("exclusive") or (kwargs.get("auto_delete") and "x-expires" in arguments):
+            # Private to this connection (e.g. Celery's pidbox and reply queues).
+            self.connection.temporary_queues.add(queue)
         return ref
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
@@ -126,15 +165,7 @@ class Channel(virtual.Channel):
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         if self.options.predefined_queues:
             return  # predefined queues are never created nor deleted here
-        try:
-            ref = self.directory.get(queue)
-        except QueueDoesNotExist:
-            return
-        for exchange in self.router.subscribed_exchanges(ref):
-            self.router.unsubscribe(exchange, ref)
-        self.connection.auto_delete_queues.discard(queue)
-        call(ref.client, "delete_queue", f"delete queue {ref.name!r}", QueueUrl=ref.url)
-        self.directory.forget(ref.name)
+        self.connection.drop_queue(queue)
 
     def _size(self, queue: str) -> int:
         ref = self.directory.ensure(queue)
@@ -202,8 +233,6 @@ class Channel(virtual.Channel):
             if receiver is not None:
                 receiver.stop()
             operations.release(self.inbox.remove(queue))
-            if queue in self.connection.auto_delete_queues:
-                self._delete(queue)  # AMQP auto-delete: gone with its last consumer
         return result
 
     def _delete_if_no_ack(self, messages: list[Received]) -> list[Received]:

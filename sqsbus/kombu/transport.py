@@ -8,21 +8,24 @@ pipe.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import botocore.session
 from kombu.transport import virtual
 
-from sqsbus.aws import AWS, require_credentials
+from sqsbus.aws import AWS, call, require_credentials
 from sqsbus.config import Options, parse_options
 from sqsbus.engine.acker import Acker
 from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Waker
-from sqsbus.errors import DeliveryError, SQSBusError, TransientError
+from sqsbus.errors import DeliveryError, QueueDoesNotExist, SQSBusError, TransientError
 from sqsbus.kombu.channel import SUPPORTED_EXCHANGE_TYPES, Channel
 from sqsbus.queues import QueueDirectory
-from sqsbus.routing.fanout import FanoutRouter
+from sqsbus.routing.exchanges import ExchangeRouter
+
+logger = logging.getLogger(__name__)
 
 
 def _default_region() -> str | None:
@@ -76,9 +79,10 @@ class Transport(virtual.Transport):
             self.directory, fifo_message_group_id=self.options.fifo_message_group_id
         )
         self.acker = Acker()
-        self.router = FanoutRouter(self.aws, self.options, self.directory)
-        #: Queues declared auto_delete here: deleted when their last consumer goes.
-        self.auto_delete_queues: set[str] = set()
+        self.router = ExchangeRouter(self.aws, self.options, self.directory)
+        #: Queues private to this connection (exclusive, or auto-delete with x-expires):
+        #: deleted, with their subscriptions, when the connection closes.
+        self.temporary_queues: set[str] = set()
         self.waker = Waker()
 
     @property
@@ -99,6 +103,28 @@ class Transport(virtual.Transport):
         if not self.options.predefined_queues:
             self.directory.refresh()
         return super().establish_connection()
+
+    def drop_queue(self, queue: str) -> None:
+        """Delete ``queue`` and its exchange subscriptions, if it exists."""
+        self.temporary_queues.discard(queue)
+        try:
+            ref = self.directory.get(queue)
+        except QueueDoesNotExist:
+            return
+        for exchange in self.router.subscribed_exchanges(ref):
+            self.router.unsubscribe(exchange, ref)
+        call(ref.client, "delete_queue", f"delete queue {ref.name!r}", QueueUrl=ref.url)
+        self.directory.forget(ref.name)
+
+    def close_connection(self, connection: Any) -> None:
+        try:
+            super().close_connection(connection)
+        finally:
+            for queue in list(self.temporary_queues):
+                try:
+                    self.drop_queue(queue)
+                except SQSBusError as exc:
+                    logger.warning("could not delete temporary queue %s: %s", queue, exc)
 
     # -- delivery -------------------------------------------------------------
 

@@ -1,10 +1,16 @@
-"""Fanout exchanges as SNS topics with SQS queue subscriptions.
+"""Exchanges as SNS topics with SQS queue subscriptions.
 
-The binding state lives in AWS (the topic's subscriptions), so a broadcast from
-any process reaches every bound queue, including queues bound later by other
-processes or hosts.  Subscriptions use raw message delivery, so a queue
-receives exactly the body that was published, in the same wire format as a
-direct send.
+The binding state lives in AWS (the topic's subscriptions), so a message
+published from any process reaches every bound queue, including queues bound
+later by other processes or hosts.
+
+* fanout: the queue subscribes without a filter and gets every message;
+* direct: the subscription's filter policy lists the binding's routing keys,
+  and messages carry their routing key as the ``kombu.routing_key`` message
+  attribute.
+
+Subscriptions use raw message delivery, so a queue receives exactly the body
+that was published, in the same wire format as a direct send.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: SNS topic names are at most 256 characters.
 MAX_TOPIC_NAME_LENGTH: Final = 256
+#: Message attribute carrying the routing key, matched by subscription filter policies.
+ROUTING_KEY_ATTRIBUTE: Final = "kombu.routing_key"
 
 
 def topic_name(exchange: str, prefix: str = "") -> str:
@@ -38,8 +46,8 @@ def _region_of(arn: str) -> str | None:
     return parts[3] if len(parts) > 3 and parts[3] else None
 
 
-class FanoutRouter:
-    """Creates topics, subscribes queues and publishes broadcasts (thread-safe)."""
+class ExchangeRouter:
+    """Creates topics, subscribes queues and publishes through SNS (thread-safe)."""
 
     def __init__(self, aws: AWS, options: Options, queues: QueueDirectory) -> None:
         self.aws = aws
@@ -47,6 +55,8 @@ class FanoutRouter:
         self.queues = queues
         self._topics: dict[str, str] = {}
         self._subscriptions: dict[tuple[str, str], str] = {}
+        #: (exchange, queue url) -> routing keys in the filter (None: no filter, fanout).
+        self._routing_keys: dict[tuple[str, str], set[str] | None] = {}
         self._lock = threading.Lock()
 
     def _client(self, exchange: str) -> Any:
@@ -83,12 +93,23 @@ class FanoutRouter:
             self._topics[exchange] = arn
         return arn
 
-    def subscribe(self, exchange: str, queue: QueueRef) -> None:
-        """Deliver the exchange's broadcasts to ``queue`` (idempotent, cached)."""
+    def subscribe(self, exchange: str, queue: QueueRef, routing_key: str | None = None) -> None:
+        """Deliver the exchange's messages to ``queue`` (idempotent, cached).
+
+        ``routing_key=None`` subscribes to everything (fanout); otherwise the
+        routing key is added to the subscription's filter policy (direct).
+        """
         key = (exchange, queue.url)
         with self._lock:
-            if key in self._subscriptions:
+            known = key in self._subscriptions
+            keys = self._routing_keys.get(key)
+            if known and (keys is None or routing_key in keys):
                 return
+        if not known:
+            self._subscribe(exchange, queue)
+        self._add_routing_key(exchange, queue, routing_key)
+
+    def _subscribe(self, exchange: str, queue: QueueRef) -> None:
         arn = self.topic_arn(exchange)
         queue_arn = self.queues.attributes(queue).get("QueueArn") or self.queues.attributes(
             queue, fresh=True
@@ -106,12 +127,50 @@ class FanoutRouter:
             Attributes={"RawMessageDelivery": "true"},
             ReturnSubscriptionArn=True,
         )
+        subscription = str(answer["SubscriptionArn"])
+        current = call(
+            self._client(exchange),
+            "get_subscription_attributes",
+            f"read subscription of queue {queue.name!r} to exchange {exchange!r}",
+            SubscriptionArn=subscription,
+        ).get("Attributes", {})
+        policy = json.loads(current.get("FilterPolicy") or "{}")
+        keys = policy.get(ROUTING_KEY_ATTRIBUTE)
         with self._lock:
-            self._subscriptions[key] = str(answer["SubscriptionArn"])
+            self._subscriptions[(exchange, queue.url)] = subscription
+            self._routing_keys[(exchange, queue.url)] = (
+                {str(k) for k in keys} if isinstance(keys, list) else None
+            )
+
+    def _add_routing_key(self, exchange: str, queue: QueueRef, routing_key: str | None) -> None:
+        key = (exchange, queue.url)
+        with self._lock:
+            subscription = self._subscriptions[key]
+            keys = self._routing_keys.get(key)
+            if routing_key is None:
+                if keys is None:
+                    return
+                wanted: set[str] | None = None
+            else:
+                if keys is not None and routing_key in keys:
+                    return
+                # A fresh subscription (keys None, no filter yet) gets its first key.
+                wanted = {routing_key} | (keys or set())
+            self._routing_keys[key] = wanted
+        policy = "" if wanted is None else json.dumps({ROUTING_KEY_ATTRIBUTE: sorted(wanted)})
+        call(
+            self._client(exchange),
+            "set_subscription_attributes",
+            f"route exchange {exchange!r} to queue {queue.name!r}",
+            SubscriptionArn=subscription,
+            AttributeName="FilterPolicy",
+            AttributeValue=policy or "{}",
+        )
 
     def unsubscribe(self, exchange: str, queue: QueueRef) -> None:
         with self._lock:
             subscription = self._subscriptions.pop((exchange, queue.url), None)
+            self._routing_keys.pop((exchange, queue.url), None)
         if subscription is not None:
             call(
                 self._client(exchange),
@@ -156,15 +215,19 @@ class FanoutRouter:
         exchange: str,
         body: str,
         *,
+        routing_key: str | None = None,
         message_attributes: dict[str, Any] | None = None,
         group_id: str | None = None,
         deduplication_id: str | None = None,
     ) -> str:
-        """Broadcast ``body`` to every queue bound to ``exchange``; return the SNS id."""
+        """Publish ``body`` to every queue bound to ``exchange`` (matching ``routing_key``)."""
         arn = self.topic_arn(exchange)
+        attributes = dict(message_attributes or {})
+        if routing_key is not None:
+            attributes[ROUTING_KEY_ATTRIBUTE] = {"DataType": "String", "StringValue": routing_key}
         params: dict[str, Any] = {"TopicArn": arn, "Message": body}
-        if message_attributes:
-            params["MessageAttributes"] = message_attributes
+        if attributes:
+            params["MessageAttributes"] = attributes
         if arn.endswith(FIFO_SUFFIX):
             params["MessageGroupId"] = group_id or self.options.fifo_message_group_id
             params["MessageDeduplicationId"] = deduplication_id or uuid.uuid4().hex
