@@ -20,7 +20,6 @@ import pytest
 from celery import chain, chord, group
 from celery_app import AppSettings, create_app
 from celery_helpers import WorkerProcess, read_records, task, wait_for
-from kombu.exceptions import OperationalError
 
 from sqsbus.errors import MessageTooLarge
 from sqsbus.local import LocalEndpoint
@@ -338,12 +337,6 @@ def test_remote_control_ping_gets_a_reply(shared: Harness) -> None:
 # -- 8. publishing errors ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OperationalError,
-    reason="sqsbus bug: every SQSBusError counts as a recoverable connection error, so kombu "
-    "reconnects, retries and wraps MessageTooLarge in OperationalError (see the report)",
-)
 def test_oversized_task_arguments_raise_message_too_large(shared: Harness) -> None:
     add = shared.task("add")
     with pytest.raises(MessageTooLarge, match="nothing was sent"):

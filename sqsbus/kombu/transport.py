@@ -60,6 +60,10 @@ class Transport(virtual.Transport):
         *virtual.Transport.channel_errors,
         SQSBusError,
     )
+    #: Only these make Kombu tear down and retry; a bad message or option (e.g.
+    #: MessageTooLarge, ConfigurationError) is raised to the caller as is.
+    recoverable_connection_errors = connection_errors
+    recoverable_channel_errors = ()
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
