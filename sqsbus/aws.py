@@ -204,6 +204,7 @@ class AWS:
         self.stats = stats or RequestStats(parent=GLOBAL_STATS)
         self._session = botocore.session.get_session()
         self._clients: dict[tuple[str, str, CredentialSource], Any] = {}
+        self._assumed: dict[CredentialSource, RefreshableCredentials] = {}
         self._lock = threading.Lock()
 
     @property
@@ -233,7 +234,7 @@ class AWS:
         session = botocore.session.Session()
         if self.options.sts_role_arn:
             # botocore has no public setter for refreshable credentials.
-            session._credentials = self._assumed_role_credentials(source, region)  # type: ignore[attr-defined]
+            session._credentials = self._assumed_role(source, region)  # type: ignore[attr-defined]
         elif source.access_key_id and source.secret_access_key:
             session.set_credentials(
                 source.access_key_id,
@@ -272,6 +273,13 @@ class AWS:
         client.meta.events.register(
             f"before-send.{client.meta.service_model.service_id.hyphenize()}", on_send
         )
+
+    def _assumed_role(self, source: CredentialSource, region: str) -> RefreshableCredentials:
+        """One set of assumed-role credentials per source, shared by every service client."""
+        credentials = self._assumed.get(source)
+        if credentials is None:
+            credentials = self._assumed[source] = self._assumed_role_credentials(source, region)
+        return credentials
 
     def _assumed_role_credentials(
         self, source: CredentialSource, region: str
