@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from kombu import Connection
+from kombu_helpers import connect, consume, direct_queue, publish
 
 from sqsbus.errors import ConfigurationError, CredentialsError, TransientError
 from sqsbus.local import LocalEndpoint
-from tests.kombu_helpers import connect, consume, direct_queue, publish
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/sqsbus-test"
 CANARY_SECRET = "canary-SECRET-4f1e"

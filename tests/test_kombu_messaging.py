@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from kombu import Connection, Consumer, Exchange, Message, Queue
 from kombu.asynchronous import Hub
+from kombu_helpers import connect, consume, counts, direct_queue, publish, wait_until
 
 from sqsbus.errors import SQSBusError
 from sqsbus.kombu.channel import UnsupportedExchangeType
 from sqsbus.local import LocalEndpoint
-from tests.kombu_helpers import connect, consume, counts, direct_queue, publish, wait_until
 
 
 def url_of(conn: Connection, name: str) -> str:

@@ -7,11 +7,11 @@ from typing import Any
 import boto3
 import pytest
 from kombu import Connection
+from kombu_helpers import connect, consume, direct_queue, publish, queue_attributes
 
 from sqsbus.errors import ConfigurationError, InvalidQueueError, UndefinedQueueError
 from sqsbus.local import LocalEndpoint
 from sqsbus.queues import QueueDirectory
-from tests.kombu_helpers import connect, consume, direct_queue, publish, queue_attributes
 
 
 def sqs_url(sqs_client: Any, name: str) -> str:

@@ -52,6 +52,10 @@ class Waker:
     def fileno(self) -> int:
         return self._read
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def wake(self) -> None:
         with self._lock:
             if self._pending or self._closed:

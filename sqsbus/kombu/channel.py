@@ -24,7 +24,7 @@ from sqsbus.aws import call
 from sqsbus.engine import operations
 from sqsbus.engine.messages import Received
 from sqsbus.engine.receiver import Inbox, Receiver
-from sqsbus.errors import ConfigurationError, SQSBusError
+from sqsbus.errors import ConfigurationError, QueueDoesNotExist, SQSBusError
 from sqsbus.queues import QueueRef
 
 if TYPE_CHECKING:
@@ -186,14 +186,27 @@ class Channel(virtual.Channel):
         attributes = properties.pop("message_attributes", None)
         delay = _delay_seconds(properties)
         body = codec.encode_body(message, base64_encoding=self.options.base64_encoding)
-        self.publisher.send(
-            ref,
-            body,
-            message_attributes=attributes,
-            group_id=properties.get("MessageGroupId"),
-            deduplication_id=properties.get("MessageDeduplicationId"),
-            delay_seconds=delay,
-        )
+
+        def send(target: QueueRef) -> None:
+            self.publisher.send(
+                target,
+                body,
+                message_attributes=attributes,
+                group_id=properties.get("MessageGroupId"),
+                deduplication_id=properties.get("MessageDeduplicationId"),
+                delay_seconds=delay,
+            )
+
+        try:
+            send(ref)
+        except QueueDoesNotExist:
+            if self.options.predefined_queues:
+                raise
+            # Deleted since we cached its URL (or the endpoint lost its state):
+            # declare it again, as the publish would have on a fresh connection.
+            logger.warning("queue %s disappeared; declaring it again", ref.name)
+            self.directory.forget(ref.name)
+            send(self.directory.ensure(queue))
 
     # -- consuming ------------------------------------------------------------
 

@@ -88,6 +88,7 @@ class Transport(virtual.Transport):
         #: deleted, with their subscriptions, when the connection closes.
         self.temporary_queues: set[str] = set()
         self.waker = Waker()
+        self._loop: Any = None
 
     @property
     def stats(self) -> Any:
@@ -103,6 +104,8 @@ class Transport(virtual.Transport):
 
     def establish_connection(self) -> Any:
         """Check credentials and reach the endpoint once, so failures show at connect."""
+        if self.waker.closed:  # reconnecting after close_connection
+            self.waker = Waker()
         require_credentials(self.aws)
         if not self.options.predefined_queues:
             self.directory.refresh()
@@ -129,14 +132,20 @@ class Transport(virtual.Transport):
                     self.drop_queue(queue)
                 except SQSBusError as exc:
                     logger.warning("could not delete temporary queue %s: %s", queue, exc)
+            if self._loop is not None:
+                self.unregister_from_event_loop(connection, self._loop)
+            self.waker.close()
 
     # -- delivery -------------------------------------------------------------
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        self._loop = loop
         loop.add_reader(self.waker.fileno(), self.on_readable, connection, loop)
 
     def unregister_from_event_loop(self, connection: Any, loop: Any) -> None:
-        loop.remove_reader(self.waker.fileno())
+        if self._loop is loop:
+            self._loop = None
+            loop.remove_reader(self.waker.fileno())
 
     def on_readable(self, connection: Any = None, loop: Any = None) -> None:
         """Hub callback: hand every deliverable buffered message to its consumer."""
