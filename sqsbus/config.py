@@ -90,7 +90,7 @@ class Options:
     queue_name_prefix: str = ""
     predefined_queues: Mapping[str, PredefinedQueue] = field(default_factory=dict)
     predefined_exchanges: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    supports_fanout: bool = False
+    supports_fanout: bool = True
     sts_role_arn: str | None = None
     sts_token_timeout: int = MIN_STS_TOKEN_TIMEOUT
     sts_token_buffer_time: int = 0

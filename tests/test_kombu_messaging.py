@@ -33,6 +33,21 @@ def test_transport_describes_itself_truthfully(endpoint: LocalEndpoint, prefix: 
             Exchange("events", type="topic")(conn.default_channel).declare()
 
 
+def test_supports_fanout_false_keeps_to_sqs_like_kombu(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    queue = direct_queue("plain")
+    with connect(endpoint, prefix, supports_fanout=False) as conn:
+        assert conn.transport.implements.exchange_type == frozenset({"direct"})
+        with pytest.raises(UnsupportedExchangeType, match="supports_fanout=True"):
+            Exchange("bcast0", type="fanout")(conn.default_channel).declare()
+        publish(conn, queue, ["sqs only"])
+        [(body, _)] = consume(conn, [queue], 1)
+        services = {name.split(".")[0] for name in conn.transport.stats.calls()}
+    assert body == "sqs only"
+    assert services == {"sqs"}
+
+
 def test_fanout_reaches_queues_bound_by_other_connections(
     endpoint: LocalEndpoint, prefix: str
 ) -> None:

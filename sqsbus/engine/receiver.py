@@ -156,6 +156,16 @@ class Inbox:
                 self._cond.notify_all()
         return taken
 
+    def take_named(self, name: str) -> Received | None:
+        """Remove and return the oldest buffered message consumed under ``name``."""
+        with self._cond:
+            for index, message in enumerate(self._items):
+                if message.name == name:
+                    del self._items[index]
+                    self._cond.notify_all()
+                    return message
+        return None
+
     def remove(self, name: str) -> list[Received]:
         """Remove and return every buffered message consumed under ``name``."""
         with self._cond:

@@ -24,7 +24,7 @@ from sqsbus.aws import call
 from sqsbus.engine import operations
 from sqsbus.engine.messages import Received
 from sqsbus.engine.receiver import Inbox, Receiver
-from sqsbus.errors import ConfigurationError, QueueDoesNotExist, SQSBusError
+from sqsbus.errors import AccessDeniedError, ConfigurationError, QueueDoesNotExist, SQSBusError
 from sqsbus.queues import QueueRef
 
 if TYPE_CHECKING:
@@ -70,13 +70,20 @@ class Channel(virtual.Channel):
 
     # -- queues ---------------------------------------------------------------
 
+    @property
+    def uses_sns(self) -> bool:
+        """Bindings are kept in SNS (``supports_fanout``, on by default)."""
+        return bool(self.options.supports_fanout)
+
     def exchange_declare(  # type: ignore[override]
         self, exchange: str | None = None, type: str = "direct", **kwargs: Any
     ) -> Any:
-        if type not in SUPPORTED_EXCHANGE_TYPES:
+        supported = self.connection.implements.exchange_type
+        if type not in supported:
+            hint = "" if self.uses_sns else " (fanout needs supports_fanout=True)"
             raise UnsupportedExchangeType(
                 f"exchange {exchange!r} is of type {type!r}; sqsbus supports "
-                f"{' and '.join(sorted(SUPPORTED_EXCHANGE_TYPES))} exchanges"
+                f"{' and '.join(sorted(supported))} exchanges{hint}"
             )
         result = super().exchange_declare(exchange, type, **kwargs)
         if type == "fanout" and exchange and not kwargs.get("passive"):
@@ -88,12 +95,24 @@ class Channel(virtual.Channel):
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         """Record the binding in AWS (an SNS subscription), so every process can route."""
-        if not exchange:
+        if not exchange or not self.uses_sns:
             return  # the default exchange routes by queue name
         fanout = self._is_fanout(exchange)
-        self.router.subscribe(
-            exchange, self.directory.ensure(queue), routing_key=None if fanout else routing_key
-        )
+        try:
+            self.router.subscribe(
+                exchange, self.directory.ensure(queue), routing_key=None if fanout else routing_key
+            )
+        except AccessDeniedError as exc:
+            if fanout:
+                raise
+            # Direct routing still works within this process, as in Kombu's transport.
+            logger.warning(
+                "binding queue %s to exchange %s stays local to this process: %s "
+                "(grant the SNS permissions in docs, or set supports_fanout=False)",
+                queue,
+                exchange,
+                exc,
+            )
 
     def queue_unbind(
         self,
@@ -104,7 +123,7 @@ class Channel(virtual.Channel):
         **kwargs: Any,
     ) -> None:
         super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
-        if exchange:
+        if exchange and self.uses_sns:
             self.router.unsubscribe(exchange, self.directory.ensure(queue))
 
     def basic_publish(
@@ -113,6 +132,7 @@ class Channel(virtual.Channel):
         """Route through local bindings when known, else through the exchange's topic."""
         if (
             exchange
+            and self.uses_sns
             and not self._is_fanout(exchange)
             and not self._bound_here(exchange, routing_key)
         ):
@@ -336,16 +356,19 @@ class Channel(virtual.Channel):
             self.acker.delete([received])
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
-        ref = self.directory.ensure(queue)
-        messages = operations.receive(
-            ref,
-            queue,
-            max_messages=1,
-            wait_time_seconds=min(BASIC_GET_WAIT_SECONDS, self.options.wait_time_seconds or 1),
-        )
-        if not messages:
-            return None
-        received = messages[0]
+        # A consumer of the same queue may already hold it in the prefetch buffer.
+        received = self.inbox.take_named(queue)
+        if received is None:
+            ref = self.directory.ensure(queue)
+            messages = operations.receive(
+                ref,
+                queue,
+                max_messages=1,
+                wait_time_seconds=min(BASIC_GET_WAIT_SECONDS, self.options.wait_time_seconds or 1),
+            )
+            if not messages:
+                return None
+            received = messages[0]
         if no_ack:
             self.acker.delete([received])
         payload = self._to_payload(received)

@@ -84,6 +84,9 @@ class Transport(virtual.Transport):
         )
         self.acker = Acker()
         self.router = ExchangeRouter(self.aws, self.options, self.directory)
+        if not self.options.supports_fanout:
+            # No SNS at all: direct exchanges routed within the process, as in Kombu.
+            self.implements = self.implements.extend(exchange_type=frozenset({"direct"}))
         #: Queues private to this connection (exclusive, or auto-delete with x-expires):
         #: deleted, with their subscriptions, when the connection closes.
         self.temporary_queues: set[str] = set()
