@@ -221,6 +221,16 @@ class Receiver:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def _receive(self, room: int) -> list[Received]:
+        messages = operations.receive(
+            self.queue, self.name, max_messages=room, wait_time_seconds=self.wait_time_seconds
+        )
+        if self.on_received is not None and messages and not self.stopped.is_set():
+            # If this fails (e.g. the no-ack delete), the messages are not buffered:
+            # SQS delivers them again after their visibility timeout.
+            messages = self.on_received(messages)
+        return messages
+
     def _run(self) -> None:
         failures = 0
         while not self.stopped.is_set():
@@ -228,12 +238,7 @@ class Receiver:
             if not room or self.stopped.is_set():
                 continue
             try:
-                messages = operations.receive(
-                    self.queue,
-                    self.name,
-                    max_messages=room,
-                    wait_time_seconds=self.wait_time_seconds,
-                )
+                messages = self._receive(room)
             except SQSBusError as exc:
                 if self.stopped.is_set():
                     return
@@ -263,8 +268,6 @@ class Receiver:
             if self.stopped.is_set():
                 operations.release(messages)
                 return
-            if self.on_received is not None and messages:
-                messages = self.on_received(messages)
             self.inbox.put(messages)
             if not messages and self.polling_interval:
                 self.stopped.wait(self.polling_interval)

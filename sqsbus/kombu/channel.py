@@ -303,7 +303,7 @@ class Channel(virtual.Channel):
         if decoded.envelope is not None:
             payload = decoded.envelope
         else:
-            logger.warning(
+            logger.info(
                 "message %s on queue %s was not produced by Kombu; delivering its body as %s",
                 received.message_id,
                 received.queue.name,
