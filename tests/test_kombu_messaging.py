@@ -165,18 +165,37 @@ def test_basic_get_no_ack_deletes_on_receipt(
         publish(conn, queue, ["x"])
         message = queue(conn.default_channel).get(no_ack=True)
         assert message is not None and message.payload == "x"
-        assert counts(sqs_client, url_of(conn, "getnoack")) == (0, 0)
+        url = url_of(conn, "getnoack")
+        assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
 
 
-def test_failed_delete_is_reported(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:
+def test_failed_delete_is_reported(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     queue = direct_queue("gone")
     with connect(endpoint, prefix) as conn:
         publish(conn, queue, ["x"])
         message = queue(conn.default_channel).get()
         assert message is not None
         sqs_client.delete_queue(QueueUrl=url_of(conn, "gone"))
-        with pytest.raises(SQSBusError, match="does not exist"):
+        with caplog.at_level(logging.ERROR, logger="sqsbus"):
             message.ack()
+            assert conn.transport.acker.flush()
+        assert conn.transport.acker.failed == 1
+    assert "could not delete message(s)" in caplog.text
+    assert message.delivery_info["sqs_message"]["MessageId"] in caplog.text
+
+
+def test_acks_are_sent_in_batches(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:
+    queue = direct_queue("batched")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, [str(i) for i in range(30)])
+        consume(conn, [queue], 30, prefetch_count=30)
+        assert conn.transport.acker.flush()
+        calls = conn.transport.stats.calls()
+        url = url_of(conn, "batched")
+    assert counts(sqs_client, url) == (0, 0)
+    assert calls["sqs.DeleteMessageBatch"] <= 10, calls
 
 
 def test_reject_with_requeue_is_visible_again_at_once(endpoint: LocalEndpoint, prefix: str) -> None:
@@ -205,7 +224,8 @@ def test_reject_without_requeue_deletes(
         message = queue(conn.default_channel).get()
         assert message is not None
         message.reject()
-        assert counts(sqs_client, url_of(conn, "discard")) == (0, 0)
+        url = url_of(conn, "discard")
+        assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
 
 
 def test_reject_of_backoff_task_follows_backoff_policy(
@@ -246,7 +266,8 @@ def test_no_ack_consumer_deletes_on_receipt_without_event_loop(
         publish(conn, queue, ["a", "b", "c"])
         received = consume(conn, [queue], 3, no_ack=True)
         assert sorted(body for body, _ in received) == ["a", "b", "c"]
-        assert counts(sqs_client, url_of(conn, "noack")) == (0, 0)
+        url = url_of(conn, "noack")
+        assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
 
 
 def test_no_ack_consumer_with_event_loop(
@@ -266,7 +287,8 @@ def test_no_ack_consumer_with_event_loop(
             while len(received) < 2 and time.monotonic() < deadline:
                 next(loop)
         assert sorted(received) == ["x", "y"]
-        assert counts(sqs_client, url_of(conn, "noackhub")) == (0, 0)
+        url = url_of(conn, "noackhub")
+        assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
     hub.close()
 
 

@@ -1,52 +1,260 @@
-"""Settling received messages: delete (ack) and visibility changes."""
+"""Settling received messages in batches: deletes (acks) and visibility changes.
+
+:class:`Acker` queues each delete or visibility change and a background thread
+sends them as ``DeleteMessageBatch`` / ``ChangeMessageVisibilityBatch`` calls of
+up to 10 entries: at once when 10 are waiting for a queue, otherwise after a
+short window (``window`` seconds, 50 ms by default), and always on
+:meth:`Acker.flush` / :meth:`Acker.close`.  A late delete can only cause a
+redelivery, never a loss.
+
+Failures are not swallowed: transient ones (throttling, network, 5xx, entries
+SQS marks as not the sender's fault) are retried with backoff; stale receipt
+handles (the visibility timeout expired, or the message is already gone) are
+logged at INFO, since SQS redelivers or already has; anything else is logged as
+an error naming the messages and counted in :attr:`Acker.failed`.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
 
 from sqsbus.engine import operations
 from sqsbus.engine.messages import Received
-from sqsbus.errors import DeliveryError
+from sqsbus.errors import SQSBusError, TransientError
 
 logger = logging.getLogger(__name__)
 
+#: Seconds an entry may wait for others to share its batch.
+DEFAULT_WINDOW: Final = 0.05
+#: Attempts per entry before a transient failure is given up (and logged).
+MAX_ATTEMPTS: Final = 5
+MAX_BACKOFF_SECONDS: Final = 5.0
 
-def _check(
-    action: str, messages: Sequence[Received], failures: list[operations.EntryFailure]
-) -> None:
-    refused = []
-    for failure in failures:
-        message = messages[failure.index]
-        if failure.stale_receipt:
-            # The visibility timeout expired (or it was already deleted): SQS will
-            # redeliver it or already has.  Nothing is lost; nothing to retry.
-            logger.info(
-                "%s message %s of queue %s: receipt handle expired (%s)",
-                action,
-                message.message_id,
-                message.queue.name,
-                failure.code,
-            )
-        else:
-            refused.append(f"{message.message_id}: {failure.code} {failure.message}")
-    if refused:
-        raise DeliveryError(f"could not {action} message(s): {'; '.join(refused)}")
+#: ``None``: delete; an int: change the visibility timeout to that many seconds.
+Action = int | None
+
+
+@dataclass
+class _Entry:
+    message: Received
+    due: float
+    attempts: int = 0
+
+
+@dataclass
+class _Lane:
+    """Pending entries of one action on one queue."""
+
+    entries: list[_Entry] = field(default_factory=list)
 
 
 class Acker:
-    """Deletes and re-times received messages; failures are raised, not swallowed."""
+    """Batches deletes and visibility changes per queue on a background thread."""
+
+    def __init__(self, *, window: float = DEFAULT_WINDOW) -> None:
+        self.window = window
+        #: Entries given up after a non-transient failure or too many attempts.
+        self.failed = 0
+        self._lanes: dict[tuple[str, Action], _Lane] = {}
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # -- API -------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def delete(self, messages: Sequence[Received]) -> None:
-        """Delete ``messages`` (all from one queue) from SQS."""
-        if messages:
-            failures = operations.delete(messages[0].queue, [m.receipt_handle for m in messages])
-            _check("delete", messages, failures)
+        """Delete ``messages`` from SQS soon (batched)."""
+        self._add(messages, None)
 
     def set_visibility(self, messages: Sequence[Received], seconds: int) -> None:
-        """Make ``messages`` (all from one queue) visible again after ``seconds``."""
-        if messages:
-            failures = operations.change_visibility(
-                messages[0].queue, [m.receipt_handle for m in messages], seconds
-            )
-            _check("change visibility of", messages, failures)
+        """Make ``messages`` visible again after ``seconds`` (batched)."""
+        self._add(messages, int(seconds))
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Send everything queued so far; True if all was settled within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            for lane in self._lanes.values():
+                for entry in lane.entries:
+                    entry.due = min(entry.due, time.monotonic())
+            self._cond.notify_all()
+            while self._pending() or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if self._thread is None or not self._thread.is_alive():
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, then stop the background thread."""
+        if not self.flush(timeout):
+            with self._cond:
+                left = self._pending()
+            if left:
+                logger.warning(
+                    "%d delete/visibility change(s) not sent at close; those messages "
+                    "will be delivered again after their visibility timeout",
+                    left,
+                )
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _pending(self) -> int:
+        return sum(len(lane.entries) for lane in self._lanes.values())
+
+    def _add(self, messages: Sequence[Received], action: Action) -> None:
+        if not messages:
+            return
+        due = time.monotonic() + self.window
+        with self._cond:
+            if self._closed:
+                # After close nothing flushes in the background: settle right away.
+                self._send(messages[0].queue.url, action, [_Entry(m, due) for m in messages])
+                return
+            for message in messages:
+                lane = self._lanes.setdefault((message.queue.url, action), _Lane())
+                lane.entries.append(_Entry(message, due))
+            self._start()
+            self._cond.notify_all()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="sqsbus-acker", daemon=True)
+            self._thread.start()
+
+    def _take_due(self, now: float) -> list[tuple[str, Action, list[_Entry]]]:
+        """Remove and return the batches to send now.
+
+        Full batches go at once; a partial batch goes when its oldest entry is
+        due.  Retried entries wait for their backoff.
+        """
+        batches: list[tuple[str, Action, list[_Entry]]] = []
+        for (url, action), lane in self._lanes.items():
+            eligible = [e for e in lane.entries if e.attempts == 0 or e.due <= now]
+            chosen: list[_Entry] = []
+            while len(eligible) >= operations.MAX_BATCH:
+                batch, eligible = eligible[: operations.MAX_BATCH], eligible[operations.MAX_BATCH :]
+                batches.append((url, action, batch))
+                chosen += batch
+            if eligible and min(e.due for e in eligible) <= now:
+                batches.append((url, action, eligible))
+                chosen += eligible
+            if chosen:
+                taken = {id(e) for e in chosen}
+                lane.entries = [e for e in lane.entries if id(e) not in taken]
+        return batches
+
+    def _next_due(self) -> float | None:
+        dues = [e.due for lane in self._lanes.values() for e in lane.entries]
+        return min(dues) if dues else None
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                batches = self._take_due(now)
+                if not batches:
+                    if self._closed and not self._pending():
+                        return
+                    next_due = self._next_due()
+                    self._cond.wait(None if next_due is None else max(0.0, next_due - now))
+                    continue
+                self._busy += 1
+                self._cond.release()
+                try:
+                    for url, action, batch in batches:
+                        self._send(url, action, batch)
+                finally:
+                    self._cond.acquire()
+                    self._busy -= 1
+                    self._cond.notify_all()
+
+    def _send(self, url: str, action: Action, batch: list[_Entry]) -> None:
+        """One batch call; failed entries are retried (re-queued) or reported."""
+        queue = batch[0].message.queue
+        handles = [e.message.receipt_handle for e in batch]
+        try:
+            if action is None:
+                failures = operations.delete(queue, handles)
+            else:
+                failures = operations.change_visibility(queue, handles, action)
+        except TransientError as exc:
+            self._retry(url, action, batch, str(exc))
+            return
+        except SQSBusError as exc:
+            self._give_up(action, batch, str(exc))
+            return
+        retry: list[_Entry] = []
+        for failure in failures:
+            entry = batch[failure.index]
+            if failure.stale_receipt:
+                logger.info(
+                    "%s message %s of queue %s: receipt handle expired (%s); SQS delivers "
+                    "it again or already has",
+                    _verb(action),
+                    entry.message.message_id,
+                    queue.name,
+                    failure.code,
+                )
+            elif not failure.sender_fault:
+                retry.append(entry)
+            else:
+                self._give_up(action, [entry], f"{failure.code}: {failure.message}")
+        if retry:
+            self._retry(url, action, retry, "SQS asked to retry some entries")
+
+    def _retry(self, url: str, action: Action, entries: list[_Entry], reason: str) -> None:
+        again = [e for e in entries if e.attempts + 1 < MAX_ATTEMPTS]
+        self._give_up(action, [e for e in entries if e.attempts + 1 >= MAX_ATTEMPTS], reason)
+        if not again:
+            return
+        delay = min(MAX_BACKOFF_SECONDS, 0.2 * 2 ** again[0].attempts)
+        logger.warning(
+            "could not %s %d message(s) of queue %s (%s); retrying in %.1fs",
+            _verb(action),
+            len(again),
+            again[0].message.queue.name,
+            reason,
+            delay,
+        )
+        with self._cond:
+            lane = self._lanes.setdefault((url, action), _Lane())
+            for entry in again:
+                entry.attempts += 1
+                entry.due = time.monotonic() + delay
+                lane.entries.append(entry)
+            self._cond.notify_all()
+
+    def _give_up(self, action: Action, entries: list[_Entry], reason: str) -> None:
+        if not entries:
+            return
+        self.failed += len(entries)
+        logger.error(
+            "could not %s message(s) %s of queue %s: %s; they will be delivered again "
+            "after their visibility timeout",
+            _verb(action),
+            ", ".join(e.message.message_id for e in entries),
+            entries[0].message.queue.name,
+            reason,
+        )
+
+
+def _verb(action: Action) -> str:
+    return "delete" if action is None else f"set visibility {action}s of"

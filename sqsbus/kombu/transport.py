@@ -109,6 +109,7 @@ class Transport(virtual.Transport):
         """Check credentials and reach the endpoint once, so failures show at connect."""
         if self.waker.closed:  # reconnecting after close_connection
             self.waker = Waker()
+            self.acker = Acker()
         require_credentials(self.aws)
         if not self.options.predefined_queues:
             self.directory.refresh()
@@ -128,8 +129,9 @@ class Transport(virtual.Transport):
 
     def close_connection(self, connection: Any) -> None:
         try:
-            super().close_connection(connection)
+            super().close_connection(connection)  # closes channels, releasing unacked messages
         finally:
+            self.acker.close()  # pending acks and releases are sent before anything is deleted
             for queue in list(self.temporary_queues):
                 try:
                     self.drop_queue(queue)
