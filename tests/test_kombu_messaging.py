@@ -14,7 +14,6 @@ from kombu import Connection, Consumer, Exchange, Message, Queue
 from kombu.asynchronous import Hub
 from kombu_helpers import connect, consume, counts, direct_queue, publish, wait_until
 
-from sqsbus.errors import SQSBusError
 from sqsbus.kombu.channel import UnsupportedExchangeType
 from sqsbus.local import LocalEndpoint
 
