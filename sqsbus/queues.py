@@ -85,6 +85,9 @@ class QueueRef:
     url: str
     client: Any
     predefined: PredefinedQueue | None = None
+    #: Endpoint, region and credential identity: refs with equal ``url`` and ``scope``
+    #: may share batch calls across connections.
+    scope: tuple[str, ...] = ()
 
     @property
     def is_fifo(self) -> bool:
@@ -134,6 +137,12 @@ class QueueDirectory:
             source = CredentialSource(predefined.access_key_id, predefined.secret_access_key)
         return self.aws.client("sqs", region=predefined.region, source=source)
 
+    def scope(self, predefined: PredefinedQueue | None) -> tuple[str, ...]:
+        options = self.options
+        region = (predefined.region if predefined else None) or options.region
+        key = (predefined.access_key_id if predefined else None) or options.access_key_id
+        return (options.endpoint_url or "", region, key or "", options.sts_role_arn or "")
+
     # -- resolution -----------------------------------------------------------
 
     def get(self, queue: str) -> QueueRef:
@@ -147,7 +156,7 @@ class QueueDirectory:
         url = self._lookup(name)
         if url is None:
             raise QueueDoesNotExist(f"queue {name!r} does not exist in SQS")
-        return QueueRef(name, url, self.client_for(None))
+        return QueueRef(name, url, self.client_for(None), scope=self.scope(None))
 
     def ensure(self, queue: str) -> QueueRef:
         """The queue's ref, creating the queue if needed."""
@@ -223,7 +232,7 @@ class QueueDirectory:
                 url = self._lookup(name)
                 if url is None:
                     raise
-                return QueueRef(name, url, client)
+                return QueueRef(name, url, client, scope=self.scope(None))
             if "QueueDeletedRecently" in text:
                 raise QueueDoesNotExist(
                     f"queue {name!r} was deleted less than 60 seconds ago and SQS does not allow "
@@ -234,7 +243,7 @@ class QueueDirectory:
         with self._lock:
             self._urls[name] = url
         logger.info("created SQS queue %s", name)
-        return QueueRef(name, url, client)
+        return QueueRef(name, url, client, scope=self.scope(None))
 
     def forget(self, name: str) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from kombu import Connection, Consumer, Exchange, Message, Queue
 from kombu.asynchronous import Hub
 from kombu_helpers import connect, consume, counts, direct_queue, publish, wait_until
 
+from sqsbus.aws import GLOBAL_STATS
 from sqsbus.kombu.channel import UnsupportedExchangeType
 from sqsbus.local import LocalEndpoint
 
@@ -183,6 +185,36 @@ def test_failed_delete_is_reported(
         assert conn.transport.acker.failed == 1
     assert "could not delete message(s)" in caplog.text
     assert message.delivery_info["sqs_message"]["MessageId"] in caplog.text
+
+
+def test_concurrent_publishers_share_batches(endpoint: LocalEndpoint, prefix: str) -> None:
+    queue = direct_queue("shared")
+    connections = [connect(endpoint, prefix) for _ in range(8)]
+    try:
+        for conn in connections:
+            queue(conn.default_channel).declare()
+        before = GLOBAL_STATS.calls().get("sqs.SendMessageBatch", 0)
+
+        def produce(conn: Connection, worker: int) -> None:
+            publish(conn, queue, [f"{worker}-{i}" for i in range(25)])
+
+        threads = [
+            threading.Thread(target=produce, args=(conn, n)) for n, conn in enumerate(connections)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        batches = GLOBAL_STATS.calls().get("sqs.SendMessageBatch", 0) - before
+        received = consume(connections[0], [queue], 200, prefetch_count=50)
+    finally:
+        for conn in connections:
+            conn.close()
+    assert sorted(body for body, _ in received) == sorted(
+        f"{n}-{i}" for n in range(8) for i in range(25)
+    )
+    # 200 publishes from 8 threads: far fewer calls than messages.
+    assert batches < 100, batches
 
 
 def test_acks_are_sent_in_batches(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:

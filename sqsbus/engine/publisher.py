@@ -1,4 +1,8 @@
-"""Publishing messages to SQS queues, with the size and FIFO rules applied."""
+"""Publishing messages to SQS queues, with the size and FIFO rules applied.
+
+Sends go through :data:`~sqsbus.engine.group_commit.GROUP_COMMIT`, so concurrent
+publishers share ``SendMessageBatch`` calls.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
-from sqsbus.engine import operations
+from sqsbus.engine.group_commit import GROUP_COMMIT
 from sqsbus.errors import ConfigurationError, MessageTooLarge
 from sqsbus.queues import QueueDirectory, QueueRef
 
@@ -34,7 +38,7 @@ def message_size(body: str, attributes: Mapping[str, Any]) -> int:
 
 
 class Publisher:
-    """Sends one message at a time; returns only after SQS accepted it."""
+    """Checks and sends messages; :meth:`send` returns only after SQS accepted it."""
 
     def __init__(
         self, directory: QueueDirectory, *, fifo_message_group_id: str = "default"
@@ -88,4 +92,4 @@ class Publisher:
                 params["MessageGroupId"] = group_id  # SQS fair queues on standard queues
             if delay_seconds:
                 params["DelaySeconds"] = max(0, min(MAX_DELAY_SECONDS, int(delay_seconds)))
-        return operations.send(queue, params)
+        return GROUP_COMMIT.send(queue, params, size)

@@ -1,0 +1,189 @@
+"""Group commit of sends into ``SendMessageBatch``.
+
+Publishers that send to the same queue at the same time share batch calls, and
+each returns only once SQS accepted its own entry — no lingering, no added
+latency for a lone publisher:
+
+* a publisher appends its entry to the queue's :class:`_Lane`;
+* if no batch is in flight, it sends the oldest pending entries (up to 10 and
+  1 MiB) itself; otherwise it waits, and entries pile up for the next batch;
+* a full batch may go while others are in flight (up to
+  ``max_in_flight``), except on FIFO queues, where one batch at a time keeps
+  the order of each message group;
+* entries SQS refuses for transient reasons are retried with backoff; other
+  refusals are raised to that entry's publisher only.
+
+Lanes are shared by every connection in the process that uses the same queue
+with the same endpoint and credentials (:attr:`QueueRef.scope`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqsbus.aws import call
+from sqsbus.errors import DeliveryError, SQSBusError, TransientError
+from sqsbus.queues import QueueRef
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_ENTRIES: Final = 10
+#: SQS caps the sum of a batch's payloads at 1 MiB.
+MAX_BATCH_BYTES: Final = 1_048_576
+#: Batches that may be in flight per standard queue when full batches are waiting.
+MAX_IN_FLIGHT: Final = 4
+MAX_ATTEMPTS: Final = 5
+MAX_BACKOFF_SECONDS: Final = 5.0
+
+
+@dataclass
+class _Pending:
+    params: dict[str, Any]
+    size: int
+    attempts: int = 0
+    not_before: float = 0.0
+    done: bool = False
+    message_id: str = ""
+    error: BaseException | None = None
+
+
+@dataclass
+class _Lane:
+    fifo: bool
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    pending: deque[_Pending] = field(default_factory=deque)
+    in_flight: int = 0
+
+    def may_send(self, now: float) -> bool:
+        ready = sum(1 for p in self.pending if p.not_before <= now)
+        if not ready:
+            return False
+        if self.in_flight == 0:
+            return True
+        return not self.fifo and self.in_flight < MAX_IN_FLIGHT and ready >= MAX_BATCH_ENTRIES
+
+    def take(self, now: float) -> list[_Pending]:
+        batch: list[_Pending] = []
+        size = 0
+        kept: deque[_Pending] = deque()
+        while self.pending:
+            entry = self.pending.popleft()
+            fits = len(batch) < MAX_BATCH_ENTRIES and size + entry.size <= MAX_BATCH_BYTES
+            if entry.not_before <= now and fits and (not self.fifo or not kept):
+                batch.append(entry)
+                size += entry.size
+            else:
+                kept.append(entry)
+        self.pending = kept
+        return batch
+
+
+class GroupCommit:
+    """Shares ``SendMessageBatch`` calls among concurrent publishers (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[tuple[Any, ...], _Lane] = {}
+        self._lock = threading.Lock()
+
+    def _lane(self, queue: QueueRef) -> _Lane:
+        key = (queue.url, *queue.scope)
+        with self._lock:
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = _Lane(fifo=queue.is_fifo)
+            return lane
+
+    def send(self, queue: QueueRef, params: dict[str, Any], size: int) -> str:
+        """Send one message (``SendMessage`` parameters without ``QueueUrl``); return its id."""
+        lane = self._lane(queue)
+        entry = _Pending(params=params, size=size)
+        with lane.cond:
+            lane.pending.append(entry)
+            while not entry.done:
+                now = time.monotonic()
+                if lane.may_send(now):
+                    batch = lane.take(now)
+                    lane.in_flight += 1
+                    lane.cond.release()
+                    try:
+                        retry = self._send_batch(queue, batch)
+                    finally:
+                        lane.cond.acquire()
+                        lane.in_flight -= 1
+                    lane.pending.extendleft(reversed(retry))
+                    lane.cond.notify_all()
+                else:
+                    waits = [p.not_before - now for p in lane.pending if p.not_before > now]
+                    lane.cond.wait(min(waits) if waits else None)
+        if entry.error is not None:
+            raise entry.error
+        return entry.message_id
+
+    def _send_batch(self, queue: QueueRef, batch: list[_Pending]) -> list[_Pending]:
+        """One ``SendMessageBatch``; resolves entries, returns those to retry."""
+        entries = [{"Id": str(index), **p.params} for index, p in enumerate(batch)]
+        try:
+            answer = call(
+                queue.client,
+                "send_message_batch",
+                f"send to queue {queue.name!r}",
+                QueueUrl=queue.url,
+                Entries=entries,
+            )
+        except TransientError as exc:
+            return self._retry_or_fail(queue, batch, exc)
+        except SQSBusError as exc:
+            for pending in batch:
+                pending.error, pending.done = exc, True
+            return []
+        for ok in answer.get("Successful") or []:
+            pending = batch[int(ok["Id"])]
+            pending.message_id, pending.done = str(ok.get("MessageId", "")), True
+        retry: list[_Pending] = []
+        for failed in answer.get("Failed") or []:
+            pending = batch[int(failed["Id"])]
+            reason = f"{failed.get('Code', '')}: {failed.get('Message', '')}"
+            if failed.get("SenderFault"):
+                pending.error = DeliveryError(
+                    f"SQS refused a message for queue {queue.name!r} ({reason}); nothing was sent"
+                )
+                pending.done = True
+            else:
+                retry += self._retry_or_fail(queue, [pending], TransientError(reason))
+        for pending in batch:
+            if not pending.done and pending not in retry:
+                pending.error = DeliveryError(
+                    f"SQS did not report on a message for queue {queue.name!r}; retry the publish"
+                )
+                pending.done = True
+        return retry
+
+    def _retry_or_fail(
+        self, queue: QueueRef, batch: list[_Pending], exc: BaseException
+    ) -> list[_Pending]:
+        retry = []
+        for pending in batch:
+            pending.attempts += 1
+            if pending.attempts >= MAX_ATTEMPTS:
+                pending.error, pending.done = exc, True
+            else:
+                delay = min(MAX_BACKOFF_SECONDS, 0.1 * 2**pending.attempts)
+                pending.not_before = time.monotonic() + delay
+                retry.append(pending)
+        if retry:
+            logger.warning(
+                "sending %d message(s) to queue %s failed (%s); retrying",
+                len(retry),
+                queue.name,
+                exc,
+            )
+        return retry
+
+
+#: The process-wide group commit shared by every connection.
+GROUP_COMMIT: Final = GroupCommit()
