@@ -323,6 +323,26 @@ def test_no_ack_consumer_with_event_loop(
     hub.close()
 
 
+def test_message_arriving_during_close_is_released_not_hidden(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    queue = direct_queue("closing")
+    conn = connect(endpoint, prefix, wait_time_seconds=3)
+    queue(conn.default_channel).declare()
+    url = url_of(conn, "closing")
+    consumer = Consumer(conn, [queue], callbacks=[lambda _b, _m: None])
+    consumer.consume()
+    time.sleep(0.5)  # the receiver is now in a long poll
+    sender = threading.Timer(1.0, lambda: sqs_client.send_message(QueueUrl=url, MessageBody="x"))
+    sender.start()
+    conn.close()  # the poll in flight returns the message after close began
+    # close() waited for the poll, so a process exiting now would lose nothing...
+    assert not [t for t in threading.enumerate() if t.name == f"sqsbus-receiver-{prefix}closing"]
+    sender.join()
+    # ...and the message it returned was released, not left invisible.
+    assert wait_until(lambda: counts(sqs_client, url) == (1, 0), timeout=3)
+
+
 def test_prefetch_limit_is_respected(endpoint: LocalEndpoint, prefix: str) -> None:
     queue = direct_queue("prefetch")
     held: list[Message] = []

@@ -455,12 +455,15 @@ class Channel(virtual.Channel):
         if self.closed:
             return
         receivers = list(self._receivers.values())
+        transport = self.connection  # super().close() detaches it
         super().close()  # cancels consumers (stopping receivers), restores unacked
         for receiver in receivers:
             receiver.stop()
         operations.release(self.inbox.take(None))
-        for receiver in receivers:
-            receiver.join(timeout=0.2)
+        # A long poll still in flight may yet return messages; the transport waits for
+        # it at close so that they are released rather than left invisible.
+        if transport is not None:
+            transport.stopping_receivers.extend(receivers)
 
 
 def _delay_seconds(properties: dict[str, Any]) -> int | None:

@@ -13,14 +13,21 @@ import time
 from typing import Any
 
 import botocore.session
+from botocore.exceptions import BotoCoreError
 from kombu.transport import virtual
 
 from sqsbus.aws import AWS, call, require_credentials
 from sqsbus.config import Options, parse_options
 from sqsbus.engine.acker import Acker
 from sqsbus.engine.publisher import Publisher
-from sqsbus.engine.receiver import Waker
-from sqsbus.errors import DeliveryError, QueueDoesNotExist, SQSBusError, TransientError
+from sqsbus.engine.receiver import Receiver, Waker
+from sqsbus.errors import (
+    ConfigurationError,
+    DeliveryError,
+    QueueDoesNotExist,
+    SQSBusError,
+    TransientError,
+)
 from sqsbus.kombu.channel import SUPPORTED_EXCHANGE_TYPES, Channel
 from sqsbus.queues import QueueDirectory
 from sqsbus.routing.exchanges import ExchangeRouter
@@ -28,9 +35,24 @@ from sqsbus.routing.exchanges import ExchangeRouter
 logger = logging.getLogger(__name__)
 
 
-def _default_region() -> str | None:
-    region = botocore.session.Session().get_config_variable("region")
+#: Seconds between idle wake-ups of Kombu's hub, so a Celery worker notices a
+#: shutdown request promptly even when no message arrives.
+HUB_TICK_SECONDS = 1.0
+
+
+def _default_region(transport_options: dict[str, Any]) -> str | None:
+    """The region of the boto3 configuration, unless the ``region`` option is set."""
+    if transport_options.get("region"):
+        return None
+    try:
+        region = botocore.session.Session().get_config_variable("region")
+    except BotoCoreError as exc:  # e.g. AWS_PROFILE names a missing profile
+        raise ConfigurationError(f"cannot read the AWS configuration: {exc}") from None
     return str(region) if region else None
+
+
+def _noop() -> None:
+    """Hub tick: returning to the loop is the point (Celery checks for shutdown)."""
 
 
 class Transport(virtual.Transport):
@@ -73,7 +95,7 @@ class Transport(virtual.Transport):
             port=client.port or None,
             userid=client.userid or None,
             password=client.password or None,
-            default_region=_default_region(),
+            default_region=_default_region(client.transport_options),
         )
         if self.options.polling_interval is not None:
             self.polling_interval = self.options.polling_interval
@@ -90,8 +112,11 @@ class Transport(virtual.Transport):
         #: Queues private to this connection (exclusive, or auto-delete with x-expires):
         #: deleted, with their subscriptions, when the connection closes.
         self.temporary_queues: set[str] = set()
+        #: Receivers of closed channels whose last long poll may still be in flight.
+        self.stopping_receivers: list[Receiver] = []
         self.waker = Waker()
         self._loop: Any = None
+        self._tick: Any = None
 
     @property
     def stats(self) -> Any:
@@ -131,6 +156,7 @@ class Transport(virtual.Transport):
         try:
             super().close_connection(connection)  # closes channels, releasing unacked messages
         finally:
+            self._join_receivers()
             self.acker.close()  # pending acks and releases are sent before anything is deleted
             for queue in list(self.temporary_queues):
                 try:
@@ -141,16 +167,28 @@ class Transport(virtual.Transport):
                 self.unregister_from_event_loop(connection, self._loop)
             self.waker.close()
 
+    def _join_receivers(self) -> None:
+        """Wait for in-flight long polls (at most one poll's duration) to end and release."""
+        deadline = time.monotonic() + self.options.wait_time_seconds + 2
+        while self.stopping_receivers:
+            receiver = self.stopping_receivers.pop()
+            receiver.join(max(0.0, deadline - time.monotonic()))
+
     # -- delivery -------------------------------------------------------------
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self._loop = loop
         loop.add_reader(self.waker.fileno(), self.on_readable, connection, loop)
+        if self._tick is None:
+            self._tick = loop.call_repeatedly(HUB_TICK_SECONDS, _noop)
 
     def unregister_from_event_loop(self, connection: Any, loop: Any) -> None:
         if self._loop is loop:
             self._loop = None
             loop.remove_reader(self.waker.fileno())
+            if self._tick is not None:
+                self._tick.cancel()
+                self._tick = None
 
     def on_readable(self, connection: Any = None, loop: Any = None) -> None:
         """Hub callback: hand every deliverable buffered message to its consumer."""
