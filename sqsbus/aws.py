@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import threading
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Final
@@ -77,6 +79,9 @@ MISSING_QUEUE_CODES: Final = frozenset(
 )
 
 
+_ALL_STATS: weakref.WeakSet[RequestStats] = weakref.WeakSet()
+
+
 class RequestStats:
     """Thread-safe counters of AWS calls, per operation and per queue.
 
@@ -87,6 +92,7 @@ class RequestStats:
 
     def __init__(self, parent: RequestStats | None = None) -> None:
         self._lock = threading.Lock()
+        _ALL_STATS.add(self)
         self._calls: Counter[str] = Counter()
         self._per_queue: Counter[tuple[str, str]] = Counter()
         self._http: Counter[str] = Counter()
@@ -132,6 +138,15 @@ class RequestStats:
 
 #: Process-wide totals over every sqsbus connection (benchmarks read this).
 GLOBAL_STATS: Final = RequestStats()
+
+
+def _after_fork_in_child() -> None:
+    """A thread of the parent may have held a stats lock at fork: give the child new ones."""
+    for stats in list(_ALL_STATS):
+        stats._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ with the same endpoint and credentials (:attr:`QueueRef.scope`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -187,3 +188,12 @@ class GroupCommit:
 
 #: The process-wide group commit shared by every connection.
 GROUP_COMMIT: Final = GroupCommit()
+
+
+def _after_fork_in_child() -> None:
+    """Lanes belong to the parent's threads; a forked child starts with none."""
+    GROUP_COMMIT._lanes = {}
+    GROUP_COMMIT._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
