@@ -1,0 +1,159 @@
+"""Group commit of sends, against a hand-written fake SQS client (no network)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from sqsbus.engine.group_commit import GroupCommit
+from sqsbus.errors import DeliveryError
+from sqsbus.queues import QueueRef
+
+
+class FakeSQS:
+    """Records SendMessageBatch calls; slow enough for publishers to pile up."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+        self.batches: list[list[str]] = []
+        self.refuse: dict[str, tuple[str, bool]] = {}  # body -> (code, sender_fault)
+        self.throttle_next = 0
+        self.lock = threading.Lock()
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        time.sleep(self.delay)
+        with self.lock:
+            if self.throttle_next:
+                self.throttle_next -= 1
+                raise ClientError({"Error": {"Code": "ThrottlingException"}}, "SendMessageBatch")
+            self.batches.append([e["MessageBody"] for e in Entries])
+            ok, failed = [], []
+            for entry in Entries:
+                refusal = self.refuse.pop(entry["MessageBody"], None)
+                if refusal is None:
+                    ok.append({"Id": entry["Id"], "MessageId": f"id-{entry['MessageBody']}"})
+                else:
+                    code, sender_fault = refusal
+                    failed.append({"Id": entry["Id"], "Code": code, "SenderFault": sender_fault})
+            return {"Successful": ok, "Failed": failed}
+
+
+def ref(client: FakeSQS, name: str = "q") -> QueueRef:
+    return QueueRef(name, f"https://sqs.example/1/{name}", client, scope=("test",))
+
+
+def publish_concurrently(commit: GroupCommit, queue: QueueRef, bodies: list[str]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def one(body: str) -> None:
+        try:
+            results[body] = commit.send(queue, {"MessageBody": body}, len(body))
+        except Exception as exc:
+            results[body] = exc
+
+    threads = [threading.Thread(target=one, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_a_lone_publisher_sends_at_once() -> None:
+    client = FakeSQS(delay=0)
+    commit = GroupCommit()
+    started = time.monotonic()
+    assert commit.send(ref(client), {"MessageBody": "a"}, 1) == "id-a"
+    assert time.monotonic() - started < 0.5
+    assert client.batches == [["a"]]
+
+
+def test_concurrent_publishers_share_batches_and_each_gets_its_id() -> None:
+    client = FakeSQS()
+    commit = GroupCommit()
+    bodies = [f"m{i}" for i in range(40)]
+    results = publish_concurrently(commit, ref(client), bodies)
+    assert results == {body: f"id-{body}" for body in bodies}
+    assert sorted(b for batch in client.batches for b in batch) == sorted(bodies)
+    assert all(len(batch) <= 10 for batch in client.batches)
+    assert len(client.batches) < 20
+
+
+def test_batches_respect_the_byte_limit() -> None:
+    client = FakeSQS(delay=0.05)
+    commit = GroupCommit()
+    queue = ref(client)
+    big = 400_000
+    results: list[str] = []
+
+    def one(i: int) -> None:
+        results.append(commit.send(queue, {"MessageBody": f"b{i}"}, big))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 6
+    assert all(len(batch) * big <= 1_048_576 for batch in client.batches)
+
+
+def test_refused_entry_raises_to_its_publisher_only() -> None:
+    client = FakeSQS()
+    client.refuse["bad"] = ("InvalidMessageContents", True)
+    commit = GroupCommit()
+    results = publish_concurrently(commit, ref(client), ["ok1", "bad", "ok2"])
+    assert results["ok1"] == "id-ok1" and results["ok2"] == "id-ok2"
+    assert isinstance(results["bad"], DeliveryError)
+    assert "InvalidMessageContents" in str(results["bad"])
+
+
+def test_transient_failures_are_retried_transparently() -> None:
+    client = FakeSQS(delay=0)
+    client.throttle_next = 2
+    client.refuse["flaky"] = ("InternalError", False)
+    commit = GroupCommit()
+    assert commit.send(ref(client), {"MessageBody": "flaky"}, 5) == "id-flaky"
+    assert [b for batch in client.batches for b in batch].count("flaky") == 2
+
+
+def test_fifo_lanes_keep_publish_order() -> None:
+    client = FakeSQS(delay=0.01)
+    commit = GroupCommit()
+    queue = ref(client, "orders.fifo")
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def producer(n: int) -> None:
+        for i in range(10):
+            body = f"{n}-{i}"
+            commit.send(queue, {"MessageBody": body, "MessageGroupId": str(n)}, len(body))
+            with lock:
+                order.append(body)
+
+    threads = [threading.Thread(target=producer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sent = [b for batch in client.batches for b in batch]
+    for n in range(4):
+        mine = [b for b in sent if b.startswith(f"{n}-")]
+        assert mine == [f"{n}-{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "AWS.SimpleQueueService.NonExistentQueue"])
+def test_a_failed_call_raises_to_every_publisher_in_it(code: str) -> None:
+    class Refusing(FakeSQS):
+        def send_message_batch(
+            self, QueueUrl: str, Entries: list[dict[str, Any]]
+        ) -> dict[str, Any]:
+            raise ClientError({"Error": {"Code": code, "Message": "no"}}, "SendMessageBatch")
+
+    commit = GroupCommit()
+    results = publish_concurrently(commit, ref(Refusing()), ["a", "b"])
+    assert all(isinstance(result, Exception) for result in results.values())
