@@ -31,6 +31,8 @@ MIN_STS_TOKEN_TIMEOUT: Final = 900
 #: Longest STS session AWS grants for an assumed role.
 MAX_STS_TOKEN_TIMEOUT: Final = 43_200
 DEFAULT_REGION: Final = "us-east-1"
+#: HTTP connections per botocore client: long polls of many queues plus publishers.
+DEFAULT_MAX_POOL_CONNECTIONS: Final = 64
 
 
 class Secret:
@@ -104,8 +106,15 @@ class Options:
     deadletter_queue: str | None = None
 
     def botocore_config(self) -> BotocoreConfig:
-        """The botocore ``Config`` built from ``client-config``."""
-        return BotocoreConfig(**dict(self.client_config))
+        """The botocore ``Config`` built from ``client-config``.
+
+        Unless set there, the HTTP pool holds :data:`DEFAULT_MAX_POOL_CONNECTIONS`
+        connections (botocore's 10 would make a consumer of many queues, whose
+        long polls each hold one, open and drop connections all the time).
+        """
+        settings: dict[str, Any] = {"max_pool_connections": DEFAULT_MAX_POOL_CONNECTIONS}
+        settings.update(self.client_config)
+        return BotocoreConfig(**settings)
 
 
 # ---------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def test_client_config_reaches_botocore(endpoint: LocalEndpoint, prefix: str) ->
     with connect(endpoint, prefix, **options) as conn:
         client = conn.transport.aws.client("sqs")
         assert client.meta.config.connect_timeout == 3
+        # Room for the long polls of many queues, unless client-config says otherwise.
+        assert client.meta.config.max_pool_connections == 64
 
 
 def test_bad_option_fails_at_connect_with_a_clear_message(endpoint: LocalEndpoint) -> None:
