@@ -102,6 +102,7 @@ class Options:
     base64_encoding: bool = True
     fetch_message_attributes: tuple[str, ...] = ()
     fifo_message_group_id: str = "default"
+    publish_linger_ms: int = 0
     body_encoding: str = "base64"
     deadletter_queue: str | None = None
 
@@ -357,6 +358,7 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "sqs_base64_encoding": ("base64_encoding", _boolean),
     "fetch_message_attributes": ("fetch_message_attributes", _fetch_message_attributes),
     "fifo_message_group_id": ("fifo_message_group_id", _string),
+    "publish_linger_ms": ("publish_linger_ms", _int_range(0, 60_000)),
     "body_encoding": ("body_encoding", _optional_string),
     "deadletter_queue": ("deadletter_queue", _optional_string),
     # Read by kombu.Connection itself (reconnect policy) or unused by SQS.

@@ -6,6 +6,9 @@ import base64
 import contextlib
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -215,6 +218,39 @@ def test_concurrent_publishers_share_batches(endpoint: LocalEndpoint, prefix: st
     )
     # 200 publishes from 8 threads: far fewer calls than messages.
     assert batches < 100, batches
+
+
+def test_publish_linger_batches_a_single_publisher(endpoint: LocalEndpoint, prefix: str) -> None:
+    queue = direct_queue("linger")
+    with connect(endpoint, prefix, publish_linger_ms=100) as conn:
+        queue(conn.default_channel).declare()
+        before = GLOBAL_STATS.calls().get("sqs.SendMessageBatch", 0)
+        publish(conn, queue, [str(i) for i in range(30)])
+    batches = GLOBAL_STATS.calls().get("sqs.SendMessageBatch", 0) - before
+    assert batches <= 4, batches
+    with connect(endpoint, prefix) as conn:
+        received = consume(conn, [queue], 30)
+    assert sorted(int(body) for body, _ in received) == list(range(30))
+
+
+def test_lingering_messages_are_flushed_at_interpreter_exit(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    script = f"""
+import sqsbus
+from kombu import Connection, Exchange, Queue
+queue = Queue("atexit", Exchange("atexit"), routing_key="atexit")
+conn = Connection({endpoint.broker_url()!r},
+                  transport_options={{"queue_name_prefix": {prefix!r}, "publish_linger_ms": 5000}})
+producer = conn.Producer()
+for i in range(12):
+    producer.publish(i, exchange=queue.exchange, routing_key="atexit", declare=[queue])
+# no close: the interpreter exits with messages still lingering
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60, env=os.environ.copy())
+    with connect(endpoint, prefix) as conn:
+        received = consume(conn, [direct_queue("atexit")], 12)
+    assert sorted(body for body, _ in received) == list(range(12))
 
 
 def test_acks_are_sent_in_batches(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:

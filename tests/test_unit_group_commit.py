@@ -157,3 +157,41 @@ def test_a_failed_call_raises_to_every_publisher_in_it(code: str) -> None:
     commit = GroupCommit()
     results = publish_concurrently(commit, ref(Refusing()), ["a", "b"])
     assert all(isinstance(result, Exception) for result in results.values())
+
+
+def test_lingering_publishes_return_at_once_and_go_in_full_batches() -> None:
+    client = FakeSQS(delay=0)
+    commit = GroupCommit()
+    queue = ref(client)
+    started = time.monotonic()
+    for i in range(25):
+        commit.send_later(queue, {"MessageBody": f"m{i}"}, 2, linger=0.3)
+    assert time.monotonic() - started < 0.2
+    assert commit.flush(5)
+    assert sorted(len(batch) for batch in client.batches) == [5, 10, 10]
+    assert [b for batch in client.batches for b in batch] == [f"m{i}" for i in range(25)]
+
+
+def test_a_lone_lingering_message_goes_after_the_linger() -> None:
+    client = FakeSQS(delay=0)
+    commit = GroupCommit()
+    commit.send_later(ref(client), {"MessageBody": "late"}, 4, linger=0.2)
+    time.sleep(0.05)
+    assert client.batches == []
+    deadline = time.monotonic() + 5
+    while not client.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.batches == [["late"]]
+
+
+def test_a_lingering_message_that_cannot_be_sent_is_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FakeSQS(delay=0)
+    client.refuse["bad"] = ("InvalidMessageContents", True)
+    commit = GroupCommit()
+    with caplog.at_level("ERROR", logger="sqsbus"):
+        commit.send_later(ref(client), {"MessageBody": "bad"}, 3, linger=0.01)
+        assert commit.flush(5)
+    assert commit.lost == 1
+    assert "publish_linger_ms" in caplog.text and "InvalidMessageContents" in caplog.text

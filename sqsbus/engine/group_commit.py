@@ -19,6 +19,7 @@ with the same endpoint and credentials (:attr:`QueueRef.scope`).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -51,17 +52,28 @@ class _Pending:
     done: bool = False
     message_id: str = ""
     error: BaseException | None = None
+    #: Published with ``publish_linger_ms``: nobody waits for it.
+    lingering: bool = False
 
 
 @dataclass
 class _Lane:
     fifo: bool
+    queue: QueueRef
     cond: threading.Condition = field(default_factory=threading.Condition)
     pending: deque[_Pending] = field(default_factory=deque)
     in_flight: int = 0
 
+    def wait_time(self, now: float) -> float | None:
+        """Seconds until a pending entry becomes ready (None: wait for a notify)."""
+        waits = [p.not_before - now for p in self.pending if p.not_before > now]
+        return min(waits) if waits else None
+
     def may_send(self, now: float) -> bool:
         ready = sum(1 for p in self.pending if p.not_before <= now)
+        if not ready:
+            # Lingering entries go early once a full batch is waiting.
+            ready = len(self.pending) if len(self.pending) >= MAX_BATCH_ENTRIES else 0
         if not ready:
             return False
         if self.in_flight == 0:
@@ -75,7 +87,8 @@ class _Lane:
         while self.pending:
             entry = self.pending.popleft()
             fits = len(batch) < MAX_BATCH_ENTRIES and size + entry.size <= MAX_BATCH_BYTES
-            if entry.not_before <= now and fits and (not self.fifo or not kept):
+            ready = entry.not_before <= now or (entry.lingering and entry.attempts == 0)
+            if ready and fits and (not self.fifo or not kept):
                 batch.append(entry)
                 size += entry.size
             else:
@@ -90,13 +103,17 @@ class GroupCommit:
     def __init__(self) -> None:
         self._lanes: dict[tuple[Any, ...], _Lane] = {}
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
+        #: Lingered messages given up after send failures (each logged as an error).
+        self.lost = 0
 
     def _lane(self, queue: QueueRef) -> _Lane:
         key = (queue.url, *queue.scope)
         with self._lock:
             lane = self._lanes.get(key)
             if lane is None:
-                lane = self._lanes[key] = _Lane(fifo=queue.is_fifo)
+                lane = self._lanes[key] = _Lane(fifo=queue.is_fifo, queue=queue)
             return lane
 
     def send(self, queue: QueueRef, params: dict[str, Any], size: int) -> str:
@@ -106,24 +123,92 @@ class GroupCommit:
         with lane.cond:
             lane.pending.append(entry)
             while not entry.done:
-                now = time.monotonic()
-                if lane.may_send(now):
-                    batch = lane.take(now)
-                    lane.in_flight += 1
-                    lane.cond.release()
-                    try:
-                        retry = self._send_batch(queue, batch)
-                    finally:
-                        lane.cond.acquire()
-                        lane.in_flight -= 1
-                    lane.pending.extendleft(reversed(retry))
-                    lane.cond.notify_all()
-                else:
-                    waits = [p.not_before - now for p in lane.pending if p.not_before > now]
-                    lane.cond.wait(min(waits) if waits else None)
+                if not self._pump(lane, queue):
+                    lane.cond.wait(lane.wait_time(time.monotonic()))
         if entry.error is not None:
             raise entry.error
         return entry.message_id
+
+    def send_later(self, queue: QueueRef, params: dict[str, Any], size: int, linger: float) -> None:
+        """Queue one message to be sent within ``linger`` seconds, without waiting.
+
+        Errors can no longer reach the caller: a message that cannot be sent after
+        the retries is logged as an error and counted in :attr:`lost`.
+        """
+        lane = self._lane(queue)
+        entry = _Pending(params=params, size=size, not_before=time.monotonic() + linger)
+        entry.lingering = True
+        with lane.cond:
+            lane.pending.append(entry)
+            lane.cond.notify_all()
+        self._start_flusher()
+        self._wake.set()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Send every lingering message now; True if all were settled in time."""
+        deadline = time.monotonic() + timeout
+        for lane in list(self._lanes.values()):
+            with lane.cond:
+                for entry in lane.pending:
+                    if entry.lingering and entry.attempts == 0:
+                        entry.not_before = 0.0
+                while any(e.lingering for e in lane.pending) or lane.in_flight:
+                    if time.monotonic() >= deadline:
+                        return False
+                    if not self._pump(lane, lane.queue):
+                        lane.cond.wait(min(0.1, lane.wait_time(time.monotonic()) or 0.1))
+        return True
+
+    def _pump(self, lane: _Lane, queue: QueueRef) -> bool:
+        """With ``lane.cond`` held: send one batch if the lane allows; True if sent."""
+        now = time.monotonic()
+        if not lane.may_send(now):
+            return False
+        batch = lane.take(now)
+        lane.in_flight += 1
+        lane.cond.release()
+        try:
+            retry = self._send_batch(queue, batch)
+        finally:
+            lane.cond.acquire()
+            lane.in_flight -= 1
+        lane.pending.extendleft(reversed(retry))
+        for entry in batch:
+            if entry.done and entry.lingering and entry.error is not None:
+                self._report_lost(queue, entry)
+        lane.cond.notify_all()
+        return True
+
+    def _report_lost(self, queue: QueueRef, entry: _Pending) -> None:
+        self.lost += 1
+        logger.error(
+            "a message published with publish_linger_ms to queue %s was not sent and is lost: %s",
+            queue.name,
+            entry.error,
+        )
+
+    def _start_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(
+                    target=self._flush_forever, name="sqsbus-linger", daemon=True
+                )
+                self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        """Background sender of lingering messages whose time has come."""
+        while True:
+            timeout: float | None = None
+            for lane in list(self._lanes.values()):
+                with lane.cond:
+                    while any(e.lingering for e in lane.pending) and self._pump(lane, lane.queue):
+                        pass
+                    if any(e.lingering for e in lane.pending):
+                        wait = lane.wait_time(time.monotonic())
+                        wait = 0.05 if wait is None else wait
+                        timeout = wait if timeout is None else min(timeout, wait)
+            self._wake.wait(timeout)
+            self._wake.clear()
 
     def _send_batch(self, queue: QueueRef, batch: list[_Pending]) -> list[_Pending]:
         """One ``SendMessageBatch``; resolves entries, returns those to retry."""
@@ -194,6 +279,9 @@ def _after_fork_in_child() -> None:
     """Lanes belong to the parent's threads; a forked child starts with none."""
     GROUP_COMMIT._lanes = {}
     GROUP_COMMIT._lock = threading.Lock()
+    GROUP_COMMIT._wake = threading.Event()
+    GROUP_COMMIT._flusher = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(GROUP_COMMIT.flush)

@@ -41,10 +41,17 @@ class Publisher:
     """Checks and sends messages; :meth:`send` returns only after SQS accepted it."""
 
     def __init__(
-        self, directory: QueueDirectory, *, fifo_message_group_id: str = "default"
+        self,
+        directory: QueueDirectory,
+        *,
+        fifo_message_group_id: str = "default",
+        linger_ms: int = 0,
     ) -> None:
         self.directory = directory
         self.fifo_message_group_id = fifo_message_group_id
+        #: With a linger, :meth:`send` returns at once and the message is sent within
+        #: ``linger_ms`` with others (fire and forget; see ``publish_linger_ms``).
+        self.linger_ms = linger_ms
 
     def send(
         self,
@@ -56,7 +63,7 @@ class Publisher:
         deduplication_id: str | None = None,
         delay_seconds: int | None = None,
     ) -> str:
-        """Send ``body`` to ``queue``; return the SQS message id."""
+        """Send ``body`` to ``queue``; return the SQS message id ("" when lingering)."""
         attributes = dict(message_attributes or {})
         if len(attributes) > MAX_MESSAGE_ATTRIBUTES:
             raise ConfigurationError(
@@ -92,4 +99,7 @@ class Publisher:
                 params["MessageGroupId"] = group_id  # SQS fair queues on standard queues
             if delay_seconds:
                 params["DelaySeconds"] = max(0, min(MAX_DELAY_SECONDS, int(delay_seconds)))
+        if self.linger_ms:
+            GROUP_COMMIT.send_later(queue, params, size, self.linger_ms / 1000)
+            return ""
         return GROUP_COMMIT.send(queue, params, size)

@@ -19,6 +19,7 @@ from kombu.transport import virtual
 from sqsbus.aws import AWS, call, require_credentials
 from sqsbus.config import Options, parse_options
 from sqsbus.engine.acker import Acker
+from sqsbus.engine.group_commit import GROUP_COMMIT
 from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
 from sqsbus.errors import (
@@ -102,7 +103,9 @@ class Transport(virtual.Transport):
         self.aws = AWS(self.options)
         self.directory = QueueDirectory(self.aws, self.options)
         self.publisher = Publisher(
-            self.directory, fifo_message_group_id=self.options.fifo_message_group_id
+            self.directory,
+            fifo_message_group_id=self.options.fifo_message_group_id,
+            linger_ms=self.options.publish_linger_ms,
         )
         self.acker = Acker()
         self.router = ExchangeRouter(self.aws, self.options, self.directory)
@@ -157,6 +160,8 @@ class Transport(virtual.Transport):
             super().close_connection(connection)  # closes channels, releasing unacked messages
         finally:
             self._join_receivers()
+            if self.options.publish_linger_ms and not GROUP_COMMIT.flush():
+                logger.warning("lingering messages were still unsent when the connection closed")
             self.acker.close()  # pending acks and releases are sent before anything is deleted
             for queue in list(self.temporary_queues):
                 try:
