@@ -60,23 +60,24 @@ def _unbase64(raw: str) -> str | None:
         return None
 
 
+def _from_json(text: str) -> DecodedBody | None:
+    """A Kombu envelope or foreign JSON if ``text`` is JSON, else None."""
+    parsed, value = _json(text)
+    if not parsed:
+        return None
+    envelope = _as_envelope(value)
+    if envelope is not None:
+        return DecodedBody(KOMBU, text, envelope)
+    return DecodedBody(FOREIGN_JSON, text)
+
+
 def decode_body(raw: str) -> DecodedBody:
     """Recognize a Kombu envelope (plain or base64), else describe a foreign body."""
-    parsed, value = _json(raw)
-    if parsed:
-        envelope = _as_envelope(value)
-        if envelope is not None:
-            return DecodedBody(KOMBU, raw, envelope)
-        return DecodedBody(FOREIGN_JSON, raw)
-    decoded = _unbase64(raw)
-    if decoded is not None:
-        parsed, value = _json(decoded)
-        if parsed:
-            envelope = _as_envelope(value)
-            if envelope is not None:
-                return DecodedBody(KOMBU, decoded, envelope)
-            return DecodedBody(FOREIGN_JSON, decoded)
-    return DecodedBody(FOREIGN_TEXT, raw)
+    found = _from_json(raw)
+    if found is None:
+        decoded = _unbase64(raw)
+        found = _from_json(decoded) if decoded is not None else None
+    return found or DecodedBody(FOREIGN_TEXT, raw)
 
 
 def foreign_envelope(decoded: DecodedBody, attributes: dict[str, str]) -> dict[str, Any]:
