@@ -1,0 +1,423 @@
+"""What every scenario shares: the two transports, the endpoint and its request count.
+
+Requests are counted at the endpoint, the same way for both transports: moto's server logs one
+line per HTTP request it answered, and :class:`EndpointLog` counts those lines (moto's own
+``/moto-api`` health checks excluded). Requests the harness makes itself (filling queues,
+checking that they are empty) go through :class:`HarnessSQS`, which counts them exactly, and
+are subtracted. sqsbus's own count (:data:`sqsbus.aws.GLOBAL_STATS`) is reported beside the
+endpoint's as a cross-check.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import resource
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import boto3
+
+from sqsbus.local import LocalEndpoint
+
+__all__ = [
+    "ACCESS_KEY",
+    "LABELS",
+    "REGION",
+    "SECRET_KEY",
+    "TRANSPORTS",
+    "Endpoint",
+    "EndpointLog",
+    "HarnessSQS",
+    "Measured",
+    "PhaseCounter",
+    "Transport",
+    "bench_environment",
+    "broker_url",
+    "cpu_seconds",
+    "kombu_wire_body",
+    "make_payload",
+    "peak_rss_mb",
+    "percentile",
+    "rss_mb",
+    "sqsbus_requests",
+    "transport_options",
+]
+
+Transport = Literal["sqsbus", "kombu"]
+TRANSPORTS: Final[tuple[Transport, ...]] = ("sqsbus", "kombu")
+LABELS: Final[Mapping[str, str]] = {"sqsbus": "sqsbus", "kombu": "Kombu SQS"}
+
+REGION: Final = "us-east-1"
+ACCESS_KEY: Final = "testing"
+SECRET_KEY: Final = "testing"
+ROOT: Final = Path(__file__).resolve().parent.parent
+
+_ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
+_REQUEST: Final = re.compile(r'"(?:GET|POST|PUT|DELETE|HEAD|PATCH|OPTIONS) (\S+) HTTP/[0-9.]+"')
+
+
+# -- environment -------------------------------------------------------------------------------
+
+
+def bench_environment(scratch: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment for scenario processes: dummy credentials, no AWS config, no proxy.
+
+    Nothing from the user's AWS setup can leak in, loopback never goes through a proxy, and
+    moto lets the harness purge a queue more than once a minute (it keeps publish scenarios'
+    queues shallow; moto 5.2 enforces AWS's 60-second rule unless told not to).
+    """
+    env = {k: v for k, v in (os.environ if base is None else base).items()}
+    for name in list(env):
+        if name.startswith("AWS_"):
+            del env[name]
+    env.update(
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE=str(scratch / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(scratch / "no-aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+        MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR="false",
+        PYTHONUNBUFFERED="1",
+    )
+    no_proxy = [p for p in env.get("NO_PROXY", "").split(",") if p]
+    no_proxy += ["127.0.0.1", "localhost", "::1"]
+    env["NO_PROXY"] = env["no_proxy"] = ",".join(dict.fromkeys(no_proxy))
+    path = [str(ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    return env
+
+
+# -- transports --------------------------------------------------------------------------------
+
+
+def broker_url(transport: Transport, port: int) -> str:
+    """The Kombu/Celery URL of ``transport`` for the local endpoint on ``port``."""
+    scheme = "sqsbus" if transport == "sqsbus" else "sqs"
+    return f"{scheme}://{ACCESS_KEY}:{SECRET_KEY}@127.0.0.1:{port}"
+
+
+def transport_options(transport: Transport, **extra: Any) -> dict[str, Any]:
+    """Transport options given to both transports: plain HTTP, the region, then ``extra``.
+
+    Kombu's SQS transport builds ``http://127.0.0.1:PORT`` from the URL only when
+    ``is_secure`` is false; sqsbus uses plain HTTP for loopback hosts anyway.
+    """
+    del transport  # the same options for both
+    return {"region": REGION, "is_secure": False, **extra}
+
+
+def kombu_wire_body(payload: Mapping[str, Any], routing_key: str) -> str:
+    """An SQS message body as Kombu's SQS transport writes it (both transports read it).
+
+    Kombu's virtual message envelope, with the JSON payload base64-encoded inside, and the
+    whole envelope base64-encoded again (``sqs_base64_encoding``, on by default).
+    """
+    inner = base64.b64encode(json.dumps(payload).encode()).decode()
+    envelope = {
+        "body": inner,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {},
+        "properties": {
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "", "routing_key": routing_key},
+            "delivery_mode": 2,
+            "delivery_tag": str(uuid.uuid4()),
+            "priority": 0,
+        },
+    }
+    return base64.b64encode(json.dumps(envelope).encode()).decode()
+
+
+def make_payload(number: int, pad: int) -> dict[str, Any]:
+    """A message payload: its number, the time it was made, and ``pad`` bytes of padding."""
+    return {"i": number, "t": time.monotonic(), "pad": "x" * pad}
+
+
+def sqsbus_requests() -> int:
+    """HTTP requests sqsbus made in this process so far (all its connections)."""
+    from sqsbus.aws import GLOBAL_STATS
+
+    return GLOBAL_STATS.total_http_requests
+
+
+def sqsbus_requests_by_operation() -> dict[str, int]:
+    from sqsbus.aws import GLOBAL_STATS
+
+    return GLOBAL_STATS.http_requests()
+
+
+# -- the endpoint ------------------------------------------------------------------------------
+
+
+class EndpointLog:
+    """Counts the requests moto's server logged, reading its log file incrementally.
+
+    Only complete lines count; moto writes a line once it has answered the request. With
+    ``arrivals`` on, :meth:`poll` also records when it first saw each request line (the
+    caller polls often enough for that to be the time of the answer, give or take).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+        self._count = 0
+        self._lock = threading.Lock()
+        self.arrivals: list[float] = []
+
+    def poll(self) -> int:
+        """Read what was appended since the last call; return the total request count."""
+        with self._lock:
+            try:
+                with self.path.open("rb") as log:
+                    log.seek(self._offset)
+                    data = log.read()
+            except FileNotFoundError:
+                return self._count
+            now = time.monotonic()
+            self._offset += len(data)
+            lines = (self._partial + data).split(b"\n")
+            self._partial = lines.pop()
+            for raw in lines:
+                line = _ANSI.sub("", raw.decode("utf-8", errors="replace"))
+                match = _REQUEST.search(line)
+                if match and not match.group(1).startswith("/moto-api"):
+                    self._count += 1
+                    self.arrivals.append(now)
+            return self._count
+
+
+class Endpoint:
+    """A fresh moto server (:class:`sqsbus.local.LocalEndpoint`) logging to ``workdir``."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"moto-{uuid.uuid4().hex[:8]}.log"
+        self.local = LocalEndpoint(log_file=self.log_path)
+        self.log = EndpointLog(self.log_path)
+
+    @property
+    def port(self) -> int:
+        return self.local.port
+
+    @property
+    def url(self) -> str:
+        return self.local.url
+
+    @property
+    def pid(self) -> int | None:
+        return self.local.pid
+
+    def start(self) -> Self:
+        self.local.start()
+        return self
+
+    def stop(self) -> None:
+        self.local.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class HarnessSQS:
+    """The harness's own boto3 SQS client; counts its HTTP requests (retries included)."""
+
+    def __init__(self, endpoint_url: str) -> None:
+        self.client: Any = boto3.session.Session().client(
+            "sqs",
+            endpoint_url=endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+        self._lock = threading.Lock()
+        self._requests = 0
+        #: Held during the harness's background calls (the purger), so that a phase never
+        #: starts or ends with one in flight (counted here but not yet logged, or the reverse).
+        self.busy = threading.Lock()
+        self.client.meta.events.register("before-send.sqs", self._count)
+
+    def _count(self, **_: Any) -> None:
+        with self._lock:
+            self._requests += 1
+
+    @property
+    def requests(self) -> int:
+        with self._lock:
+            return self._requests
+
+    def create_queue(self, name: str) -> str:
+        return str(self.client.create_queue(QueueName=name)["QueueUrl"])
+
+    def fill(self, url: str, bodies: Sequence[str]) -> None:
+        """Send ``bodies`` to ``url`` with SendMessageBatch, 10 at a time."""
+        for start in range(0, len(bodies), 10):
+            chunk = bodies[start : start + 10]
+            answer = self.client.send_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(chunk)],
+            )
+            if answer.get("Failed"):
+                raise RuntimeError(f"filling {url}: {answer['Failed']}")
+
+    def depth(self, url: str) -> int:
+        """Messages in ``url``, visible or in flight."""
+        attributes = self.client.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    def wait_empty(self, urls: Sequence[str], timeout: float, interval: float = 0.02) -> None:
+        """Wait until every queue in ``urls`` holds no message (all deleted)."""
+        deadline = time.monotonic() + timeout
+        pending = list(urls)
+        while pending:
+            pending = [url for url in pending if self.depth(url)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"queues still hold messages after {timeout:g} s: {pending}")
+            time.sleep(interval)
+
+    def purge(self, url: str) -> None:
+        with self.busy:
+            self.client.purge_queue(QueueUrl=url)
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """What happened between :meth:`PhaseCounter.start` and :meth:`PhaseCounter.stop`."""
+
+    seconds: float = 0.0
+    endpoint_requests: int = 0
+    harness_requests: int = 0
+    sqsbus_requests: int | None = None
+    sqsbus_by_operation: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+
+    @property
+    def transport_requests(self) -> int:
+        """Requests the transport made: the endpoint's count less the harness's own."""
+        return self.endpoint_requests - self.harness_requests
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 4),
+            "endpoint_requests": self.endpoint_requests,
+            "harness_requests": self.harness_requests,
+            "transport_requests": self.transport_requests,
+            "sqsbus_requests": self.sqsbus_requests,
+            "sqsbus_by_operation": self.sqsbus_by_operation,
+            "cpu_seconds": round(self.cpu_seconds, 4),
+        }
+
+
+class PhaseCounter:
+    """Counts requests (endpoint, harness, sqsbus) and time over one measured phase."""
+
+    def __init__(self, endpoint: Endpoint, harness: HarnessSQS, transport: Transport) -> None:
+        self.endpoint = endpoint
+        self.harness = harness
+        self.transport = transport
+        self._start: tuple[float, int, int, int, dict[str, int], float] | None = None
+
+    def start(self, settle: float = 0.02) -> None:
+        with self.harness.busy:
+            time.sleep(settle)  # moto logs a request just after answering it
+            sqsbus = sqsbus_requests() if self.transport == "sqsbus" else 0
+            ops = sqsbus_requests_by_operation() if self.transport == "sqsbus" else {}
+            self._start = (
+                time.monotonic(),
+                self.endpoint.log.poll(),
+                self.harness.requests,
+                sqsbus,
+                ops,
+                cpu_seconds(),
+            )
+
+    def stop(self, settle: float = 0.05) -> Measured:
+        """End the phase; ``settle`` lets moto log the answers it just sent."""
+        assert self._start is not None, "start() first"
+        started, logged, harness, sqsbus, ops, cpu = self._start
+        with self.harness.busy:
+            seconds = time.monotonic() - started
+            cpu_used = cpu_seconds() - cpu
+            sqsbus_now = sqsbus_requests() if self.transport == "sqsbus" else 0
+            ops_now = sqsbus_requests_by_operation() if self.transport == "sqsbus" else {}
+            harness_now = self.harness.requests
+            time.sleep(settle)
+            logged_now = self.endpoint.log.poll()
+        measured = Measured(
+            seconds=seconds,
+            endpoint_requests=logged_now - logged,
+            harness_requests=harness_now - harness,
+            cpu_seconds=cpu_used,
+        )
+        if self.transport == "sqsbus":
+            measured.sqsbus_requests = sqsbus_now - sqsbus
+            measured.sqsbus_by_operation = {
+                name: count - ops.get(name, 0)
+                for name, count in sorted(ops_now.items())
+                if count - ops.get(name, 0)
+            }
+        return measured
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) of ``values``, linearly interpolated."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    """This process's current resident set size, in MiB."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
