@@ -74,6 +74,22 @@ def consume(
     return received
 
 
+def drain_for(conn: Connection, queues: list[Queue], seconds: float) -> list[Any]:
+    """Bodies of every message that arrives on ``queues`` within ``seconds``."""
+    bodies: list[Any] = []
+
+    def on_message(body: Any, message: Message) -> None:
+        bodies.append(body)
+        message.ack()
+
+    with Consumer(conn, queues, callbacks=[on_message]):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.2)
+    return bodies
+
+
 def queue_attributes(sqs_client: Any, url: str) -> dict[str, str]:
     answer = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
     return dict(answer["Attributes"])

@@ -8,7 +8,10 @@ test shows the worker's log in its captured output.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +26,7 @@ from celery_helpers import WorkerProcess, read_records, task, wait_for
 
 from sqsbus.errors import MessageTooLarge
 from sqsbus.local import LocalEndpoint
+from sqsbus.routing.exchanges import SUBSCRIBER_CACHE_SECONDS
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -332,6 +336,59 @@ def test_remote_control_ping_gets_a_reply(shared: Harness) -> None:
     hosts = [host for reply in replies for host in reply]
     assert any(host.startswith("shared@") for host in hosts), replies
     assert all(answer == {"ok": "pong"} for reply in replies for answer in reply.values())
+
+
+def test_inspect_and_control_commands_get_replies(shared: Harness) -> None:
+    inspect = shared.app.control.inspect(timeout=3)
+    registered = inspect.registered() or {}
+    [(host, tasks)] = [(h, t) for h, t in registered.items() if h.startswith("shared@")]
+    assert "sqsbus_tests.add" in tasks
+    stats = (inspect.stats() or {})[host]
+    assert stats["pool"]["max-concurrency"] == 2
+    assert host in (inspect.active() or {})
+    reply = shared.app.control.rate_limit(
+        "sqsbus_tests.mul", "100/m", destination=[host], reply=True, timeout=3
+    )
+    assert reply == [{host: {"ok": "new rate limit set successfully"}}]
+    # Replies come back on one reused queue per client, not a new queue per command.
+    reply_queues = [
+        name for name in shared.app.connection().default_channel.connection.temporary_queues
+    ]
+    assert len([q for q in reply_queues if q.endswith("reply.celery.pidbox")]) <= 1
+
+
+def test_events_reach_an_event_receiver(shared: Harness) -> None:
+    app = shared.app
+    seen: list[str] = []
+    ready = threading.Event()
+
+    def capture() -> None:
+        with app.connection() as conn:
+            receiver = app.events.Receiver(
+                conn, handlers={"*": lambda event: seen.append(event["type"])}
+            )
+            ready.set()
+            with contextlib.suppress(TimeoutError, socket.timeout):
+                receiver.capture(limit=None, timeout=60)
+
+    thread = threading.Thread(target=capture, daemon=True)
+    thread.start()
+    ready.wait(10)
+    time.sleep(1)  # the receiver's queue is bound
+    # The worker notices a new listener within SUBSCRIBER_CACHE_SECONDS.
+    app.control.enable_events()
+    try:
+        wait_for(
+            "task events",
+            lambda: (
+                shared.get(shared.task("add").delay(2, 2)) == 4
+                and {"task-received", "task-started", "task-succeeded"} <= set(seen)
+            ),
+            timeout=SUBSCRIBER_CACHE_SECONDS + 30,
+        )
+        wait_for("a worker heartbeat", lambda: "worker-heartbeat" in seen, timeout=15)
+    finally:
+        app.control.disable_events()
 
 
 # -- 8. publishing errors ------------------------------------------------------------------

@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 from kombu import Connection, Consumer, Exchange, Message, Queue
 from kombu.asynchronous import Hub
-from kombu_helpers import connect, consume, counts, direct_queue, publish, wait_until
+from kombu_helpers import (
+    connect,
+    consume,
+    counts,
+    direct_queue,
+    drain_for,
+    publish,
+    wait_until,
+)
 
 from sqsbus.aws import GLOBAL_STATS
 from sqsbus.kombu.channel import UnsupportedExchangeType
@@ -31,10 +39,10 @@ def test_transport_describes_itself_truthfully(endpoint: LocalEndpoint, prefix: 
     with connect(endpoint, prefix) as conn:
         implements = conn.transport.implements
         assert implements.asynchronous is True
-        assert implements.exchange_type == frozenset({"direct", "fanout"})
+        assert implements.exchange_type == frozenset({"direct", "fanout", "topic"})
         assert conn.transport.driver_name == "sqsbus"
-        with pytest.raises(UnsupportedExchangeType, match="direct and fanout"):
-            Exchange("events", type="topic")(conn.default_channel).declare()
+        with pytest.raises(UnsupportedExchangeType, match="direct and fanout and topic"):
+            Exchange("headers", type="headers")(conn.default_channel).declare()
 
 
 def test_supports_fanout_false_keeps_to_sqs_like_kombu(
@@ -88,7 +96,45 @@ def test_direct_routing_reaches_queues_bound_by_other_connections(
         [(second, _)] = consume(consumer_conn, [other], 1)
         assert (first, second) == ({"to": 1}, {"to": 2})
         # Nothing else arrived: the unroutable message was dropped, as in AMQP.
-        assert consume(consumer_conn, [mine, other], 0, timeout=2) == []
+        assert drain_for(consumer_conn, [mine, other], 2) == []
+
+
+def test_topic_patterns_route_across_connections(endpoint: LocalEndpoint, prefix: str) -> None:
+    exchange = Exchange("events", type="topic")
+    tasks = Queue("tasks-events", exchange, "task.*")
+    everything = Queue("all-events", exchange, "#")
+    exact = Queue("heartbeats", exchange, "worker.heartbeat")
+    with connect(endpoint, prefix) as consumer_conn:
+        for queue in (tasks, everything, exact):
+            queue(consumer_conn.default_channel).declare()
+        with connect(endpoint, prefix) as producer_conn, producer_conn.Producer() as producer:
+            for key in ["task.sent", "task.succeeded.extra", "tasks.x", "worker.heartbeat"]:
+                producer.publish({"key": key}, exchange=exchange, routing_key=key)
+        got_tasks = consume(consumer_conn, [tasks], 1)
+        got_all = consume(consumer_conn, [everything], 4)
+        got_exact = consume(consumer_conn, [exact], 1)
+        # Nothing else arrives: "tasks.x" and "task.succeeded.extra" do not match task.*.
+        assert drain_for(consumer_conn, [tasks, exact], 2) == []
+    assert [body["key"] for body, _ in got_tasks] == ["task.sent"]
+    assert sorted(body["key"] for body, _ in got_all) == [
+        "task.sent",
+        "task.succeeded.extra",
+        "tasks.x",
+        "worker.heartbeat",
+    ]
+    assert [body["key"] for body, _ in got_exact] == ["worker.heartbeat"]
+
+
+def test_publishing_to_an_exchange_nobody_listens_to_costs_no_publish(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    exchange = Exchange("heartbeats", type="topic")
+    with connect(endpoint, prefix) as conn, conn.Producer() as producer:
+        for _ in range(5):
+            producer.publish({"beat": 1}, exchange=exchange, routing_key="worker.heartbeat")
+        calls = conn.transport.stats.calls()
+    assert "sns.Publish" not in calls
+    assert calls["sns.ListSubscriptionsByTopic"] == 1  # then cached
 
 
 def test_temporary_queues_are_deleted_with_their_connection(

@@ -26,6 +26,7 @@ from sqsbus.engine.messages import Received
 from sqsbus.engine.receiver import Inbox, Receiver
 from sqsbus.errors import AccessDeniedError, ConfigurationError, QueueDoesNotExist, SQSBusError
 from sqsbus.queues import QueueRef
+from sqsbus.routing.exchanges import FilterCondition, topic_condition
 
 if TYPE_CHECKING:
     from sqsbus.kombu.transport import Transport
@@ -37,9 +38,8 @@ logger = logging.getLogger(__name__)
 BASIC_GET_WAIT_SECONDS = 1
 
 
-#: Exchange types whose bindings are shared by every process (direct: by queue
-#: name; fanout: SNS topic subscriptions).
-SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout"})
+#: Exchange types whose bindings are shared by every process, as SNS subscriptions.
+SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic"})
 
 
 class UnsupportedExchangeType(SQSBusError, NotImplementedError):
@@ -97,13 +97,16 @@ class Channel(virtual.Channel):
         """Record the binding in AWS (an SNS subscription), so every process can route."""
         if not exchange or not self.uses_sns:
             return  # the default exchange routes by queue name
-        fanout = self._is_fanout(exchange)
+        kind = self.typeof(exchange).type
+        condition: FilterCondition | None = routing_key
+        if kind == "fanout":
+            condition = None
+        elif kind == "topic":
+            condition = topic_condition(routing_key)
         try:
-            self.router.subscribe(
-                exchange, self.directory.ensure(queue), routing_key=None if fanout else routing_key
-            )
+            self.router.subscribe(exchange, self.directory.ensure(queue), condition)
         except AccessDeniedError as exc:
-            if fanout:
+            if kind != "direct":
                 raise
             # Direct routing still works within this process, as in Kombu's transport.
             logger.warning(
@@ -129,12 +132,16 @@ class Channel(virtual.Channel):
     def basic_publish(
         self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any
     ) -> Any:
-        """Route through local bindings when known, else through the exchange's topic."""
+        """Direct: local bindings when known, else the exchange's SNS topic (any process).
+
+        Topic exchanges always go through SNS; fanout through ``_put_fanout``.
+        """
+        kind = self.typeof(exchange).type if exchange else "direct"
         if (
             exchange
             and self.uses_sns
-            and not self._is_fanout(exchange)
-            and not self._bound_here(exchange, routing_key)
+            and kind != "fanout"
+            and (kind == "topic" or not self._bound_here(exchange, routing_key))
         ):
             self._inplace_augment_message(message, exchange, routing_key)
             return self._put_exchange(exchange, message, routing_key)
@@ -290,12 +297,31 @@ class Channel(virtual.Channel):
             payload = self._to_payload(received)
             if payload is None:
                 continue
+            if not self._matches_bindings(received.name, payload):
+                # A topic subscription's prefix filter lets through a superset.
+                self.acker.delete([received])
+                continue
             if received.name not in self._noack_queues:
                 self._unsettled[payload["properties"]["delivery_tag"]] = received
             callback(payload)
             delivered += 1
         self.inbox.raise_error()
         return delivered
+
+    def _matches_bindings(self, queue: str, payload: dict[str, Any]) -> bool:
+        """False for a topic-exchange message that none of ``queue``'s patterns match."""
+        delivery_info = payload["properties"]["delivery_info"]
+        exchange = delivery_info.get("exchange")
+        if not exchange or exchange not in self.state.exchanges:
+            return True
+        exchange_type = self.typeof(exchange)
+        if exchange_type.type != "topic":
+            return True
+        table = self.get_table(exchange)
+        if not any(bound == queue for _key, _pattern, bound in table):
+            return True  # bound by another process: its patterns are not known here
+        matched = exchange_type.lookup(table, exchange, delivery_info.get("routing_key", ""), None)
+        return queue in matched
 
     def _to_payload(self, received: Received) -> dict[str, Any] | None:
         """The Kombu payload of ``received``, or None if it is unreadable (then settled)."""

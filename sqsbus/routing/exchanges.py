@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from typing import Any, Final
 
@@ -29,8 +30,37 @@ logger = logging.getLogger(__name__)
 
 #: SNS topic names are at most 256 characters.
 MAX_TOPIC_NAME_LENGTH: Final = 256
+#: Seconds a topic's subscription count is reused before it is read again.
+SUBSCRIBER_CACHE_SECONDS: Final = 15.0
 #: Message attribute carrying the routing key, matched by subscription filter policies.
 ROUTING_KEY_ATTRIBUTE: Final = "kombu.routing_key"
+
+#: An SNS filter-policy condition on the routing key: an exact value or ``{"prefix": p}``.
+FilterCondition = str | dict[str, str]
+
+
+def _encode(condition: Any) -> str:
+    return json.dumps(condition, sort_keys=True)
+
+
+def topic_condition(pattern: str) -> FilterCondition | None:
+    """The SNS condition that lets through (at least) what an AMQP topic pattern matches.
+
+    Exact for patterns without wildcards; the literal prefix before the first
+    wildcard otherwise (a superset: consumers filter exactly); ``None`` (no
+    filter) for patterns starting with a wildcard, such as ``#``.
+    """
+    words = pattern.split(".")
+    literal: list[str] = []
+    for word in words:
+        if word in ("*", "#"):
+            break
+        literal.append(word)
+    if len(literal) == len(words):
+        return pattern
+    if not literal:
+        return None
+    return {"prefix": ".".join(literal)}
 
 
 def topic_name(exchange: str, prefix: str = "") -> str:
@@ -55,6 +85,8 @@ class ExchangeRouter:
         self.queues = queues
         self._topics: dict[str, str] = {}
         self._subscriptions: dict[tuple[str, str], str] = {}
+        #: exchange -> (monotonic time read, number of subscriptions of its topic)
+        self._subscriber_counts: dict[str, tuple[float, int]] = {}
         #: (exchange, queue url) -> routing keys in the filter (None: no filter, fanout).
         self._routing_keys: dict[tuple[str, str], set[str] | None] = {}
         self._lock = threading.Lock()
@@ -93,21 +125,25 @@ class ExchangeRouter:
             self._topics[exchange] = arn
         return arn
 
-    def subscribe(self, exchange: str, queue: QueueRef, routing_key: str | None = None) -> None:
+    def subscribe(
+        self, exchange: str, queue: QueueRef, condition: FilterCondition | None = None
+    ) -> None:
         """Deliver the exchange's messages to ``queue`` (idempotent, cached).
 
-        ``routing_key=None`` subscribes to everything (fanout); otherwise the
-        routing key is added to the subscription's filter policy (direct).
+        ``condition=None`` subscribes to everything (fanout, topic ``#``);
+        otherwise the condition (an exact routing key, or ``{"prefix": ...}``) is
+        added to the subscription's filter policy.
         """
         key = (exchange, queue.url)
+        wanted = None if condition is None else _encode(condition)
         with self._lock:
             known = key in self._subscriptions
-            keys = self._routing_keys.get(key)
-            if known and (keys is None or routing_key in keys):
+            conditions = self._routing_keys.get(key)
+            if known and (conditions is None or wanted in conditions):
                 return
         if not known:
             self._subscribe(exchange, queue)
-        self._add_routing_key(exchange, queue, routing_key)
+        self._add_condition(exchange, queue, wanted)
 
     def _subscribe(self, exchange: str, queue: QueueRef) -> None:
         arn = self.topic_arn(exchange)
@@ -135,36 +171,38 @@ class ExchangeRouter:
             SubscriptionArn=subscription,
         ).get("Attributes", {})
         policy = json.loads(current.get("FilterPolicy") or "{}")
-        keys = policy.get(ROUTING_KEY_ATTRIBUTE)
+        conditions = policy.get(ROUTING_KEY_ATTRIBUTE)
         with self._lock:
             self._subscriptions[(exchange, queue.url)] = subscription
             self._routing_keys[(exchange, queue.url)] = (
-                {str(k) for k in keys} if isinstance(keys, list) else None
+                {_encode(c) for c in conditions} if isinstance(conditions, list) else None
             )
 
-    def _add_routing_key(self, exchange: str, queue: QueueRef, routing_key: str | None) -> None:
+    def _add_condition(self, exchange: str, queue: QueueRef, wanted: str | None) -> None:
         key = (exchange, queue.url)
         with self._lock:
             subscription = self._subscriptions[key]
-            keys = self._routing_keys.get(key)
-            if routing_key is None:
-                if keys is None:
+            conditions = self._routing_keys.get(key)
+            if wanted is None:
+                if conditions is None:
                     return
-                wanted: set[str] | None = None
+                new: set[str] | None = None
             else:
-                if keys is not None and routing_key in keys:
+                if conditions is not None and wanted in conditions:
                     return
-                # A fresh subscription (keys None, no filter yet) gets its first key.
-                wanted = {routing_key} | (keys or set())
-            self._routing_keys[key] = wanted
-        policy = "" if wanted is None else json.dumps({ROUTING_KEY_ATTRIBUTE: sorted(wanted)})
+                # A fresh subscription (None: no filter yet) gets its first condition.
+                new = {wanted} | (conditions or set())
+            self._routing_keys[key] = new
+        policy = (
+            {} if new is None else {ROUTING_KEY_ATTRIBUTE: [json.loads(c) for c in sorted(new)]}
+        )
         call(
             self._client(exchange),
             "set_subscription_attributes",
             f"route exchange {exchange!r} to queue {queue.name!r}",
             SubscriptionArn=subscription,
             AttributeName="FilterPolicy",
-            AttributeValue=policy or "{}",
+            AttributeValue=json.dumps(policy),
         )
 
     def unsubscribe(self, exchange: str, queue: QueueRef) -> None:
@@ -178,6 +216,35 @@ class ExchangeRouter:
                 f"unsubscribe queue {queue.name!r} from exchange {exchange!r}",
                 SubscriptionArn=subscription,
             )
+
+    def has_subscribers(self, exchange: str) -> bool:
+        """Whether any queue subscribes to the exchange's topic.
+
+        Read with ``ListSubscriptionsByTopic`` (one page) and reused for
+        :data:`SUBSCRIBER_CACHE_SECONDS` (a queue bound by another process is seen
+        within that time; one bound here, at once).  This keeps idle traffic such
+        as Celery's worker heartbeats, which nobody may be listening to, to one
+        request per exchange and period instead of one per message.
+        """
+        now = time.monotonic()
+        with self._lock:
+            cached = self._subscriber_counts.get(exchange)
+            mine = any(key[0] == exchange for key in self._subscriptions)
+        if mine:
+            return True
+        if cached is not None and now - cached[0] < SUBSCRIBER_CACHE_SECONDS:
+            return cached[1] > 0
+        answer = call(
+            self._client(exchange),
+            "list_subscriptions_by_topic",
+            f"list subscriptions of exchange {exchange!r}",
+            TopicArn=self.topic_arn(exchange),
+        )
+        # One page is enough to know "any": a further page means more than 100.
+        count = len(answer.get("Subscriptions") or []) + (1 if answer.get("NextToken") else 0)
+        with self._lock:
+            self._subscriber_counts[exchange] = (now, count)
+        return count > 0
 
     def subscribed_exchanges(self, queue: QueueRef) -> list[str]:
         with self._lock:
@@ -220,8 +287,16 @@ class ExchangeRouter:
         group_id: str | None = None,
         deduplication_id: str | None = None,
     ) -> str:
-        """Publish ``body`` to every queue bound to ``exchange`` (matching ``routing_key``)."""
+        """Publish ``body`` to every queue bound to ``exchange`` (matching ``routing_key``).
+
+        Returns "" without a request when the topic has no subscription (see
+        :meth:`has_subscribers`): as in AMQP, a message no queue is bound for is
+        dropped — but here without paying for it.
+        """
         arn = self.topic_arn(exchange)
+        if not self.has_subscribers(exchange):
+            logger.debug("no queue is bound to exchange %s; message dropped", exchange)
+            return ""
         attributes = dict(message_attributes or {})
         if routing_key is not None:
             attributes[ROUTING_KEY_ATTRIBUTE] = {"DataType": "String", "StringValue": routing_key}
