@@ -6,7 +6,9 @@ latency for a lone publisher:
 
 * a publisher appends its entry to the queue's :class:`_Lane`;
 * if no batch is in flight, it sends the oldest pending entries (up to 10 and
-  1 MiB) itself; otherwise it waits, and entries pile up for the next batch;
+  1 MiB) itself — after waiting up to 2 ms for others if the previous batch was
+  larger than what is pending; otherwise it waits, and entries pile up for the
+  next batch;
 * a full batch may go while others are in flight (up to
   ``max_in_flight``), except on FIFO queues, where one batch at a time keeps
   the order of each message group;
@@ -39,6 +41,9 @@ MAX_BATCH_ENTRIES: Final = 10
 MAX_BATCH_BYTES: Final = 1_048_576
 #: Batches that may be in flight per standard queue when full batches are waiting.
 MAX_IN_FLIGHT: Final = 4
+#: Seconds a publisher waits for others to join its batch, and only when the last
+#: batch had more entries than are pending now (a lone publisher never waits).
+GATHER_SECONDS: Final = 0.002
 MAX_ATTEMPTS: Final = 5
 MAX_BACKOFF_SECONDS: Final = 5.0
 
@@ -63,6 +68,8 @@ class _Lane:
     cond: threading.Condition = field(default_factory=threading.Condition)
     pending: deque[_Pending] = field(default_factory=deque)
     in_flight: int = 0
+    #: Size of the last batch sent: how many publishers are likely to join the next.
+    last_batch: int = 1
 
     def wait_time(self, now: float) -> float | None:
         """Seconds until a pending entry becomes ready (None: wait for a notify)."""
@@ -122,7 +129,13 @@ class GroupCommit:
         entry = _Pending(params=params, size=size)
         with lane.cond:
             lane.pending.append(entry)
+            gathered = False
             while not entry.done:
+                if not gathered and lane.in_flight == 0 and len(lane.pending) < lane.last_batch:
+                    # Others published with us last time: give them a moment to join.
+                    gathered = True
+                    lane.cond.wait(GATHER_SECONDS)
+                    continue
                 if not self._pump(lane, queue):
                     lane.cond.wait(lane.wait_time(time.monotonic()))
         if entry.error is not None:
@@ -165,6 +178,7 @@ class GroupCommit:
         if not lane.may_send(now):
             return False
         batch = lane.take(now)
+        lane.last_batch = len(batch)
         lane.in_flight += 1
         lane.cond.release()
         try:
