@@ -16,7 +16,7 @@ import botocore.session
 from botocore.exceptions import BotoCoreError
 from kombu.transport import virtual
 
-from sqsbus.aws import AWS, call, require_credentials
+from sqsbus.aws import AWS, RequestStats, call, require_credentials
 from sqsbus.config import Options, parse_options
 from sqsbus.engine.acker import Acker
 from sqsbus.engine.group_commit import GROUP_COMMIT
@@ -24,7 +24,6 @@ from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
 from sqsbus.errors import (
     ConfigurationError,
-    DeliveryError,
     QueueDoesNotExist,
     SQSBusError,
     TransientError,
@@ -72,12 +71,10 @@ class Transport(virtual.Transport):
         heartbeats=False,
     )
 
-    #: Errors after which Kombu/Celery reconnect and retry: network, throttling,
-    #: 5xx, failed deletes.
+    #: Errors after which Kombu/Celery reconnect and retry: network, throttling, 5xx.
     connection_errors = (  # type: ignore[assignment]
         *virtual.Transport.connection_errors,
         TransientError,
-        DeliveryError,
     )
     channel_errors = (  # type: ignore[assignment]
         *virtual.Transport.channel_errors,
@@ -98,8 +95,7 @@ class Transport(virtual.Transport):
             password=client.password or None,
             default_region=_default_region(client.transport_options),
         )
-        if self.options.polling_interval is not None:
-            self.polling_interval = self.options.polling_interval
+        self.polling_interval = self.options.polling_interval
         self.aws = AWS(self.options)
         self.directory = QueueDirectory(self.aws, self.options)
         self.publisher = Publisher(
@@ -122,7 +118,7 @@ class Transport(virtual.Transport):
         self._tick: Any = None
 
     @property
-    def stats(self) -> Any:
+    def stats(self) -> RequestStats:
         """Counted AWS requests of this connection (:class:`sqsbus.aws.RequestStats`)."""
         return self.aws.stats
 
