@@ -361,12 +361,14 @@ def test_events_reach_an_event_receiver(shared: Harness) -> None:
     app = shared.app
     seen: list[str] = []
     ready = threading.Event()
+    receivers: list[Any] = []
 
     def capture() -> None:
         with app.connection() as conn:
             receiver = app.events.Receiver(
                 conn, handlers={"*": lambda event: seen.append(event["type"])}
             )
+            receivers.append(receiver)
             ready.set()
             with contextlib.suppress(TimeoutError, socket.timeout):
                 receiver.capture(limit=None, timeout=60)
@@ -389,6 +391,9 @@ def test_events_reach_an_event_receiver(shared: Harness) -> None:
         wait_for("a worker heartbeat", lambda: "worker-heartbeat" in seen, timeout=15)
     finally:
         app.control.disable_events()
+        for receiver in receivers:
+            receiver.should_stop = True
+        thread.join(30)  # its connection closes, deleting its queue
 
 
 # -- 8. publishing errors ------------------------------------------------------------------
