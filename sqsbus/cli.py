@@ -120,9 +120,11 @@ def _local_instructions(endpoint: LocalEndpoint) -> str:
 sqsbus local endpoint (moto) listening on {endpoint.url}
 It serves SQS, SNS and S3. Data is kept in memory only: it is lost when this process stops.
 
-Point Celery at it:
+Point Celery at it (import sqsbus first: it registers the sqsbus:// scheme):
+    import sqsbus
     app.conf.broker_url = "{broker_url}"
 or Kombu:
+    import sqsbus
     kombu.Connection("{broker_url}")
 
 Environment for workers and other processes (dummy credentials; the endpoint accepts any):
