@@ -283,7 +283,7 @@ class AWS:
             stats.record_http(f"{service}.{event_name.rsplit('.', 1)[-1]}")
 
         client.meta.events.register(
-            f"before-call.{client.meta.service_model.service_id.hyphenize()}", on_call
+            f"before-parameter-build.{client.meta.service_model.service_id.hyphenize()}", on_call
         )
         client.meta.events.register(
             f"before-send.{client.meta.service_model.service_id.hyphenize()}", on_send

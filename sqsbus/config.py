@@ -103,6 +103,7 @@ class Options:
     fetch_message_attributes: tuple[str, ...] = ()
     fifo_message_group_id: str = "default"
     publish_linger_ms: int = 0
+    receive_coalesce_ms: int = 0
     body_encoding: str = "base64"
     deadletter_queue: str | None = None
 
@@ -359,6 +360,7 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "fetch_message_attributes": ("fetch_message_attributes", _fetch_message_attributes),
     "fifo_message_group_id": ("fifo_message_group_id", _string),
     "publish_linger_ms": ("publish_linger_ms", _int_range(0, 60_000)),
+    "receive_coalesce_ms": ("receive_coalesce_ms", _int_range(0, 10_000)),
     "body_encoding": ("body_encoding", _optional_string),
     "deadletter_queue": ("deadletter_queue", _optional_string),
     # Read by kombu.Connection itself (reconnect policy) or unused by SQS.

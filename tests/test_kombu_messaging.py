@@ -299,6 +299,33 @@ for i in range(12):
     assert sorted(body for body, _ in received) == list(range(12))
 
 
+@pytest.mark.parametrize("coalesce_ms", [0, 300])
+def test_receive_coalescing_trades_latency_for_fewer_receives(
+    endpoint: LocalEndpoint, prefix: str, coalesce_ms: int
+) -> None:
+    queue = direct_queue(f"trickle{coalesce_ms}")
+    with connect(endpoint, prefix, receive_coalesce_ms=coalesce_ms) as consumer_conn:
+        queue(consumer_conn.default_channel).declare()
+        url = url_of(consumer_conn, queue.name)
+
+        def trickle() -> None:  # a producer slower than the consumer
+            with connect(endpoint, prefix) as producer_conn:
+                for i in range(20):
+                    publish(producer_conn, queue, [i])
+                    time.sleep(0.03)
+
+        producer = threading.Thread(target=trickle)
+        producer.start()
+        received = consume(consumer_conn, [queue], 20, prefetch_count=20)
+        producer.join()
+        receives = consumer_conn.transport.stats.per_queue().get(("sqs.ReceiveMessage", url), 0)
+    assert sorted(body for body, _ in received) == list(range(20))
+    if coalesce_ms:
+        assert 1 <= receives <= 8, receives
+    else:
+        assert receives >= 10, receives
+
+
 def test_acks_are_sent_in_batches(endpoint: LocalEndpoint, prefix: str, sqs_client: Any) -> None:
     queue = direct_queue("batched")
     with connect(endpoint, prefix) as conn:

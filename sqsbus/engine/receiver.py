@@ -191,6 +191,7 @@ class Receiver:
         *,
         wait_time_seconds: int,
         polling_interval: float,
+        coalesce_seconds: float = 0.0,
         on_received: Callable[[list[Received]], list[Received]] | None = None,
     ) -> None:
         self.inbox = inbox
@@ -198,6 +199,9 @@ class Receiver:
         self.name = name
         self.wait_time_seconds = wait_time_seconds
         self.polling_interval = polling_interval
+        #: After a receive that got some messages but fewer than it asked for, wait
+        #: this long so that the next one finds more (fewer requests, more latency).
+        self.coalesce_seconds = coalesce_seconds
         #: Called in the receiver thread before buffering (e.g. delete for no-ack);
         #: returns the messages to buffer.
         self.on_received = on_received
@@ -271,3 +275,5 @@ class Receiver:
             self.inbox.put(messages)
             if not messages and self.polling_interval:
                 self.stopped.wait(self.polling_interval)
+            elif messages and len(messages) < room and self.coalesce_seconds:
+                self.stopped.wait(self.coalesce_seconds)

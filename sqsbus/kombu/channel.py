@@ -259,6 +259,7 @@ class Channel(virtual.Channel):
                 queue,
                 wait_time_seconds=self.options.wait_time_seconds,
                 polling_interval=self.options.polling_interval,
+                coalesce_seconds=self.options.receive_coalesce_ms / 1000,
                 on_received=self._delete_if_no_ack,
             )
             receiver.start()
