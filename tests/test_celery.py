@@ -24,6 +24,7 @@ from celery import chain, chord, group
 from celery_app import AppSettings, create_app
 from celery_helpers import WorkerProcess, read_records, task, wait_for
 
+from sqsbus.engine.acker import DEFAULT_WINDOW as ACK_WINDOW
 from sqsbus.errors import MessageTooLarge
 from sqsbus.local import LocalEndpoint
 from sqsbus.routing.exchanges import SUBSCRIBER_CACHE_SECONDS
@@ -249,6 +250,8 @@ def test_warm_shutdown_loses_no_task(
             context=first.log_hint,
         )
         # Prefetch limit 4 (multiplier 4 x concurrency 1): the rest stays for other workers.
+        # Acks are batched: let the started task's delete go out before counting.
+        time.sleep(4 * ACK_WINDOW)
         queue = settings.queue_name_prefix + "celery"
         _, held = queue_counts(sqs_client, queue)
         assert held <= 4, f"worker holds {held} messages with a prefetch limit of 4"
