@@ -1,4 +1,6 @@
-"""The SQS calls of the data path: send, receive, delete, change visibility.
+"""The SQS calls of the data path: receive, delete, change visibility.
+
+Sends go through :mod:`sqsbus.engine.group_commit`.
 
 Each function is one counted AWS call with errors translated into
 :mod:`sqsbus.errors`.  Batch variants report per-entry failures instead of
@@ -38,18 +40,6 @@ class EntryFailure:
     @property
     def stale_receipt(self) -> bool:
         return self.code in STALE_RECEIPT_CODES
-
-
-def send(queue: QueueRef, params: dict[str, Any]) -> str:
-    """``SendMessage``; returns the SQS message id."""
-    answer = call(
-        queue.client,
-        "send_message",
-        f"send to queue {queue.name!r}",
-        QueueUrl=queue.url,
-        **params,
-    )
-    return str(answer.get("MessageId", ""))
 
 
 def receive(

@@ -90,9 +90,6 @@ class Channel(virtual.Channel):
             self.router.topic_arn(exchange)
         return result
 
-    def _is_fanout(self, exchange: str) -> bool:
-        return bool(self.typeof(exchange).type == "fanout")
-
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         """Record the binding in AWS (an SNS subscription), so every process can route."""
         if not exchange or not self.uses_sns:
