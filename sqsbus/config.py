@@ -77,6 +77,14 @@ class PredefinedQueue:
 
 
 @dataclass(frozen=True)
+class RedrivePolicy:
+    """Where messages go after ``max_receive_count`` deliveries (or on reject)."""
+
+    dead_letter_queue: str
+    max_receive_count: int = 5
+
+
+@dataclass(frozen=True)
 class Options:
     """Validated transport settings.  Build with :func:`parse_options`."""
 
@@ -104,6 +112,14 @@ class Options:
     fifo_message_group_id: str = "default"
     publish_linger_ms: int = 0
     receive_coalesce_ms: int = 0
+    #: Visibility (seconds) each receive asks for, extended while a message is held;
+    #: 0 turns leases off (the queue's VisibilityTimeout applies, as in Kombu).
+    lease_seconds: int = 60
+    #: Countdown/ETA messages wait in SQS (DelaySeconds, re-sent every 15 minutes for
+    #: longer delays) rather than in the worker's memory.
+    native_delays: bool = True
+    #: Dead-letter queue of the queues sqsbus creates (None: no redrive policy).
+    redrive_policy: RedrivePolicy | None = None
     body_encoding: str = "base64"
     deadletter_queue: str | None = None
 
@@ -260,6 +276,30 @@ def _predefined_exchanges(name: str, value: Any) -> dict[str, dict[str, Any]]:
     return exchanges
 
 
+_REDRIVE_KEYS = frozenset({"dead_letter_queue", "max_receive_count"})
+
+
+def _redrive_policy(name: str, value: Any) -> RedrivePolicy | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _fail(name, "a dict {'dead_letter_queue': NAME, 'max_receive_count': N}", value)
+    unknown = set(value) - _REDRIVE_KEYS
+    if unknown:
+        raise ConfigurationError(
+            f"transport option {name!r} has unknown key(s) "
+            f"{', '.join(sorted(map(repr, unknown)))}; allowed: {', '.join(sorted(_REDRIVE_KEYS))}"
+        )
+    queue = value.get("dead_letter_queue")
+    if not isinstance(queue, str) or not queue:
+        raise ConfigurationError(
+            f"transport option {name!r} needs 'dead_letter_queue': the name of the queue "
+            "that receives dead letters"
+        )
+    count = _int_range(1, 1000)(f"{name}['max_receive_count']", value.get("max_receive_count", 5))
+    return RedrivePolicy(queue, count)
+
+
 _PREDEFINED_QUEUE_KEYS = frozenset(
     {"url", "access_key_id", "secret_access_key", "region", "backoff_policy", "backoff_tasks"}
 )
@@ -361,6 +401,9 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "fifo_message_group_id": ("fifo_message_group_id", _string),
     "publish_linger_ms": ("publish_linger_ms", _int_range(0, 60_000)),
     "receive_coalesce_ms": ("receive_coalesce_ms", _int_range(0, 10_000)),
+    "lease_seconds": ("lease_seconds", _int_range(0, MAX_VISIBILITY_TIMEOUT)),
+    "native_delays": ("native_delays", _boolean),
+    "redrive_policy": ("redrive_policy", _redrive_policy),
     "body_encoding": ("body_encoding", _optional_string),
     "deadletter_queue": ("deadletter_queue", _optional_string),
     # Read by kombu.Connection itself (reconnect policy) or unused by SQS.

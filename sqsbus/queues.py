@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import string
@@ -38,6 +39,8 @@ FIFO_SUFFIX: Final = ".fifo"
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1_048_576
 #: Seconds queue attributes read from SQS are reused before being read again.
 ATTRIBUTE_CACHE_SECONDS: Final = 300.0
+#: Dead-letter queues keep messages for SQS's maximum retention (14 days).
+DEAD_LETTER_RETENTION_SECONDS: Final = 14 * 24 * 3600
 
 _TRANSLATION: Final = {ord(c): "_" for c in string.punctuation if c not in "-_."}
 _TRANSLATION[ord(".")] = "-"
@@ -158,12 +161,17 @@ class QueueDirectory:
             raise QueueDoesNotExist(f"queue {name!r} does not exist in SQS")
         return QueueRef(name, url, self.client_for(None), scope=self.scope(None))
 
-    def ensure(self, queue: str) -> QueueRef:
-        """The queue's ref, creating the queue if needed."""
+    def ensure(self, queue: str, *, temporary: bool = False) -> QueueRef:
+        """The queue's ref, creating the queue if needed.
+
+        A queue created here gets the ``redrive_policy`` option's dead-letter queue
+        unless it is ``temporary`` (private to a connection, e.g. a reply queue).
+        """
         try:
             return self.get(queue)
         except QueueDoesNotExist:
-            return self._create(self.sqs_name(queue))
+            name = self.sqs_name(queue)
+            return self._create(name, self._redrive_attributes(name, temporary))
 
     def exists(self, queue: str) -> bool:
         try:
@@ -212,10 +220,42 @@ class QueueDirectory:
         with self._lock:
             return sorted(self._urls)
 
-    def _create(self, name: str) -> QueueRef:
+    def dead_letter_queue_name(self, name: str) -> str | None:
+        """SQS name of the dead-letter queue for queue ``name`` (FIFO ones get a FIFO DLQ)."""
+        policy = self.options.redrive_policy
+        if policy is None:
+            return None
+        dead = self.sqs_name(policy.dead_letter_queue)
+        stem = dead.removesuffix(FIFO_SUFFIX)
+        return stem + FIFO_SUFFIX if name.endswith(FIFO_SUFFIX) else stem
+
+    def _redrive_attributes(self, name: str, temporary: bool) -> dict[str, str]:
+        dead = self.dead_letter_queue_name(name)
+        policy = self.options.redrive_policy
+        if temporary or dead is None or policy is None or dead == name:
+            return {}
+        ref = self.get_or_create_dead_letter_queue(dead)
+        arn = self.attributes(ref)["QueueArn"]
+        redrive = {"deadLetterTargetArn": arn, "maxReceiveCount": policy.max_receive_count}
+        return {"RedrivePolicy": json.dumps(redrive)}
+
+    def get_or_create_dead_letter_queue(self, name: str) -> QueueRef:
+        """The dead-letter queue ``name`` (an SQS name), created with 14 days' retention."""
+        with self._lock:
+            url = self._urls.get(name)
+        if url is None:
+            url = self._lookup(name)
+        if url is not None:
+            return QueueRef(name, url, self.client_for(None), scope=self.scope(None))
+        return self._create(
+            name, {"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)}
+        )
+
+    def _create(self, name: str, extra_attributes: dict[str, str] | None = None) -> QueueRef:
         attributes: dict[str, str] = {"VisibilityTimeout": str(self.options.visibility_timeout)}
         if name.endswith(FIFO_SUFFIX):
             attributes["FifoQueue"] = "true"
+        attributes.update(extra_attributes or {})
         attributes.update(self.options.creation_attributes)
         params: dict[str, Any] = {"QueueName": name, "Attributes": attributes}
         if self.options.queue_tags:
@@ -280,6 +320,26 @@ class QueueDirectory:
 
     def has_redrive_policy(self, ref: QueueRef) -> bool:
         return "RedrivePolicy" in self.attributes(ref)
+
+    def dead_letter_queue_of(self, ref: QueueRef) -> QueueRef | None:
+        """The queue ``ref``'s RedrivePolicy sends dead letters to, if any and reachable."""
+        raw = self.attributes(ref).get("RedrivePolicy")
+        if not raw:
+            return None
+        try:
+            arn = str(json.loads(raw)["deadLetterTargetArn"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("queue %s has an unreadable RedrivePolicy: %.200s", ref.name, raw)
+            return None
+        name = arn.rsplit(":", 1)[-1]
+        try:
+            url = self._lookup(name)
+        except SQSBusError as exc:
+            logger.warning("cannot reach dead-letter queue %s of queue %s: %s", name, ref.name, exc)
+            return None
+        if url is None:
+            return None
+        return QueueRef(name, url, ref.client, scope=ref.scope)
 
 
 def validate_predefined(options: Options) -> None:

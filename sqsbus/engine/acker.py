@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sqsbus.engine import operations
+from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError, TransientError
 
@@ -56,8 +57,12 @@ class _Lane:
 class Acker:
     """Batches deletes and visibility changes per queue on a background thread."""
 
-    def __init__(self, *, window: float = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self, *, window: float = DEFAULT_WINDOW, leases: LeaseKeeper | None = None
+    ) -> None:
         self.window = window
+        #: Settled messages are no longer extended by this keeper.
+        self.leases = leases
         #: Entries given up after a non-transient failure or too many attempts.
         self.failed = 0
         self._lanes: dict[tuple[str, Action], _Lane] = {}
@@ -79,6 +84,16 @@ class Acker:
     def set_visibility(self, messages: Sequence[Received], seconds: int) -> None:
         """Make ``messages`` visible again after ``seconds`` (batched)."""
         self._add(messages, int(seconds))
+
+    def release(self, messages: Sequence[Received]) -> None:
+        """Make ``messages`` visible again now, synchronously (best effort).
+
+        Used for messages never handed to the application (buffered at cancel or
+        close); works after :meth:`close` too.
+        """
+        if self.leases is not None:
+            self.leases.forget(messages)
+        operations.release(messages)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Send everything queued so far; True if all was settled within ``timeout``."""
@@ -122,6 +137,8 @@ class Acker:
     def _add(self, messages: Sequence[Received], action: Action) -> None:
         if not messages:
             return
+        if self.leases is not None:
+            self.leases.forget(messages)
         due = time.monotonic() + self.window
         with self._cond:
             if self._closed:

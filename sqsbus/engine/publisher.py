@@ -11,14 +11,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
+from sqsbus.engine.delays import MAX_DELAY_SECONDS
 from sqsbus.engine.group_commit import GROUP_COMMIT
 from sqsbus.errors import ConfigurationError, MessageTooLarge
 from sqsbus.queues import QueueDirectory, QueueRef
 
 logger = logging.getLogger(__name__)
 
-#: SQS accepts at most 900 seconds of per-message delay.
-MAX_DELAY_SECONDS: Final = 900
 #: SQS accepts at most 10 message attributes per message.
 MAX_MESSAGE_ATTRIBUTES: Final = 10
 
@@ -62,8 +61,13 @@ class Publisher:
         group_id: str | None = None,
         deduplication_id: str | None = None,
         delay_seconds: int | None = None,
+        confirm: bool = False,
     ) -> str:
-        """Send ``body`` to ``queue``; return the SQS message id ("" when lingering)."""
+        """Send ``body`` to ``queue``; return the SQS message id ("" when lingering).
+
+        ``confirm`` waits for SQS to accept the message even with a linger (for moves,
+        where the original is deleted next).
+        """
         attributes = dict(message_attributes or {})
         if len(attributes) > MAX_MESSAGE_ATTRIBUTES:
             raise ConfigurationError(
@@ -99,7 +103,7 @@ class Publisher:
                 params["MessageGroupId"] = group_id  # SQS fair queues on standard queues
             if delay_seconds:
                 params["DelaySeconds"] = max(0, min(MAX_DELAY_SECONDS, int(delay_seconds)))
-        if self.linger_ms:
+        if self.linger_ms and not confirm:
             GROUP_COMMIT.send_later(queue, params, size, self.linger_ms / 1000)
             return ""
         return GROUP_COMMIT.send(queue, params, size)

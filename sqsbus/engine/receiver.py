@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Final
 
 from sqsbus.engine import operations
+from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError, TransientError
 from sqsbus.queues import QueueRef
@@ -192,6 +193,8 @@ class Receiver:
         wait_time_seconds: int,
         polling_interval: float,
         coalesce_seconds: float = 0.0,
+        leases: LeaseKeeper | None = None,
+        release: Callable[[list[Received]], None] = operations.release,
         on_received: Callable[[list[Received]], list[Received]] | None = None,
     ) -> None:
         self.inbox = inbox
@@ -202,6 +205,9 @@ class Receiver:
         #: After a receive that got some messages but fewer than it asked for, wait
         #: this long so that the next one finds more (fewer requests, more latency).
         self.coalesce_seconds = coalesce_seconds
+        #: Receives ask for this keeper's lease and hand it what they buffer.
+        self.leases = leases
+        self.release = release
         #: Called in the receiver thread before buffering (e.g. delete for no-ack);
         #: returns the messages to buffer.
         self.on_received = on_received
@@ -227,8 +233,14 @@ class Receiver:
 
     def _receive(self, room: int) -> list[Received]:
         messages = operations.receive(
-            self.queue, self.name, max_messages=room, wait_time_seconds=self.wait_time_seconds
+            self.queue,
+            self.name,
+            max_messages=room,
+            wait_time_seconds=self.wait_time_seconds,
+            visibility_timeout=None if self.leases is None else self.leases.lease_seconds,
         )
+        if self.leases is not None:
+            self.leases.hold(messages)
         if self.on_received is not None and messages and not self.stopped.is_set():
             # If this fails (e.g. the no-ack delete), the messages are not buffered:
             # SQS delivers them again after their visibility timeout.
@@ -270,7 +282,7 @@ class Receiver:
                 return
             failures = 0
             if self.stopped.is_set():
-                operations.release(messages)
+                self.release(messages)
                 return
             self.inbox.put(messages)
             if not messages and self.polling_interval:

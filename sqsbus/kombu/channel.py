@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import binascii
 import logging
+import time
+from datetime import datetime
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +23,9 @@ from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from sqsbus import codec
 from sqsbus.aws import call
-from sqsbus.engine import operations
+from sqsbus.engine import delays, operations
 from sqsbus.engine.messages import Received
+from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES
 from sqsbus.engine.receiver import Inbox, Receiver
 from sqsbus.errors import AccessDeniedError, ConfigurationError, QueueDoesNotExist, SQSBusError
 from sqsbus.queues import QueueRef
@@ -37,6 +40,12 @@ logger = logging.getLogger(__name__)
 #: enough not to block a synchronous caller.
 BASIC_GET_WAIT_SECONDS = 1
 
+
+#: Message attributes telling why and from where a message was dead-lettered.
+DEAD_LETTER_REASON_ATTRIBUTE = "sqsbus.dead-letter-reason"
+DEAD_LETTER_SOURCE_ATTRIBUTE = "sqsbus.dead-letter-source"
+#: Seconds a message waits before another try when its move to the DLQ failed.
+DEAD_LETTER_RETRY_SECONDS = 30
 
 #: Exchange types whose bindings are shared by every process, as SNS subscriptions.
 SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic"})
@@ -59,6 +68,7 @@ class Channel(virtual.Channel):
         self.directory = connection.directory
         self.publisher = connection.publisher
         self.acker = connection.acker
+        self.leases = connection.leases
         self.router = connection.router
         # Created now: receiver threads read QoS and must not race its creation.
         self._channel_qos = self.qos
@@ -176,10 +186,13 @@ class Channel(virtual.Channel):
         return to_rabbitmq_queue_arguments(arguments, **kwargs)
 
     def _new_queue(self, queue: str, **kwargs: Any) -> QueueRef:
-        ref = self.directory.ensure(queue)
         arguments = kwargs.get("arguments") or {}
-        if kwargs.get("exclusive") or (kwargs.get("auto_delete") and "x-expires" in arguments):
-            # Private to this connection (e.g. Celery's pidbox and reply queues).
+        # Private to this connection (e.g. Celery's pidbox and reply queues)?
+        temporary = bool(
+            kwargs.get("exclusive") or (kwargs.get("auto_delete") and "x-expires" in arguments)
+        )
+        ref = self.directory.ensure(queue, temporary=temporary)
+        if temporary:
             self.connection.temporary_queues.add(queue)
         return ref
 
@@ -209,6 +222,8 @@ class Channel(virtual.Channel):
         properties = message.get("properties") or {}
         attributes = properties.pop("message_attributes", None)
         delay = _delay_seconds(properties)
+        if delay is None and self.options.native_delays and not ref.is_fifo:
+            delay, attributes = _native_delay(message.get("headers"), attributes)
         body = codec.encode_body(message, base64_encoding=self.options.base64_encoding)
 
         def send(target: QueueRef) -> None:
@@ -257,7 +272,9 @@ class Channel(virtual.Channel):
                 wait_time_seconds=self.options.wait_time_seconds,
                 polling_interval=self.options.polling_interval,
                 coalesce_seconds=self.options.receive_coalesce_ms / 1000,
-                on_received=self._delete_if_no_ack,
+                leases=self.leases,
+                release=self.acker.release,
+                on_received=self._on_received,
             )
             receiver.start()
         return result
@@ -270,14 +287,44 @@ class Channel(virtual.Channel):
             receiver = self._receivers.pop(queue, None)
             if receiver is not None:
                 receiver.stop()
-            operations.release(self.inbox.remove(queue))
+            self.acker.release(self.inbox.remove(queue))
         return result
 
-    def _delete_if_no_ack(self, messages: list[Received]) -> list[Received]:
-        """Receiver hook: messages of no-ack queues are deleted on receipt."""
+    def _on_received(self, messages: list[Received]) -> list[Received]:
+        """Receiver hook: hop delayed messages that surfaced early; delete no-ack ones."""
+        if self.options.native_delays:
+            messages = [m for m in messages if not self._hopped(m)]
         if messages and messages[0].name in self._noack_queues:
             self.acker.delete(messages)
         return messages
+
+    def _hopped(self, received: Received) -> bool:
+        """Send ``received`` again with its remaining delay if it is not due yet."""
+        remaining = delays.surfaced_early(received)
+        if remaining is None:
+            return False
+        eta = time.time() + remaining
+        try:
+            self.publisher.send(
+                received.queue,
+                received.body,
+                message_attributes=delays.resendable_attributes(received),
+                delay_seconds=delays.delay_for(eta),
+                confirm=True,
+            )
+        except SQSBusError as exc:
+            # Keep the original out of sight instead (counts one more receive).
+            logger.warning(
+                "could not re-send delayed message %s of queue %s (%s); hiding it for "
+                "its remaining delay instead",
+                received.message_id,
+                received.queue.name,
+                exc,
+            )
+            self.acker.set_visibility([received], delays.delay_for(eta))
+            return True
+        self.acker.delete([received])
+        return True
 
     def deliver_buffered(self) -> int:
         """Hand buffered messages to consumers while QoS allows; return how many."""
@@ -290,7 +337,7 @@ class Channel(virtual.Channel):
             received = taken[0]
             callback = callbacks.get(received.name)
             if callback is None:
-                operations.release([received])
+                self.acker.release([received])
                 continue
             payload = self._to_payload(received)
             if payload is None:
@@ -361,13 +408,16 @@ class Channel(virtual.Channel):
 
     def _discard_unreadable(self, received: Received, reason: str) -> None:
         """Take an unreadable message out of circulation without losing it silently."""
-        if self.directory.has_redrive_policy(received.queue):
+        if received.name in self._noack_queues:
             logger.error(
-                "message %s on queue %s is unreadable: %s; leaving it for the dead-letter queue",
+                "message %s on no-ack queue %s is unreadable: %s. Body: %.200r",
                 received.message_id,
                 received.queue.name,
                 reason,
+                received.body,
             )
+            return
+        if self._dead_letter(received, f"unreadable: {reason}"):
             return
         logger.error(
             "message %s on queue %s is unreadable: %s; deleting it. Body: %.200r",
@@ -376,8 +426,55 @@ class Channel(virtual.Channel):
             reason,
             received.body,
         )
-        if received.name not in self._noack_queues:
-            self.acker.delete([received])
+        self.acker.delete([received])
+
+    def _dead_letter(self, received: Received, reason: str) -> bool:
+        """Move ``received`` to its queue's dead-letter queue with ``reason``.
+
+        False if the queue has none (or it cannot be reached): the caller decides.
+        The copy is confirmed by SQS before the original is deleted.
+        """
+        dead = self.directory.dead_letter_queue_of(received.queue)
+        if dead is None:
+            return False
+        attributes = delays.resendable_attributes(received)
+        attributes.pop(delays.ETA_ATTRIBUTE, None)
+        for name, value in (
+            (DEAD_LETTER_REASON_ATTRIBUTE, reason[:1024]),
+            (DEAD_LETTER_SOURCE_ATTRIBUTE, received.queue.name),
+        ):
+            if len(attributes) < MAX_MESSAGE_ATTRIBUTES:
+                attributes[name] = {"DataType": "String", "StringValue": value}
+        try:
+            self.publisher.send(
+                dead,
+                received.body,
+                message_attributes=attributes,
+                group_id=received.attributes.get("MessageGroupId"),
+                deduplication_id=received.message_id if dead.is_fifo else None,
+                confirm=True,
+            )
+        except SQSBusError as exc:
+            logger.error(
+                "could not move message %s of queue %s to dead-letter queue %s (%s); "
+                "trying again when it is delivered again (SQS moves it after its "
+                "maximum receives)",
+                received.message_id,
+                received.queue.name,
+                dead.name,
+                exc,
+            )
+            self.acker.set_visibility([received], DEAD_LETTER_RETRY_SECONDS)
+            return True
+        logger.warning(
+            "moved message %s of queue %s to dead-letter queue %s: %s",
+            received.message_id,
+            received.queue.name,
+            dead.name,
+            reason,
+        )
+        self.acker.delete([received])
+        return True
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         # A consumer of the same queue may already hold it in the prefetch buffer.
@@ -389,10 +486,15 @@ class Channel(virtual.Channel):
                 queue,
                 max_messages=1,
                 wait_time_seconds=min(BASIC_GET_WAIT_SECONDS, self.options.wait_time_seconds or 1),
+                visibility_timeout=None if self.leases is None else self.leases.lease_seconds,
             )
             if not messages:
                 return None
             received = messages[0]
+            if self.leases is not None:
+                self.leases.hold(messages)
+            if self.options.native_delays and self._hopped(received):
+                return None
         if no_ack:
             self.acker.delete([received])
         payload = self._to_payload(received)
@@ -445,9 +547,7 @@ class Channel(virtual.Channel):
         backoff = self._backoff_seconds(delivery_tag, received)
         if backoff is not None:
             self.acker.set_visibility([received], backoff)
-        elif self.directory.has_redrive_policy(received.queue):
-            pass  # SQS moves it to the dead-letter queue after maxReceiveCount receives
-        else:
+        elif not self._dead_letter(received, "rejected without requeue"):
             self.acker.delete([received])
 
     def _backoff_seconds(self, delivery_tag: str, received: Received) -> int | None:
@@ -483,11 +583,39 @@ class Channel(virtual.Channel):
         super().close()  # cancels consumers (stopping receivers), restores unacked
         for receiver in receivers:
             receiver.stop()
-        operations.release(self.inbox.take(None))
+        self.acker.release(self.inbox.take(None))
         # A long poll still in flight may yet return messages; the transport waits for
         # it at close so that they are released rather than left invisible.
         if transport is not None:
             transport.stopping_receivers.extend(receivers)
+
+
+def _native_delay(
+    headers: Any, attributes: dict[str, Any] | None
+) -> tuple[int | None, dict[str, Any] | None]:
+    """DelaySeconds (and hop attribute) for a Celery message with a future ``eta`` header.
+
+    A naive ``eta`` (no time zone) is left to the worker: guessing its zone could
+    deliver the message late.
+    """
+    eta_text = headers.get("eta") if isinstance(headers, dict) else None
+    if not isinstance(eta_text, str):
+        return None, attributes
+    try:
+        eta_time = datetime.fromisoformat(eta_text)
+    except ValueError:
+        return None, attributes
+    if eta_time.tzinfo is None:
+        return None, attributes
+    eta = eta_time.timestamp()
+    delay = delays.delay_for(eta)
+    if not delay:
+        return None, attributes
+    if eta - time.time() > delays.MAX_DELAY_SECONDS:
+        attributes = dict(attributes or {})
+        if len(attributes) < MAX_MESSAGE_ATTRIBUTES:
+            attributes[delays.ETA_ATTRIBUTE] = delays.eta_attribute(eta)
+    return delay, attributes
 
 
 def _delay_seconds(properties: dict[str, Any]) -> int | None:

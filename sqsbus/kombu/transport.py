@@ -20,6 +20,7 @@ from sqsbus.aws import AWS, RequestStats, call, require_credentials
 from sqsbus.config import Options, parse_options
 from sqsbus.engine.acker import Acker
 from sqsbus.engine.group_commit import GROUP_COMMIT
+from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
 from sqsbus.errors import (
@@ -103,7 +104,8 @@ class Transport(virtual.Transport):
             fifo_message_group_id=self.options.fifo_message_group_id,
             linger_ms=self.options.publish_linger_ms,
         )
-        self.acker = Acker()
+        self.leases: LeaseKeeper | None = None
+        self.acker = self._new_acker()
         self.router = ExchangeRouter(self.aws, self.options, self.directory)
         if not self.options.supports_fanout:
             # No SNS at all: direct exchanges routed within the process, as in Kombu.
@@ -133,11 +135,17 @@ class Transport(virtual.Transport):
         """Check credentials and reach the endpoint once, so failures show at connect."""
         if self.waker.closed:  # reconnecting after close_connection
             self.waker = Waker()
-            self.acker = Acker()
+            self.acker = self._new_acker()
         require_credentials(self.aws)
         if not self.options.predefined_queues:
             self.directory.refresh()
         return super().establish_connection()
+
+    def _new_acker(self) -> Acker:
+        """A settler, with a lease keeper unless ``lease_seconds`` is 0."""
+        if self.options.lease_seconds:
+            self.leases = LeaseKeeper(self.options.lease_seconds)
+        return Acker(leases=self.leases)
 
     def drop_queue(self, queue: str) -> None:
         """Delete ``queue`` and its exchange subscriptions, if it exists."""
@@ -159,6 +167,8 @@ class Transport(virtual.Transport):
             if self.options.publish_linger_ms and not GROUP_COMMIT.flush():
                 logger.warning("lingering messages were still unsent when the connection closed")
             self.acker.close()  # pending acks and releases are sent before anything is deleted
+            if self.leases is not None:
+                self.leases.stop()
             for queue in list(self.temporary_queues):
                 try:
                     self.drop_queue(queue)
