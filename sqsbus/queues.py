@@ -247,9 +247,7 @@ class QueueDirectory:
             url = self._lookup(name)
         if url is not None:
             return QueueRef(name, url, self.client_for(None), scope=self.scope(None))
-        return self._create(
-            name, {"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)}
-        )
+        return self._create(name, {"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)})
 
     def _create(self, name: str, extra_attributes: dict[str, str] | None = None) -> QueueRef:
         attributes: dict[str, str] = {"VisibilityTimeout": str(self.options.visibility_timeout)}

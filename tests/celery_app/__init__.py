@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from celery import Celery
+from celery.exceptions import Reject
 from celery.signals import worker_ready
 
 import sqsbus  # registers the sqsbus:// scheme with Kombu
@@ -47,6 +48,10 @@ class AppSettings:
     state_dir: str = ""
     prefetch_multiplier: int = 4
     wait_time_seconds: int = 1
+    #: Celery's ``task_acks_late``: acknowledge after the task ran, not before.
+    acks_late: bool = False
+    #: More transport options (e.g. ``lease_seconds``, ``redrive_policy``).
+    transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_env(self) -> dict[str, str]:
         """Environment variables that make a worker process build this app."""
@@ -98,7 +103,9 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
             "queue_name_prefix": settings.queue_name_prefix,
             "wait_time_seconds": settings.wait_time_seconds,
             "polling_interval": 0,
+            **settings.transport_options,
         },
+        task_acks_late=settings.acks_late,
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         worker_hijack_root_logger=True,
         task_serializer="json",
@@ -151,6 +158,10 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
         _append_line(path, f"done {task_id} {os.getpid()}")
         return task_id
 
+    def refuse(reason: str) -> None:
+        """Reject the message without requeue (a poison message)."""
+        raise Reject(reason, requeue=False)
+
     def introspect() -> dict[str, Any]:
         """What the pool process executing a task sees."""
         with app.connection_for_read() as connection:
@@ -158,7 +169,7 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
         return {"curl_imported": "pycurl" in sys.modules, "pid": os.getpid(), **info}
 
     # Registered by call, not as decorators: Celery's decorators are untyped.
-    plain: tuple[Callable[..., Any], ...] = (ping, add, mul, tsum, fail, introspect)
+    plain: tuple[Callable[..., Any], ...] = (ping, add, mul, tsum, fail, refuse, introspect)
     bound: tuple[Callable[..., Any], ...] = (flaky, record)
     for function in plain:
         app.task(name=TASK_PREFIX + function.__name__, shared=False)(function)
