@@ -120,6 +120,8 @@ class Options:
     native_delays: bool = True
     #: Dead-letter queue of the queues sqsbus creates (None: no redrive policy).
     redrive_policy: RedrivePolicy | None = None
+    #: Lowest priority of each band of an ``x-max-priority`` queue (one SQS queue each).
+    priority_steps: tuple[int, ...] = (0, 3, 6, 9)
     body_encoding: str = "base64"
     deadletter_queue: str | None = None
 
@@ -276,6 +278,17 @@ def _predefined_exchanges(name: str, value: Any) -> dict[str, dict[str, Any]]:
     return exchanges
 
 
+def _priority_steps(name: str, value: Any) -> tuple[int, ...]:
+    expected = "a list of distinct priorities from 0 to 255, e.g. [0, 3, 6, 9]"
+    if not isinstance(value, list | tuple) or not value:
+        raise _fail(name, expected, value)
+    check = _int_range(0, 255)
+    steps = [check(name, step) for step in value]
+    if len(set(steps)) != len(steps):
+        raise _fail(name, expected, value)
+    return tuple(sorted(steps))
+
+
 _REDRIVE_KEYS = frozenset({"dead_letter_queue", "max_receive_count"})
 
 
@@ -404,6 +417,7 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "lease_seconds": ("lease_seconds", _int_range(0, MAX_VISIBILITY_TIMEOUT)),
     "native_delays": ("native_delays", _boolean),
     "redrive_policy": ("redrive_policy", _redrive_policy),
+    "priority_steps": ("priority_steps", _priority_steps),
     "body_encoding": ("body_encoding", _optional_string),
     "deadletter_queue": ("deadletter_queue", _optional_string),
     # Read by kombu.Connection itself (reconnect policy) or unused by SQS.

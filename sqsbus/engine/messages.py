@@ -20,6 +20,8 @@ class Received:
     body: str
     attributes: dict[str, str] = field(default_factory=dict)
     message_attributes: dict[str, Any] = field(default_factory=dict)
+    #: Priority band of the queue it came from (0 unless the queue has priorities).
+    priority: int = 0
 
     @property
     def receive_count(self) -> int:
@@ -36,6 +38,14 @@ class Received:
             if isinstance(value, dict) and "StringValue" in value:
                 result[key] = str(value["StringValue"])
         return result
+
+    @property
+    def sent_at(self) -> float | None:
+        """When it was sent (epoch seconds, from SQS's SentTimestamp)."""
+        try:
+            return int(self.attributes["SentTimestamp"]) / 1000
+        except (KeyError, ValueError):
+            return None
 
     @classmethod
     def from_sqs(cls, queue: QueueRef, name: str, raw: dict[str, Any]) -> Received:

@@ -16,7 +16,7 @@ import random
 import select
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from sqsbus.engine import operations
@@ -106,6 +106,8 @@ class Inbox:
         self.waker = waker
         self._demand = demand
         self._items: deque[Received] = deque()
+        #: Buffered messages of a band above 0 (when none, take() is plain FIFO).
+        self._prioritized = 0
         self._errors: deque[BaseException] = deque()
         self._cond = threading.Condition()
 
@@ -134,6 +136,7 @@ class Inbox:
             return
         with self._cond:
             self._items.extend(messages)
+            self._prioritized += sum(1 for m in messages if m.priority)
         self.waker.wake()
 
     def report(self, error: BaseException) -> None:
@@ -149,23 +152,38 @@ class Inbox:
             raise error
 
     def take(self, limit: int | None) -> list[Received]:
-        """Remove up to ``limit`` messages (all when ``None``) in arrival order."""
+        """Remove up to ``limit`` messages (all when ``None``): highest priority band
+        first, in arrival order within a band."""
         with self._cond:
             count = len(self._items) if limit is None else min(limit, len(self._items))
-            taken = [self._items.popleft() for _ in range(count)]
+            taken = [self._pop_next() for _ in range(count)]
             if taken:
                 self._cond.notify_all()
         return taken
 
+    def _pop_next(self) -> Received:
+        if not self._prioritized:
+            return self._items.popleft()
+        index = max(range(len(self._items)), key=lambda i: (self._items[i].priority, -i))
+        message = self._items[index]
+        del self._items[index]
+        if message.priority:
+            self._prioritized -= 1
+        return message
+
     def take_named(self, name: str) -> Received | None:
         """Remove and return the oldest buffered message consumed under ``name``."""
         with self._cond:
-            for index, message in enumerate(self._items):
-                if message.name == name:
-                    del self._items[index]
-                    self._cond.notify_all()
-                    return message
-        return None
+            candidates = [i for i, m in enumerate(self._items) if m.name == name]
+            if not candidates:
+                return None
+            index = max(candidates, key=lambda i: (self._items[i].priority, -i))
+            message = self._items[index]
+            del self._items[index]
+            if message.priority:
+                self._prioritized -= 1
+            self._cond.notify_all()
+            return message
 
     def remove(self, name: str) -> list[Received]:
         """Remove and return every buffered message consumed under ``name``."""
@@ -173,12 +191,39 @@ class Inbox:
             kept = deque(m for m in self._items if m.name != name)
             removed = [m for m in self._items if m.name == name]
             self._items = kept
+            self._prioritized = sum(1 for m in kept if m.priority)
             self._cond.notify_all()
         return removed
 
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
+
+
+class BandGate:
+    """Strict priority between the receivers of one queue's priority bands.
+
+    A band's receiver polls only while no higher band is *busy*: a band is busy
+    until its first receive, and after a receive that came back full (more is
+    probably waiting); idle after one that came back short, a failure, or its
+    receiver stopping.  Busy receivers poll without waiting, so this is quick.
+    """
+
+    def __init__(self, bands: Iterable[int] = ()) -> None:
+        self._busy: dict[int, bool] = dict.fromkeys(bands, True)
+        self._lock = threading.Lock()
+
+    def report(self, band: int, busy: bool) -> None:
+        with self._lock:
+            self._busy[band] = busy
+
+    def higher_busy(self, band: int) -> bool:
+        with self._lock:
+            return any(busy for other, busy in self._busy.items() if other > band)
+
+
+#: Seconds a lower band's receiver waits before looking at the higher bands again.
+BAND_YIELD_SECONDS: Final = 0.05
 
 
 class Receiver:
@@ -196,6 +241,8 @@ class Receiver:
         leases: LeaseKeeper | None = None,
         release: Callable[[list[Received]], None] = operations.release,
         on_received: Callable[[list[Received]], list[Received]] | None = None,
+        priority: int = 0,
+        gate: BandGate | None = None,
     ) -> None:
         self.inbox = inbox
         self.queue = queue
@@ -208,6 +255,12 @@ class Receiver:
         #: Receives ask for this keeper's lease and hand it what they buffer.
         self.leases = leases
         self.release = release
+        #: Priority band of this queue, and the gate it shares with the other bands.
+        self.priority = priority
+        self.gate = gate
+        #: A gated receiver whose last receive came back full (or that has not received
+        #: yet) polls without waiting next, so lower bands learn quickly when it is drained.
+        self._busy = gate is not None
         #: Called in the receiver thread before buffering (e.g. delete for no-ack);
         #: returns the messages to buffer.
         self.on_received = on_received
@@ -236,9 +289,14 @@ class Receiver:
             self.queue,
             self.name,
             max_messages=room,
-            wait_time_seconds=self.wait_time_seconds,
+            wait_time_seconds=0 if self._busy else self.wait_time_seconds,
             visibility_timeout=None if self.leases is None else self.leases.lease_seconds,
         )
+        if self.gate is not None:
+            self._busy = len(messages) >= min(room, operations.MAX_BATCH)
+            self.gate.report(self.priority, self._busy)
+        for message in messages:
+            message.priority = self.priority
         if self.leases is not None:
             self.leases.hold(messages)
         if self.on_received is not None and messages and not self.stopped.is_set():
@@ -248,8 +306,18 @@ class Receiver:
         return messages
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self.gate is not None:
+                self.gate.report(self.priority, False)
+
+    def _loop(self) -> None:
         failures = 0
         while not self.stopped.is_set():
+            if self.gate is not None and self.gate.higher_busy(self.priority):
+                self.stopped.wait(BAND_YIELD_SECONDS)
+                continue
             room = self.inbox.wait_for_room(self.stopped)
             if not room or self.stopped.is_set():
                 continue
@@ -258,6 +326,9 @@ class Receiver:
             except SQSBusError as exc:
                 if self.stopped.is_set():
                     return
+                if self.gate is not None:
+                    self._busy = False
+                    self.gate.report(self.priority, False)
                 failures += 1
                 if failures >= FAILURES_BEFORE_RAISE or not isinstance(exc, TransientError):
                     logger.error("receiving from queue %s failed: %s", self.queue.name, exc)

@@ -26,8 +26,9 @@ from sqsbus.aws import call
 from sqsbus.engine import delays, operations
 from sqsbus.engine.messages import Received
 from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES
-from sqsbus.engine.receiver import Inbox, Receiver
+from sqsbus.engine.receiver import BandGate, Inbox, Receiver
 from sqsbus.errors import AccessDeniedError, ConfigurationError, QueueDoesNotExist, SQSBusError
+from sqsbus.kombu.queue_arguments import QueueArguments, band_of, band_queue, priority_bands
 from sqsbus.queues import QueueRef
 from sqsbus.routing.exchanges import FilterCondition, topic_condition
 
@@ -73,7 +74,8 @@ class Channel(virtual.Channel):
         # Created now: receiver threads read QoS and must not race its creation.
         self._channel_qos = self.qos
         self.inbox = Inbox(connection.waker, self._demand)
-        self._receivers: dict[str, Receiver] = {}
+        #: Kombu queue name -> its receivers (one per priority band).
+        self._receivers: dict[str, list[Receiver]] = {}
         self._noack_queues: set[str] = set()
         #: delivery tag -> message, for messages handed to the application.
         self._unsettled: dict[str, Received] = {}
@@ -187,14 +189,25 @@ class Channel(virtual.Channel):
 
     def _new_queue(self, queue: str, **kwargs: Any) -> QueueRef:
         arguments = kwargs.get("arguments") or {}
+        parsed = QueueArguments.parse(queue, arguments)
+        if parsed != QueueArguments():
+            self.connection.queue_arguments[queue] = parsed
         # Private to this connection (e.g. Celery's pidbox and reply queues)?
         temporary = bool(
             kwargs.get("exclusive") or (kwargs.get("auto_delete") and "x-expires" in arguments)
         )
-        ref = self.directory.ensure(queue, temporary=temporary)
+        refs = [self.directory.ensure(name, temporary=temporary) for name in self._bands(queue)]
         if temporary:
-            self.connection.temporary_queues.add(queue)
-        return ref
+            self.connection.temporary_queues.update(self._bands(queue))
+        return refs[0]
+
+    def _bands(self, queue: str) -> list[str]:
+        """Kombu names of the SQS queues behind ``queue``: itself, then its priority bands."""
+        arguments = self.connection.queue_arguments.get(queue)
+        if arguments is None or not arguments.max_priority:
+            return [queue]
+        bands = priority_bands(arguments.max_priority, self.options.priority_steps)
+        return [band_queue(queue, band) for band in bands]
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return self.directory.exists(queue)
@@ -202,24 +215,35 @@ class Channel(virtual.Channel):
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         if self.options.predefined_queues:
             return  # predefined queues are never created nor deleted here
-        self.connection.drop_queue(queue)
+        for name in self._bands(queue):
+            self.connection.drop_queue(name)
 
     def _size(self, queue: str) -> int:
-        ref = self.directory.ensure(queue)
-        attributes = self.directory.attributes(ref, fresh=True)
-        return int(attributes.get("ApproximateNumberOfMessages", 0))
+        total = 0
+        for name in self._bands(queue):
+            ref = self.directory.ensure(name)
+            attributes = self.directory.attributes(ref, fresh=True)
+            total += int(attributes.get("ApproximateNumberOfMessages", 0))
+        return total
 
     def _purge(self, queue: str) -> int:
-        ref = self.directory.ensure(queue)
         size = self._size(queue)
-        call(ref.client, "purge_queue", f"purge queue {ref.name!r}", QueueUrl=ref.url)
+        for name in self._bands(queue):
+            ref = self.directory.ensure(name)
+            call(ref.client, "purge_queue", f"purge queue {ref.name!r}", QueueUrl=ref.url)
         return size
 
     # -- publishing -----------------------------------------------------------
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        ref = self.directory.ensure(queue)
         properties = message.get("properties") or {}
+        arguments = self.connection.queue_arguments.get(queue)
+        if arguments is not None and arguments.max_priority:
+            band = band_of(
+                properties.get("priority"), arguments.max_priority, self.options.priority_steps
+            )
+            queue = band_queue(queue, band)
+        ref = self.directory.ensure(queue)
         attributes = properties.pop("message_attributes", None)
         delay = _delay_seconds(properties)
         if delay is None and self.options.native_delays and not ref.is_fifo:
@@ -259,13 +283,25 @@ class Channel(virtual.Channel):
     def basic_consume(
         self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
     ) -> Any:
-        ref = self.directory.ensure(queue)
+        names = self._bands(queue)
+        refs = [self.directory.ensure(name) for name in names]
         if no_ack:
             self._noack_queues.add(queue)
         result = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
-        receiver = self._receivers.get(queue)
-        if receiver is None or not receiver.alive:
-            receiver = self._receivers[queue] = Receiver(
+        running = self._receivers.get(queue) or []
+        if len(running) == len(refs) and all(receiver.alive for receiver in running):
+            return result
+        for receiver in running:
+            receiver.stop()
+        arguments = self.connection.queue_arguments.get(queue)
+        steps = (
+            priority_bands(arguments.max_priority, self.options.priority_steps)
+            if arguments is not None and arguments.max_priority
+            else [0]
+        )
+        gate = BandGate(steps) if len(refs) > 1 else None
+        self._receivers[queue] = [
+            Receiver(
                 self.inbox,
                 ref,
                 queue,
@@ -275,7 +311,12 @@ class Channel(virtual.Channel):
                 leases=self.leases,
                 release=self.acker.release,
                 on_received=self._on_received,
+                priority=step,
+                gate=gate,
             )
+            for ref, step in zip(refs, steps, strict=True)
+        ]
+        for receiver in self._receivers[queue]:
             receiver.start()
         return result
 
@@ -284,8 +325,7 @@ class Channel(virtual.Channel):
         result = super().basic_cancel(consumer_tag)
         if queue is not None and queue not in self._active_queues:
             self._noack_queues.discard(queue)
-            receiver = self._receivers.pop(queue, None)
-            if receiver is not None:
+            for receiver in self._receivers.pop(queue, []):
                 receiver.stop()
             self.acker.release(self.inbox.remove(queue))
         return result
@@ -340,7 +380,7 @@ class Channel(virtual.Channel):
                 self.acker.release([received])
                 continue
             payload = self._to_payload(received)
-            if payload is None:
+            if payload is None or self._expired(received, payload):
                 continue
             if not self._matches_bindings(received.name, payload):
                 # A topic subscription's prefix filter lets through a superset.
@@ -478,33 +518,79 @@ class Channel(virtual.Channel):
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         # A consumer of the same queue may already hold it in the prefetch buffer.
-        received = self.inbox.take_named(queue)
+        received = self.inbox.take_named(queue) or self._receive_one(queue)
         if received is None:
-            ref = self.directory.ensure(queue)
-            messages = operations.receive(
-                ref,
-                queue,
-                max_messages=1,
-                wait_time_seconds=min(BASIC_GET_WAIT_SECONDS, self.options.wait_time_seconds or 1),
-                visibility_timeout=None if self.leases is None else self.leases.lease_seconds,
-            )
-            if not messages:
-                return None
-            received = messages[0]
-            if self.leases is not None:
-                self.leases.hold(messages)
-            if self.options.native_delays and self._hopped(received):
-                return None
+            return None
         if no_ack:
             self.acker.delete([received])
         payload = self._to_payload(received)
-        if payload is None:
+        if payload is None or self._expired(received, payload):
             return None
         message = self.Message(payload, channel=self)
         if not no_ack:
             self._unsettled[message.delivery_tag] = received
             self.qos.append(message, message.delivery_tag)
         return message
+
+    def _receive_one(self, queue: str) -> Received | None:
+        """One message of ``queue``, highest priority band first; None if none is ready."""
+        names = self._bands(queue)
+        for index, name in enumerate(reversed(names)):
+            last = index == len(names) - 1
+            messages = operations.receive(
+                self.directory.ensure(name),
+                queue,
+                max_messages=1,
+                wait_time_seconds=(
+                    min(BASIC_GET_WAIT_SECONDS, self.options.wait_time_seconds or 1) if last else 0
+                ),
+                visibility_timeout=None if self.leases is None else self.leases.lease_seconds,
+            )
+            if not messages:
+                continue
+            if self.leases is not None:
+                self.leases.hold(messages)
+            if self.options.native_delays and self._hopped(messages[0]):
+                return None
+            return messages[0]
+        return None
+
+    def _expired(self, received: Received, payload: dict[str, Any]) -> bool:
+        """Settle ``received`` if its TTL (message ``expiration`` or queue
+        ``x-message-ttl``) has passed: dead-letter it if its queue has a DLQ, else delete."""
+        limits: list[float] = []
+        expiration = payload["properties"].get("expiration")
+        if expiration is not None:
+            try:
+                limits.append(float(expiration))
+            except (TypeError, ValueError):
+                logger.warning(
+                    "message %s has an unreadable expiration %r; ignoring it",
+                    received.message_id,
+                    expiration,
+                )
+        arguments = self.connection.queue_arguments.get(received.name)
+        if arguments is not None and arguments.message_ttl_ms is not None:
+            limits.append(arguments.message_ttl_ms)
+        sent = received.sent_at
+        if not limits or sent is None:
+            return False
+        ttl = min(limits)
+        age = (time.time() - sent) * 1000
+        if age < ttl:
+            return False
+        logger.info(
+            "message %s of queue %s expired (%.0f ms old, TTL %.0f ms); not delivered",
+            received.message_id,
+            received.queue.name,
+            age,
+            ttl,
+        )
+        if received.name in self._noack_queues:
+            return True  # deleted on receipt already
+        if not self._dead_letter(received, f"expired (TTL {ttl:.0f} ms)"):
+            self.acker.delete([received])
+        return True
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         raise Empty()  # consumption goes through receivers and basic_get
@@ -578,7 +664,7 @@ class Channel(virtual.Channel):
     def close(self) -> None:
         if self.closed:
             return
-        receivers = list(self._receivers.values())
+        receivers = [receiver for group in self._receivers.values() for receiver in group]
         transport = self.connection  # super().close() detaches it
         super().close()  # cancels consumers (stopping receivers), restores unacked
         for receiver in receivers:

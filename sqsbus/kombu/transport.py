@@ -30,6 +30,7 @@ from sqsbus.errors import (
     TransientError,
 )
 from sqsbus.kombu.channel import SUPPORTED_EXCHANGE_TYPES, Channel
+from sqsbus.kombu.queue_arguments import QueueArguments
 from sqsbus.queues import QueueDirectory
 from sqsbus.routing.exchanges import ExchangeRouter
 
@@ -113,6 +114,8 @@ class Transport(virtual.Transport):
         #: Queues private to this connection (exclusive, or auto-delete with x-expires):
         #: deleted, with their subscriptions, when the connection closes.
         self.temporary_queues: set[str] = set()
+        #: AMQP arguments (TTL, priority, expiry) of the queues declared in this process.
+        self.queue_arguments: dict[str, QueueArguments] = {}
         #: Receivers of closed channels whose last long poll may still be in flight.
         self.stopping_receivers: list[Receiver] = []
         self.waker = Waker()
