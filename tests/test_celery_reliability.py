@@ -152,3 +152,23 @@ def test_rejected_task_lands_in_the_dead_letter_queue(
     counts = queue_attributes(endpoint, f"{settings.queue_name_prefix}celery")
     assert counts["ApproximateNumberOfMessages"] == "0"
     app.close()
+
+
+def test_urgent_task_overtakes_a_backlog(
+    endpoint: LocalEndpoint, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    settings = settings_for(endpoint, tmp_path, max_priority=9, prefetch_multiplier=1)
+    app = create_app(settings)
+    worker = WorkerProcess(settings, tmp_path / "prio.log", name="prio", concurrency=1)
+    workers.append(worker.start())
+    worker.wait_ready(app)
+    record = task(app, "record")
+    backlog = [record.apply_async(("order", 0.3), priority=0) for _ in range(8)]
+    urgent = record.apply_async(("order", 0.0), priority=9)
+    for result in [*backlog, urgent]:
+        result.get(timeout=60)
+    lines = (Path(settings.state_dir) / "records-order.log").read_text().splitlines()
+    started = [line.split()[1] for line in lines if line.startswith("start")]
+    # One or two routine tasks were already taken when it arrived; the rest waited.
+    assert started.index(urgent.id) <= 2, worker.log_hint()
+    app.close()

@@ -50,6 +50,8 @@ class AppSettings:
     wait_time_seconds: int = 1
     #: Celery's ``task_acks_late``: acknowledge after the task ran, not before.
     acks_late: bool = False
+    #: Celery's ``task_queue_max_priority`` (0: queues without priorities).
+    max_priority: int = 0
     #: More transport options (e.g. ``lease_seconds``, ``redrive_policy``).
     transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -106,6 +108,7 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
             **settings.transport_options,
         },
         task_acks_late=settings.acks_late,
+        task_queue_max_priority=settings.max_priority or None,
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         worker_hijack_root_logger=True,
         task_serializer="json",
