@@ -60,11 +60,27 @@ def _unbase64(raw: str) -> str | None:
         return None
 
 
-def _from_json(text: str) -> DecodedBody | None:
+def _sns_message(value: Any) -> str | None:
+    """The ``Message`` of an SNS notification envelope (a subscription without raw
+    message delivery wraps what was published in one), else None."""
+    if (
+        isinstance(value, dict)
+        and value.get("Type") == "Notification"
+        and isinstance(value.get("Message"), str)
+        and "TopicArn" in value
+    ):
+        return str(value["Message"])
+    return None
+
+
+def _from_json(text: str, *, unwrap_sns: bool = True) -> DecodedBody | None:
     """A Kombu envelope or foreign JSON if ``text`` is JSON, else None."""
     parsed, value = _json(text)
     if not parsed:
         return None
+    inner = _sns_message(value) if unwrap_sns else None
+    if inner is not None:
+        return _decode(inner, unwrap_sns=False)
     envelope = _as_envelope(value)
     if envelope is not None:
         return DecodedBody(KOMBU, text, envelope)
@@ -72,11 +88,16 @@ def _from_json(text: str) -> DecodedBody | None:
 
 
 def decode_body(raw: str) -> DecodedBody:
-    """Recognize a Kombu envelope (plain or base64), else describe a foreign body."""
-    found = _from_json(raw)
+    """Recognize a Kombu envelope (plain or base64, or inside an SNS notification),
+    else describe a foreign body."""
+    return _decode(raw, unwrap_sns=True)
+
+
+def _decode(raw: str, *, unwrap_sns: bool) -> DecodedBody:
+    found = _from_json(raw, unwrap_sns=unwrap_sns)
     if found is None:
         decoded = _unbase64(raw)
-        found = _from_json(decoded) if decoded is not None else None
+        found = _from_json(decoded, unwrap_sns=unwrap_sns) if decoded is not None else None
     return found or DecodedBody(FOREIGN_TEXT, raw)
 
 

@@ -313,3 +313,35 @@ def test_bad_redrive_policy_is_named(value: Any, problem: str) -> None:
 
     with pytest.raises(ConfigurationError, match=problem):
         parse_options({"redrive_policy": value})
+
+
+# -- foreign producers ----------------------------------------------------------------------
+
+
+def test_message_wrapped_by_a_non_raw_sns_subscription_is_delivered(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    import boto3
+
+    sns = boto3.client("sns", endpoint_url=endpoint.url, region_name="us-east-1")
+    queue = direct_queue("wrapped")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, [{"n": 0}])  # declares the queue; consumed below
+        url = url_of(conn, "wrapped")
+        arn = queue_attributes(sqs_client, url)["QueueArn"]
+        topic = sns.create_topic(Name=f"{prefix}legacy")["TopicArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)  # raw delivery off
+        kombu_wire = base64.b64encode(
+            json.dumps(
+                {
+                    "body": base64.b64encode(json.dumps({"n": 1}).encode()).decode(),
+                    "content-encoding": "utf-8",
+                    "content-type": "application/json",
+                    "headers": {},
+                    "properties": {"body_encoding": "base64", "delivery_info": {}},
+                }
+            ).encode()
+        ).decode()
+        sns.publish(TopicArn=topic, Message=kombu_wire)
+        bodies = drain_for(conn, [queue], 3)
+    assert sorted(bodies, key=lambda b: b["n"]) == [{"n": 0}, {"n": 1}]

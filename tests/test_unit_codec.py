@@ -191,3 +191,33 @@ def test_foreign_envelope_copies_attributes() -> None:
     wrapped = foreign_envelope(decode_body("hello"), attributes)
     wrapped["headers"]["k"] = "changed"
     assert attributes == {"k": "v"}
+
+
+def sns_notification(message: str) -> str:
+    return json.dumps(
+        {
+            "Type": "Notification",
+            "MessageId": "6f1b",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:events",
+            "Message": message,
+            "Timestamp": "2026-11-25T21:00:00.000Z",
+            "SignatureVersion": "1",
+        }
+    )
+
+
+@pytest.mark.parametrize("base64_encoding", [True, False])
+def test_kombu_message_inside_an_sns_notification_is_unwrapped(base64_encoding: bool) -> None:
+    """A subscription without raw message delivery wraps the message in an SNS envelope."""
+    envelope = {"body": "eyJ4IjogMX0=", "headers": {}, "properties": {"priority": 0}}
+    wire = encode_body(envelope, base64_encoding=base64_encoding)
+    decoded = decode_body(sns_notification(wire))
+    assert decoded.kind == "kombu"
+    assert decoded.envelope == envelope
+
+
+def test_foreign_message_inside_an_sns_notification_is_the_inner_message() -> None:
+    decoded = decode_body(sns_notification('{"order": 7}'))
+    assert (decoded.kind, decoded.text) == (FOREIGN_JSON, '{"order": 7}')
+    nested = decode_body(sns_notification(sns_notification("x")))
+    assert nested.kind == FOREIGN_JSON  # unwrapped once, not recursively
