@@ -637,6 +637,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _faults_from(args: argparse.Namespace) -> Faults:
+    """The faults the flags ask for; ValueError naming the flag when they are impossible."""
+    for flag in ("reset", "reset_before", "reset_after", "error", "throttle", "partial"):
+        value = getattr(args, flag)
+        if not 0.0 <= value <= 1.0:
+            name = "--" + flag.replace("_", "-")
+            raise ValueError(f"{name} must be a probability between 0 and 1, not {value:g}")
+    for flag in ("latency_ms", "jitter_ms"):
+        if not getattr(args, flag) >= 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be zero or more")
+    exclusive = args.reset + args.reset_before + args.reset_after + args.error + args.throttle
+    if exclusive > 1.0:
+        raise ValueError(
+            "--reset + --reset-before + --reset-after + --error + --throttle must be at most 1 "
+            f"(at most one of them happens to a request), not {exclusive:g}"
+        )
     return Faults(
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,

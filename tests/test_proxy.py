@@ -1,0 +1,444 @@
+"""The fault-injecting proxy (sqsbus.local.proxy), against the session endpoint.
+
+Clients talk to the proxy, assertions look at the endpoint directly (``sqs_client``), so a
+test sees what really reached the endpoint, not what the proxy claims.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+from kombu import Connection, Consumer, Message
+from kombu_helpers import connect, counts, direct_queue, wait_until
+
+from sqsbus.local import DEFAULT_REGION, LocalEndpoint
+from sqsbus.local.proxy import FAULT_KINDS, FaultProxy, Faults
+
+CONNECTION_ERRORS = (ConnectionClosedError, EndpointConnectionError)
+
+
+@pytest.fixture
+def proxy(endpoint: LocalEndpoint) -> Iterator[FaultProxy]:
+    with FaultProxy(endpoint.url, seed=1) as started:
+        yield started
+
+
+def client(proxy: FaultProxy, service: str, *, attempts: int = 3, mode: str = "standard") -> Any:
+    """A boto3 client that talks to the endpoint through ``proxy``."""
+    config = Config(retries={"total_max_attempts": attempts, "mode": mode})
+    return boto3.client(service, endpoint_url=proxy.url, region_name=DEFAULT_REGION, config=config)
+
+
+def make_queue(sqs_client: Any, name: str) -> str:
+    return str(sqs_client.create_queue(QueueName=name)["QueueUrl"])
+
+
+def bodies_in(sqs_client: Any, url: str) -> list[str]:
+    """Every body in the queue (received with a long visibility, so each once)."""
+    found: list[str] = []
+    while True:
+        answer = sqs_client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=60
+        )
+        messages = answer.get("Messages") or []
+        if not messages:
+            return found
+        found += [m["Body"] for m in messages]
+
+
+# -- Faults: validation (no endpoint) --------------------------------------------------------
+
+
+def test_faults_reject_impossible_settings_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match=r"Faults\.throttle must be a probability"):
+        Faults(throttle=1.5)
+    with pytest.raises(ValueError, match=r"Faults\.latency_ms must be zero or more"):
+        Faults(latency_ms=-1)
+    with pytest.raises(ValueError, match="at most 1"):
+        Faults(reset_before=0.5, reset_after=0.3, error=0.2, throttle=0.1)
+    with pytest.raises(TypeError, match=r"frozenset\(\{'SendMessage'\}\)"):
+        Faults(operations="SendMessage")  # type: ignore[arg-type]
+    assert Faults(operations=["SendMessage"]).operations == frozenset({"SendMessage"})  # type: ignore[arg-type]
+
+
+def test_proxy_rejects_an_upstream_it_cannot_reach_by_plain_http() -> None:
+    with pytest.raises(ValueError, match="http://host:port"):
+        FaultProxy("https://sqs.us-east-1.amazonaws.com")
+    with pytest.raises(ValueError, match="no path"):
+        FaultProxy("http://127.0.0.1:4566/queue")
+
+
+# -- forwarding and counting -----------------------------------------------------------------
+
+
+def test_counts_exactly_the_requests_made_per_operation(proxy: FaultProxy, prefix: str) -> None:
+    sqs, sns, s3 = client(proxy, "sqs"), client(proxy, "sns"), client(proxy, "s3")
+    url = sqs.create_queue(QueueName=f"{prefix}counted")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="one")
+    sqs.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(3)]
+    )
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    sqs.delete_message_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+            for i, m in enumerate(received["Messages"])
+        ],
+    )
+    topic = sns.create_topic(Name=f"{prefix}counted")["TopicArn"]
+    sns.publish(TopicArn=topic, Message="hello")
+    bucket = f"{prefix}counted"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 200_000)
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x" * 200_000
+
+    assert proxy.request_counts() == {
+        "sqs.CreateQueue": 1,
+        "sqs.SendMessage": 1,
+        "sqs.SendMessageBatch": 1,
+        "sqs.ReceiveMessage": 1,
+        "sqs.DeleteMessageBatch": 1,
+        "sns.CreateTopic": 1,
+        "sns.Publish": 1,
+        "s3.PUT": 2,
+        "s3.GET": 1,
+    }
+    assert proxy.total_requests == 10
+    # Queue URLs the endpoint builds point at the proxy (the Host header is kept).
+    assert url.startswith(proxy.url + "/")
+    proxy.reset_counts()
+    assert proxy.request_counts() == {}
+    assert proxy.fault_counts() == dict.fromkeys(FAULT_KINDS, 0)
+
+
+def test_latency_is_added_to_every_request(proxy: FaultProxy) -> None:
+    sqs = client(proxy, "sqs")
+    sqs.list_queues()  # connect first: only the added latency is timed
+    proxy.faults = Faults(latency_ms=150)
+    started = time.monotonic()
+    for _ in range(3):
+        sqs.list_queues()
+    assert time.monotonic() - started >= 0.45
+
+
+def test_faults_apply_only_to_the_chosen_operations(proxy: FaultProxy, prefix: str) -> None:
+    sqs = client(proxy, "sqs", attempts=1)
+    url = sqs.create_queue(QueueName=f"{prefix}only")["QueueUrl"]
+    proxy.faults = Faults(throttle=1.0, operations=frozenset({"sqs.SendMessage"}))
+    with pytest.raises(ClientError, match="RequestThrottled"):
+        sqs.send_message(QueueUrl=url, MessageBody="x")
+    sqs.get_queue_attributes(QueueUrl=url)  # not faulted
+    proxy.faults = Faults(throttle=1.0, operations=frozenset({"GetQueueAttributes"}))
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    assert proxy.fault_counts()["throttle"] == 1
+
+
+# -- throttling and errors, as botocore sees them --------------------------------------------
+
+
+THROTTLING = {
+    # service: (operation call, error code, HTTP status)
+    "sqs": (lambda c: c.list_queues(), "RequestThrottled", 403),
+    "sns": (lambda c: c.list_topics(), "Throttling", 400),
+    "s3": (lambda c: c.list_buckets(), "SlowDown", 503),
+}
+
+
+@pytest.mark.parametrize(
+    ("service", "mode"),
+    [("sqs", "standard"), ("sqs", "legacy"), ("sns", "standard"), ("s3", "standard")],
+)
+def test_throttling_is_the_aws_error_botocore_retries(
+    proxy: FaultProxy, service: str, mode: str
+) -> None:
+    operation, code, status = THROTTLING[service]
+    aws = client(proxy, service, attempts=2, mode=mode)
+    proxy.faults = Faults(throttle=1.0)
+    with pytest.raises(ClientError) as raised:
+        operation(aws)
+    error = raised.value.response
+    assert error["Error"]["Code"] == code
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert error["ResponseMetadata"]["RetryAttempts"] == 1  # botocore retried it
+    assert proxy.total_requests == 2
+    assert proxy.fault_counts()["throttle"] == 2
+
+    # Throttled once, then the retry goes through.
+    aws.meta.events.register("needs-retry", lambda **_: proxy.clear_faults())
+    proxy.faults = Faults(throttle=1.0)
+    answer = operation(aws)
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 1
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_sqs_throttling_raises_the_modeled_exception(proxy: FaultProxy) -> None:
+    sqs = client(proxy, "sqs", attempts=1)
+    proxy.faults = Faults(throttle=1.0)
+    with pytest.raises(sqs.exceptions.RequestThrottled):
+        sqs.list_queues()
+
+
+def test_server_errors_are_500_or_503_and_retried(proxy: FaultProxy) -> None:
+    sqs = client(proxy, "sqs", attempts=4)
+    proxy.faults = Faults(error=1.0)
+    with pytest.raises(ClientError) as raised:
+        sqs.list_queues()
+    error = raised.value.response
+    assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) in {
+        ("InternalError", 500),
+        ("ServiceUnavailable", 503),
+    }
+    assert error["ResponseMetadata"]["RetryAttempts"] == 3
+    assert proxy.fault_counts()["error"] == 4
+
+
+# -- connection resets and outages -----------------------------------------------------------
+
+
+def test_reset_before_forwarding_does_nothing_upstream(
+    proxy: FaultProxy, prefix: str, sqs_client: Any
+) -> None:
+    url = make_queue(sqs_client, f"{prefix}reset-before")
+    sqs = client(proxy, "sqs", attempts=1)
+    proxy.faults = Faults(reset_before=1.0)
+    with pytest.raises(CONNECTION_ERRORS):
+        sqs.send_message(QueueUrl=url, MessageBody="never sent")
+    assert bodies_in(sqs_client, url) == []
+    assert proxy.fault_counts()["reset_before"] == 1
+
+
+def test_reset_after_forwarding_loses_only_the_answer(
+    proxy: FaultProxy, prefix: str, sqs_client: Any
+) -> None:
+    url = make_queue(sqs_client, f"{prefix}reset-after")
+    sqs = client(proxy, "sqs", attempts=1)
+    proxy.faults = Faults(reset_after=1.0)
+    with pytest.raises(CONNECTION_ERRORS):
+        sqs.send_message(QueueUrl=url, MessageBody="sent, answer lost")
+    assert bodies_in(sqs_client, url) == ["sent, answer lost"]
+    assert proxy.fault_counts()["reset_after"] == 1
+
+
+def test_outage_fails_requests_until_cleared(proxy: FaultProxy) -> None:
+    sqs = client(proxy, "sqs", attempts=2)
+    sqs.list_queues()
+    proxy.start_outage()
+    assert proxy.in_outage
+    for _ in range(2):
+        with pytest.raises(CONNECTION_ERRORS):
+            sqs.list_queues()
+    proxy.end_outage()
+    sqs.list_queues()
+    assert proxy.fault_counts()["outage"] >= 4
+
+    proxy.start_outage(seconds=0.5)
+    with pytest.raises(CONNECTION_ERRORS):
+        sqs.list_queues()
+    assert wait_until(lambda: not proxy.in_outage, timeout=5)
+    sqs.list_queues()
+
+
+def test_outage_cuts_requests_in_flight(proxy: FaultProxy, prefix: str, sqs_client: Any) -> None:
+    url = make_queue(sqs_client, f"{prefix}long-poll")
+    sqs = client(proxy, "sqs", attempts=1)
+    outcome: list[BaseException | dict[str, Any]] = []
+
+    def long_poll() -> None:
+        try:
+            outcome.append(sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10))
+        except Exception as exc:
+            outcome.append(exc)
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
+    assert wait_until(lambda: proxy.request_counts().get("sqs.ReceiveMessage") == 1, timeout=5)
+    proxy.start_outage()
+    poller.join(timeout=8)
+    assert not poller.is_alive(), "the long poll was not cut by the outage"
+    assert isinstance(outcome[0], CONNECTION_ERRORS)
+
+
+# -- partial batch failures ------------------------------------------------------------------
+
+
+def test_partial_send_batch_failure_sends_exactly_the_succeeded_entries(
+    proxy: FaultProxy, prefix: str, sqs_client: Any
+) -> None:
+    url = make_queue(sqs_client, f"{prefix}partial-send")
+    sqs = client(proxy, "sqs")
+    proxy.faults = Faults(partial=1.0)
+    succeeded: set[str] = set()
+    failed: set[str] = set()
+    for batch in range(5):
+        entries = [{"Id": f"e{i}", "MessageBody": f"{batch}-{i}"} for i in range(10)]
+        answer = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        assert answer["Failed"], "every batch fails some entries with partial=1"
+        for entry in answer["Failed"]:
+            assert entry["SenderFault"] is False
+            assert entry["Code"] == "InternalError"
+            failed.add(f"{batch}-{entry['Id'][1:]}")
+        succeeded |= {f"{batch}-{entry['Id'][1:]}" for entry in answer["Successful"]}
+    assert succeeded | failed == {f"{b}-{i}" for b in range(5) for i in range(10)}
+    assert not succeeded & failed
+    assert sorted(bodies_in(sqs_client, url)) == sorted(succeeded)
+    assert proxy.fault_counts()["partial"] == 5
+    assert proxy.fault_counts()["partial_entries"] == len(failed)
+
+
+def test_partial_delete_and_visibility_failures_leave_exactly_the_failed_entries(
+    proxy: FaultProxy, prefix: str, sqs_client: Any
+) -> None:
+    url = make_queue(sqs_client, f"{prefix}partial-settle")
+    sqs_client.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(10)]
+    )
+    received: list[dict[str, Any]] = []
+    while len(received) < 10:
+        answer = sqs_client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60
+        )
+        received += answer.get("Messages") or []
+    entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(received)]
+    sqs = client(proxy, "sqs")
+    proxy.faults = Faults(partial=1.0)
+
+    shown = sqs.change_message_visibility_batch(
+        QueueUrl=url, Entries=[{**e, "VisibilityTimeout": 0} for e in entries]
+    )
+    assert shown["Failed"]
+    # Only the entries reported successful became visible again.
+    assert wait_until(
+        lambda: counts(sqs_client, url) == (len(shown["Successful"]), 10 - len(shown["Successful"]))
+    )
+
+    deleted = sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    assert deleted["Failed"]
+    visible, in_flight = counts(sqs_client, url)
+    assert visible + in_flight == len(deleted["Failed"])
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def test_command_line_prints_its_url_and_the_counts(endpoint: LocalEndpoint) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "sqsbus.local.proxy",
+        "--upstream",
+        endpoint.url,
+        "--latency-ms",
+        "1",
+        "--throttle",
+        "0",
+        "--seed",
+        "1",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().decode().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        described = process.stdout.readline().decode()
+        boto3.client("sqs", endpoint_url=url, region_name=DEFAULT_REGION).list_queues()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    assert process.returncode == 0, err.decode()
+    text = out.decode()
+    assert f"forwarding to {endpoint.url}; faults: latency 1±0 ms; seed 1" in described
+    assert "sqs.ListQueues" in text and "requests: 1" in text
+    assert "testing" not in described + text + err.decode()  # no credentials echoed
+
+
+def test_command_line_reports_bad_settings(endpoint: LocalEndpoint) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sqsbus.local.proxy", "--upstream", endpoint.url, "--reset", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--reset must be a probability between 0 and 1, not 2" in result.stderr
+
+
+# -- sqsbus end to end -----------------------------------------------------------------------
+
+
+def test_sqsbus_loses_no_message_through_throttling_partial_failures_and_resets(
+    endpoint: LocalEndpoint, prefix: str, proxy: FaultProxy, sqs_client: Any
+) -> None:
+    total, publishers = 300, 4
+    queue = direct_queue("chaos")
+    options = {"endpoint_url": proxy.url, "visibility_timeout": 5}
+    connections = [connect(endpoint, prefix, **options) for _ in range(publishers)]
+    consumer_conn: Connection = connect(endpoint, prefix, **options)
+    publish_errors: list[BaseException] = []
+    received: Counter[int] = Counter()
+    try:
+        for conn in [*connections, consumer_conn]:
+            queue(conn.default_channel).declare()
+        proxy.faults = Faults(throttle=0.10, partial=0.10, reset_before=0.01, reset_after=0.01)
+
+        def produce(conn: Connection, worker: int) -> None:
+            with conn.Producer() as producer:
+                for n in range(worker, total, publishers):
+                    try:
+                        producer.publish(
+                            {"n": n}, exchange=queue.exchange, routing_key=queue.routing_key
+                        )
+                    except Exception as exc:
+                        publish_errors.append(exc)
+
+        threads = [
+            threading.Thread(target=produce, args=(conn, worker))
+            for worker, conn in enumerate(connections)
+        ]
+        for thread in threads:
+            thread.start()
+
+        def on_message(body: Any, message: Message) -> None:
+            received[int(body["n"])] += 1
+            message.ack()
+
+        with Consumer(consumer_conn, [queue], callbacks=[on_message], prefetch_count=10):
+            deadline = time.monotonic() + 90
+            while len(received) < total and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    consumer_conn.drain_events(timeout=0.5)
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        for conn in [*connections, consumer_conn]:
+            conn.close()
+    faults = proxy.fault_counts()
+    duplicates = sum(count - 1 for count in received.values())
+    summary = (
+        f"{len(received)} of {total} unique, {duplicates} duplicates; "
+        f"{proxy.total_requests} requests; faults {faults}"
+    )
+    print(summary)
+    assert not publish_errors, f"{publish_errors[:3]}; {summary}"
+    assert set(received) == set(range(total)), (
+        f"missing {set(range(total)) - set(received)}; {summary}"
+    )
+    # The run did meet the faults it claims to survive.
+    assert faults["throttle"] > 0 and faults["partial"] > 0, summary
