@@ -7,6 +7,8 @@ test sees what really reached the endpoint, not what the proxy claims.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
 import os
 import signal
 import subprocess
@@ -329,6 +331,25 @@ def test_partial_delete_and_visibility_failures_leave_exactly_the_failed_entries
     assert deleted["Failed"]
     visible, in_flight = counts(sqs_client, url)
     assert visible + in_flight == len(deleted["Failed"])
+
+
+def test_chunked_and_100_continue_uploads_reach_the_endpoint_whole(
+    proxy: FaultProxy, prefix: str
+) -> None:
+    s3 = client(proxy, "s3")
+    bucket = f"{prefix}uploads"
+    s3.create_bucket(Bucket=bucket)
+    # botocore sends "Expect: 100-continue" with every PutObject body.
+    s3.put_object(Bucket=bucket, Key="continued", Body=io.BytesIO(b"c" * 70_000))
+    # A body of unknown length is sent chunked (botocore does so only for such bodies).
+    upload = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    upload.request("PUT", f"/{bucket}/chunked", body=iter([b"abc", b"d" * 70_000]))
+    answer = upload.getresponse()
+    answer.read()
+    upload.close()
+    assert answer.status == 200
+    assert s3.get_object(Bucket=bucket, Key="continued")["Body"].read() == b"c" * 70_000
+    assert s3.get_object(Bucket=bucket, Key="chunked")["Body"].read() == b"abc" + b"d" * 70_000
 
 
 # -- command line ----------------------------------------------------------------------------
