@@ -83,6 +83,11 @@ def test_proxy_rejects_an_upstream_it_cannot_reach_by_plain_http() -> None:
         FaultProxy("http://127.0.0.1:4566/queue")
 
 
+def test_proxy_says_when_its_port_is_taken(proxy: FaultProxy) -> None:
+    with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1 port {proxy.port}"):
+        FaultProxy(proxy.upstream_url, port=proxy.port).start()
+
+
 # -- forwarding and counting -----------------------------------------------------------------
 
 

@@ -616,8 +616,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="P",
         help="probability of a connection reset, half before forwarding, half after",
     )
-    parser.add_argument("--reset-before", type=float, default=0.0, metavar="P")
-    parser.add_argument("--reset-after", type=float, default=0.0, metavar="P")
+    parser.add_argument(
+        "--reset-before", type=float, default=0.0, metavar="P", help="reset, not forwarded"
+    )
+    parser.add_argument(
+        "--reset-after",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="forward, then reset instead of answering (the answer is lost)",
+    )
     parser.add_argument("--error", type=float, default=0.0, metavar="P", help="500/503 answers")
     parser.add_argument(
         "--throttle", type=float, default=0.0, metavar="P", help="throttling answers"
