@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 TRANSIENT_CODES: Final = frozenset(
     {
         "Throttling",
+        "Throttled",
         "ThrottlingException",
         "RequestThrottled",
         "OverLimit",
@@ -171,7 +172,7 @@ def translate_error(exc: BaseException, action: str) -> SQSBusError:
         code = str(error.get("Code", ""))
         message = str(error.get("Message", "")) or code
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in TRANSIENT_CODES or status >= 500:
+        if code in TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientError(f"{action}: AWS asked to retry ({code}: {message})")
         if code in CREDENTIAL_CODES:
             return CredentialsError(
