@@ -33,6 +33,11 @@ MAX_STS_TOKEN_TIMEOUT: Final = 43_200
 DEFAULT_REGION: Final = "us-east-1"
 #: HTTP connections per botocore client: long polls of many queues plus publishers.
 DEFAULT_MAX_POOL_CONNECTIONS: Final = 64
+#: Names (after the prefix, translated) of the temporary queues Celery and Kombu declare:
+#: remote-control (``<host>.celery.pidbox``), reply (``<id>.reply.celery.pidbox``), event
+#: (``celeryev.<id>``) and anonymous (``amq.gen-<id>``) queues.  Only these are checked for
+#: expiry by orphan sweeps (see :mod:`sqsbus.expiry`).
+DEFAULT_ORPHAN_QUEUE_PATTERNS: Final = ("*-pidbox", "celeryev-*", "amq-gen-*")
 
 
 class Secret:
@@ -122,6 +127,14 @@ class Options:
     redrive_policy: RedrivePolicy | None = None
     #: Lowest priority of each band of an ``x-max-priority`` queue (one SQS queue each).
     priority_steps: tuple[int, ...] = (0, 3, 6, 9)
+    #: Tag temporary queues and keep them alive, so that a dead process's ones are swept.
+    temporary_queue_expiry: bool = True
+    #: Shortest expiry (seconds) of a temporary queue nobody keeps alive any more.
+    temporary_queue_min_expires: int = 300
+    #: Seconds between automatic sweeps of expired temporary queues (0: none).
+    orphan_sweep_interval: float = 900.0
+    #: Names (after the prefix) that sweeps look at.
+    orphan_queue_patterns: tuple[str, ...] = DEFAULT_ORPHAN_QUEUE_PATTERNS
     body_encoding: str = "base64"
     deadletter_queue: str | None = None
 
@@ -257,6 +270,14 @@ def _fetch_message_attributes(name: str, value: Any) -> tuple[str, ...]:
         value = names
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise _fail(name, "a list of attribute names", value)
+    return tuple(value)
+
+
+def _patterns(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(name, "a list of queue name patterns such as 'celeryev-*'", value)
     return tuple(value)
 
 
@@ -418,6 +439,10 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "native_delays": ("native_delays", _boolean),
     "redrive_policy": ("redrive_policy", _redrive_policy),
     "priority_steps": ("priority_steps", _priority_steps),
+    "temporary_queue_expiry": ("temporary_queue_expiry", _boolean),
+    "temporary_queue_min_expires": ("temporary_queue_min_expires", _int_range(1, 86_400)),
+    "orphan_sweep_interval": ("orphan_sweep_interval", _non_negative_number),
+    "orphan_queue_patterns": ("orphan_queue_patterns", _patterns),
     "body_encoding": ("body_encoding", _optional_string),
     "deadletter_queue": ("deadletter_queue", _optional_string),
     # Read by kombu.Connection itself (reconnect policy) or unused by SQS.

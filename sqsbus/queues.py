@@ -17,6 +17,7 @@ import re
 import string
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -167,11 +168,17 @@ class QueueDirectory:
         A queue created here gets the ``redrive_policy`` option's dead-letter queue
         unless it is ``temporary`` (private to a connection, e.g. a reply queue).
         """
+        return self.declare(queue, temporary=temporary)[0]
+
+    def declare(
+        self, queue: str, *, temporary: bool = False, tags: Mapping[str, str] | None = None
+    ) -> tuple[QueueRef, bool]:
+        """Like :meth:`ensure`; also True if the queue was created now (tagged with ``tags``)."""
         try:
-            return self.get(queue)
+            return self.get(queue), False
         except QueueDoesNotExist:
             name = self.sqs_name(queue)
-            return self._create(name, self._redrive_attributes(name, temporary))
+            return self._create(name, self._redrive_attributes(name, temporary), tags)
 
     def exists(self, queue: str) -> bool:
         try:
@@ -198,6 +205,13 @@ class QueueDirectory:
 
     def refresh(self) -> None:
         """Fill the URL cache from ``ListQueues``, following every page."""
+        urls = self.list_urls()
+        with self._lock:
+            self._urls.update(urls)
+            self._listed = True
+
+    def list_urls(self) -> dict[str, str]:
+        """SQS name -> URL of every queue under the prefix (``ListQueues``, all pages)."""
         client = self.aws.client("sqs")
         prefix = self.options.queue_name_prefix
         params: dict[str, Any] = {"MaxResults": self.list_page_size}
@@ -212,9 +226,7 @@ class QueueDirectory:
             if not token:
                 break
             params["NextToken"] = token
-        with self._lock:
-            self._urls.update(urls)
-            self._listed = True
+        return urls
 
     def cached_names(self) -> list[str]:
         with self._lock:
@@ -247,17 +259,24 @@ class QueueDirectory:
             url = self._lookup(name)
         if url is not None:
             return QueueRef(name, url, self.client_for(None), scope=self.scope(None))
-        return self._create(name, {"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)})
+        retention = {"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)}
+        return self._create(name, retention)[0]
 
-    def _create(self, name: str, extra_attributes: dict[str, str] | None = None) -> QueueRef:
+    def _create(
+        self,
+        name: str,
+        extra_attributes: dict[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> tuple[QueueRef, bool]:
+        """Create queue ``name``; also False if it turned out to exist already."""
         attributes: dict[str, str] = {"VisibilityTimeout": str(self.options.visibility_timeout)}
         if name.endswith(FIFO_SUFFIX):
             attributes["FifoQueue"] = "true"
         attributes.update(extra_attributes or {})
         attributes.update(self.options.creation_attributes)
         params: dict[str, Any] = {"QueueName": name, "Attributes": attributes}
-        if self.options.queue_tags:
-            params["tags"] = dict(self.options.queue_tags)
+        if self.options.queue_tags or tags:
+            params["tags"] = {**self.options.queue_tags, **(tags or {})}
         client = self.client_for(None)
         try:
             answer = call(client, "create_queue", f"create queue {name!r}", **params)
@@ -270,7 +289,7 @@ class QueueDirectory:
                 url = self._lookup(name)
                 if url is None:
                     raise
-                return QueueRef(name, url, client, scope=self.scope(None))
+                return QueueRef(name, url, client, scope=self.scope(None)), False
             if "QueueDeletedRecently" in text:
                 raise QueueDoesNotExist(
                     f"queue {name!r} was deleted less than 60 seconds ago and SQS does not allow "
@@ -281,7 +300,7 @@ class QueueDirectory:
         with self._lock:
             self._urls[name] = url
         logger.info("created SQS queue %s", name)
-        return QueueRef(name, url, client, scope=self.scope(None))
+        return QueueRef(name, url, client, scope=self.scope(None)), True
 
     def forget(self, name: str) -> None:
         with self._lock:

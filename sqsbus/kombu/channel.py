@@ -196,9 +196,11 @@ class Channel(virtual.Channel):
         temporary = bool(
             kwargs.get("exclusive") or (kwargs.get("auto_delete") and "x-expires" in arguments)
         )
-        refs = [self.directory.ensure(name, temporary=temporary) for name in self._bands(queue)]
         if temporary:
-            self.connection.temporary_queues.update(self._bands(queue))
+            declare = self.connection.declare_temporary_queue
+            refs = [declare(name, parsed.expires_ms) for name in self._bands(queue)]
+        else:
+            refs = [self.directory.ensure(name) for name in self._bands(queue)]
         return refs[0]
 
     def _bands(self, queue: str) -> list[str]:

@@ -29,9 +29,10 @@ from sqsbus.errors import (
     SQSBusError,
     TransientError,
 )
+from sqsbus.expiry import QueueExpiry, SweepReport
 from sqsbus.kombu.channel import SUPPORTED_EXCHANGE_TYPES, Channel
 from sqsbus.kombu.queue_arguments import QueueArguments
-from sqsbus.queues import QueueDirectory
+from sqsbus.queues import QueueDirectory, QueueRef
 from sqsbus.routing.exchanges import ExchangeRouter
 
 logger = logging.getLogger(__name__)
@@ -112,10 +113,13 @@ class Transport(virtual.Transport):
             # No SNS at all: direct exchanges routed within the process, as in Kombu.
             self.implements = self.implements.extend(exchange_type=frozenset({"direct"}))
         #: Queues private to this connection (exclusive, or auto-delete with x-expires):
-        #: deleted, with their subscriptions, when the connection closes.
+        #: deleted, with their subscriptions, when the connection closes; kept alive
+        #: meanwhile, and swept by others if this process dies (see sqsbus.expiry).
         self.temporary_queues: set[str] = set()
         #: AMQP arguments (TTL, priority, expiry) of the queues declared in this process.
         self.queue_arguments: dict[str, QueueArguments] = {}
+        self.expiry = QueueExpiry(self.aws, self.options, self.directory)
+        self.router.on_subscribed = self.expiry.subscribed
         #: Receivers of closed channels whose last long poll may still be in flight.
         self.stopping_receivers: list[Receiver] = []
         self.waker = Waker()
@@ -150,9 +154,22 @@ class Transport(virtual.Transport):
             self.leases = LeaseKeeper(self.options.lease_seconds)
         return Acker(leases=self.leases)
 
+    def declare_temporary_queue(self, queue: str, x_expires: Any = None) -> QueueRef:
+        """Declare a queue private to this connection, ``x-expires`` in milliseconds."""
+        self.temporary_queues.add(queue)
+        return self.expiry.declare(queue, x_expires)
+
+    def sweep_orphan_queues(self, limit: int | None = None) -> SweepReport:
+        """Delete the temporary queues of dead processes now (see :mod:`sqsbus.expiry`).
+
+        Reads the tags of at most ``limit`` candidates (default: all of them).
+        """
+        return self.expiry.sweeper.sweep(limit=limit)
+
     def drop_queue(self, queue: str) -> None:
         """Delete ``queue`` and its exchange subscriptions, if it exists."""
         self.temporary_queues.discard(queue)
+        self.expiry.release(queue)
         try:
             ref = self.directory.get(queue)
         except QueueDoesNotExist:
@@ -177,6 +194,7 @@ class Transport(virtual.Transport):
                     self.drop_queue(queue)
                 except SQSBusError as exc:
                     logger.warning("could not delete temporary queue %s: %s", queue, exc)
+            self.expiry.close()
             if self._loop is not None:
                 self.unregister_from_event_loop(connection, self._loop)
             self.waker.close()

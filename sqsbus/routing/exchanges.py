@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 from sqsbus.aws import AWS, CredentialSource, call
@@ -90,6 +91,9 @@ class ExchangeRouter:
         #: (exchange, queue url) -> routing keys in the filter (None: no filter, fanout).
         self._routing_keys: dict[tuple[str, str], set[str] | None] = {}
         self._lock = threading.Lock()
+        #: Called with (queue, subscription ARN) after each new subscription; the transport
+        #: uses it to record a temporary queue's subscriptions for orphan sweeps.
+        self.on_subscribed: Callable[[QueueRef, str], None] | None = None
 
     def _client(self, exchange: str) -> Any:
         spec = self.options.predefined_exchanges.get(exchange)
@@ -177,6 +181,8 @@ class ExchangeRouter:
             self._routing_keys[(exchange, queue.url)] = (
                 {_encode(c) for c in conditions} if isinstance(conditions, list) else None
             )
+        if self.on_subscribed is not None:
+            self.on_subscribed(queue, subscription)
 
     def _add_condition(self, exchange: str, queue: QueueRef, wanted: str | None) -> None:
         key = (exchange, queue.url)
