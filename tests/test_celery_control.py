@@ -9,6 +9,9 @@ and each client's reply queue; results through Celery's filesystem result backen
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+import signal
 import socket
 import threading
 import time
@@ -18,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import boto3
 import pytest
 from celery_app import AppSettings, create_app
 from celery_helpers import WorkerProcess, read_records, task, wait_for
 
 from sqsbus.local import LocalEndpoint
+from sqsbus.queues import canonical_name
 from sqsbus.routing.exchanges import SUBSCRIBER_CACHE_SECONDS
 
 if TYPE_CHECKING:
@@ -268,6 +273,72 @@ def test_a_worker_started_later_gets_broadcasts_and_control_shutdown_stops_it(
     finally:
         beta.stop()
         print(beta.log_hint())
+
+
+# -- a killed worker ----------------------------------------------------------------------
+
+
+def test_a_killed_worker_s_remote_control_queue_is_swept(
+    alpha: Cluster, sqs_client: SQSClient, endpoint: LocalEndpoint
+) -> None:
+    """SIGKILL leaves the worker's pidbox queue behind; a sweep deletes it once it expired."""
+    # Celery's control_queue_expires (10 s) becomes the expiry with this low floor.
+    settings = dataclasses.replace(
+        alpha.settings, transport_options={"temporary_queue_min_expires": 1}
+    )
+    gamma = WorkerProcess(settings, alpha.tmp / "gamma.log", name="gamma", concurrency=1)
+    prefix = settings.queue_name_prefix
+    try:
+        gamma.start()
+        gamma.wait_ready(alpha.app)
+        hosts = wait_for(
+            "gamma to answer a ping",
+            lambda: (lambda found: found if len(found) == 2 else None)(
+                hosts_answering_ping(alpha.app, 2)
+            ),
+            RESULT_TIMEOUT,
+            context=gamma.log_hint,
+        )
+        [gamma_host] = hosts - {alpha.host}
+        os.killpg(gamma.pid, signal.SIGKILL)
+        gamma.wait()
+    finally:
+        gamma.stop()
+    pidbox = canonical_name(f"{gamma_host}.celery.pidbox", prefix)
+    alpha_pidbox = canonical_name(f"{alpha.host}.celery.pidbox", prefix)
+    names = queue_names(sqs_client, prefix)
+    assert pidbox in names, names
+    url = sqs_client.get_queue_url(QueueName=pidbox)["QueueUrl"]
+    arn = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    pidbox_arn = arn["Attributes"]["QueueArn"]
+    _arn, _aws, _sqs, region, account, _name = pidbox_arn.split(":")
+    topic = f"arn:aws:sns:{region}:{account}:{prefix}celery-pidbox"
+    assert pidbox_arn in subscribed_queue_arns(endpoint, topic)
+
+    with alpha.app.connection() as conn:
+        conn.ensure_connection()
+        swept = wait_for(
+            f"a sweep to delete {pidbox}",
+            lambda: pidbox in conn.transport.sweep_orphan_queues().deleted,
+            RESULT_TIMEOUT,
+        )
+    assert swept
+    names = queue_names(sqs_client, prefix)
+    assert pidbox not in names and alpha_pidbox in names, names
+    assert pidbox_arn not in subscribed_queue_arns(endpoint, topic)
+    # Remote control still works, and only the living worker answers.
+    assert hosts_answering_ping(alpha.app, 2) == {alpha.host}
+
+
+def subscribed_queue_arns(endpoint: LocalEndpoint, topic_arn: str) -> set[str]:
+    sns = boto3.client("sns", endpoint_url=endpoint.url, region_name="us-east-1")
+    answer = sns.list_subscriptions_by_topic(TopicArn=topic_arn)
+    return {subscription["Endpoint"] for subscription in answer["Subscriptions"]}
+
+
+def queue_names(sqs_client: SQSClient, prefix: str) -> list[str]:
+    urls = sqs_client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+    return sorted(url.rsplit("/", 1)[-1] for url in urls)
 
 
 # -- events --------------------------------------------------------------------------------
