@@ -46,6 +46,10 @@ class QueueDoesNotExist(QueueError):
     """The queue does not exist in SQS (and may not be created here)."""
 
 
+class QueueDeletedRecently(QueueDoesNotExist, TransientError):
+    """SQS refuses to recreate a queue deleted less than 60 s ago: retry (reconnect) later."""
+
+
 class MessageTooLarge(SQSBusError, ValueError):
     """A message body is over the queue's maximum size; nothing was sent."""
 

@@ -26,6 +26,7 @@ from sqsbus.config import Options, PredefinedQueue
 from sqsbus.errors import (
     ConfigurationError,
     InvalidQueueError,
+    QueueDeletedRecently,
     QueueDoesNotExist,
     SQSBusError,
     UndefinedQueueError,
@@ -291,7 +292,7 @@ class QueueDirectory:
                     raise
                 return QueueRef(name, url, client, scope=self.scope(None)), False
             if "QueueDeletedRecently" in text:
-                raise QueueDoesNotExist(
+                raise QueueDeletedRecently(
                     f"queue {name!r} was deleted less than 60 seconds ago and SQS does not allow "
                     "its name to be reused yet; retry in a minute"
                 ) from exc
