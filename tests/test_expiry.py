@@ -22,7 +22,7 @@ from kombu import Consumer, Exchange, Queue
 from kombu_helpers import connect, drain_for, publish, wait_until
 
 from sqsbus.config import DEFAULT_ORPHAN_QUEUE_PATTERNS, parse_options
-from sqsbus.errors import ConfigurationError
+from sqsbus.errors import ConfigurationError, QueueDeletedRecently, QueueDoesNotExist
 from sqsbus.expiry import (
     ALIVE_TAG,
     EXPIRES_TAG,
@@ -35,6 +35,7 @@ from sqsbus.expiry import (
     refresh_seconds,
     subscription_tag,
 )
+from sqsbus.kombu import Transport
 from sqsbus.local import LocalEndpoint
 
 #: Transport options of every connection here: short expiries, our own name pattern.
@@ -103,6 +104,12 @@ def test_expiry_options_are_validated() -> None:
         parse_options({"temporary_queue_min_expires": 0})
     with pytest.raises(ConfigurationError, match="orphan_queue_patterns"):
         parse_options({"orphan_queue_patterns": [""]})
+
+
+def test_a_name_sqs_still_blocks_after_a_sweep_is_a_connection_error() -> None:
+    """Celery reconnects (and declares again) instead of stopping the worker."""
+    assert issubclass(QueueDeletedRecently, Transport.connection_errors)
+    assert issubclass(QueueDeletedRecently, QueueDoesNotExist)
 
 
 # -- integration ---------------------------------------------------------------------------
