@@ -37,7 +37,7 @@ DEFAULT_MAX_POOL_CONNECTIONS: Final = 64
 #: remote-control (``<host>.celery.pidbox``), reply (``<id>.reply.celery.pidbox``), event
 #: (``celeryev.<id>``) and anonymous (``amq.gen-<id>``) queues.  Only these are checked for
 #: expiry by orphan sweeps (see :mod:`sqsbus.expiry`).
-DEFAULT_ORPHAN_QUEUE_PATTERNS: Final = ("*-pidbox", "celeryev-*", "amq-gen-*")
+DEFAULT_ORPHAN_QUEUE_PATTERNS: Final = ("*-pidbox", "celeryev-*", "amq-gen-*", "sqsbus-parking-*")
 
 
 class Secret:

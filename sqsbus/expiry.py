@@ -36,6 +36,8 @@ from typing import Any, Final
 
 from sqsbus.aws import AWS, call
 from sqsbus.config import Options
+from sqsbus.engine.parking import PARKING_QUEUE_PREFIX, empty_parking_queue
+from sqsbus.engine.publisher import Publisher
 from sqsbus.errors import AccessDeniedError, QueueDoesNotExist, SQSBusError
 from sqsbus.queues import QueueDirectory, QueueRef, entity_name
 
@@ -180,6 +182,10 @@ class Sweeper:
             )
         return report
 
+    def _is_parking_queue(self, name: str) -> bool:
+        stem = entity_name(self.options.queue_name_prefix) if self.options.queue_name_prefix else ""
+        return name.startswith(stem + entity_name(PARKING_QUEUE_PREFIX))
+
     def _tags(self, name: str, url: str) -> dict[str, str] | None:
         client = self.directory.client_for(None)
         try:
@@ -196,6 +202,17 @@ class Sweeper:
         tags = self._tags(name, url)
         if tags is None or not is_expired(tags, time.time()):
             return False
+        if self._is_parking_queue(name):
+            # Messages its dead owner held past the 12-hour cap: send them home first.
+            ref = self.directory.ref_for_url(url)
+            failed = empty_parking_queue(ref, Publisher(self.directory), self.directory.ref_for_url)
+            if failed:
+                logger.error(
+                    "kept orphaned parking queue %s: %d message(s) could not be sent home",
+                    name,
+                    failed,
+                )
+                return False
         for subscription in recorded_subscriptions(tags):
             region = subscription.split(":")[3] or None
             try:

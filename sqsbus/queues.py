@@ -336,6 +336,10 @@ class QueueDirectory:
     def content_based_deduplication(self, ref: QueueRef) -> bool:
         return self.attributes(ref).get("ContentBasedDeduplication", "false").lower() == "true"
 
+    def ref_for_url(self, url: str) -> QueueRef:
+        """A ref for a queue known by its URL (e.g. from a message attribute)."""
+        return QueueRef(name_from_url(url), url, self.client_for(None), scope=self.scope(None))
+
     def has_redrive_policy(self, ref: QueueRef) -> bool:
         return "RedrivePolicy" in self.attributes(ref)
 

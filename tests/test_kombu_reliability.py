@@ -345,3 +345,100 @@ def test_message_wrapped_by_a_non_raw_sns_subscription_is_delivered(
         sns.publish(TopicArn=topic, Message=kombu_wire)
         bodies = drain_for(conn, [queue], 3)
     assert sorted(bodies, key=lambda b: b["n"]) == [{"n": 0}, {"n": 1}]
+
+
+# -- the 12-hour cap: parking ---------------------------------------------------------------
+
+CAP = 5  # seconds, for the test: SQS's cap is 12 hours
+
+
+def hold_past_the_cap(conn: Any, queue: Any, other: Any, seconds: float) -> Any:
+    """Receive one message on ``conn`` and hold it ``seconds`` while ``other`` polls."""
+    conn.transport.leases.max_total_seconds = CAP
+    message = get_within(queue(conn.default_channel), 5)
+    assert message is not None
+    assert get_within(queue(other.default_channel), seconds) is None  # never seen twice
+    assert conn.transport.parking.parked >= 2
+    return message
+
+
+def test_message_held_past_the_visibility_cap_is_parked_not_redelivered(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    queue = direct_queue("capped")
+    with connect(endpoint, prefix, lease_seconds=2) as holder, connect(endpoint, prefix) as other:
+        publish(holder, queue, ["very long task"])
+        message = hold_past_the_cap(holder, queue, other, 3 * CAP)
+        assert message.payload == "very long task"
+        message.ack()
+        parking = holder.transport.parking_queue_name
+        assert wait_until(lambda: counts(sqs_client, url_of(holder, parking)) == (0, 0))
+        assert counts(sqs_client, url_of(holder, "capped")) == (0, 0)
+    # The parking queue goes with its connection.
+    assert not [
+        u for u in sqs_client.list_queues(QueueNamePrefix=prefix)["QueueUrls"] if "parking" in u
+    ]
+
+
+def test_parked_message_given_back_returns_to_its_queue(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    queue = direct_queue("capped-requeue")
+    with connect(endpoint, prefix, lease_seconds=2) as holder, connect(endpoint, prefix) as other:
+        publish(holder, queue, ["give back"], headers={"task": "app.long"})
+        message = hold_past_the_cap(holder, queue, other, 2.5 * CAP)
+        message.requeue()
+        again = get_within(queue(other.default_channel), 10)
+        assert again is not None and again.payload == "give back"
+        assert again.headers["task"] == "app.long"
+        attributes = again.delivery_info["sqs_message"]["MessageAttributes"]
+        assert not any(name.startswith("sqsbus.park") for name in attributes)
+        again.ack()
+
+
+PARKING_HOLDER = """
+import sys, time
+from kombu import Connection, Exchange, Queue
+import sqsbus
+url, prefix = sys.argv[1], sys.argv[2]
+conn = Connection(url, transport_options={
+    "queue_name_prefix": prefix, "wait_time_seconds": 1, "lease_seconds": 2,
+    "temporary_queue_min_expires": 1})
+conn.transport.leases.max_total_seconds = 4
+queue = Queue("orphaned", Exchange("orphaned"), routing_key="orphaned")
+message = None
+while message is None:
+    message = queue(conn.default_channel).get()
+while not conn.transport.parking.parked:
+    time.sleep(0.1)
+print("parked", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_messages_parked_by_a_killed_process_return_home_when_swept(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    queue = direct_queue("orphaned")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["parked then orphaned"])
+        child = subprocess.Popen(
+            [sys.executable, "-c", PARKING_HOLDER, endpoint.broker_url(), prefix],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == b"parked"
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+        finally:
+            child.kill()
+            child.wait()
+        assert counts(sqs_client, url_of(conn, "orphaned")) == (0, 0)  # only in parking
+        # Its lease (2 s) and its queue's expiry (1 s) pass; then a sweep sends it home.
+        time.sleep(4)
+        report = conn.transport.sweep_orphan_queues()
+        assert any("sqsbus-parking-" in name for name in report.deleted)
+        message = get_within(queue(conn.default_channel), 10)
+        assert message is not None and message.payload == "parked then orphaned"
+        message.ack()

@@ -91,6 +91,8 @@ class Acker:
         Used for messages never handed to the application (buffered at cancel or
         close); works after :meth:`close` too.
         """
+        for message in messages:
+            message.settled = True
         if self.leases is not None:
             self.leases.forget(messages)
         operations.release(messages)
@@ -137,6 +139,8 @@ class Acker:
     def _add(self, messages: Sequence[Received], action: Action) -> None:
         if not messages:
             return
+        for message in messages:
+            message.settled = True
         if self.leases is not None:
             self.leases.forget(messages)
         due = time.monotonic() + self.window

@@ -22,6 +22,11 @@ class Received:
     message_attributes: dict[str, Any] = field(default_factory=dict)
     #: Priority band of the queue it came from (0 unless the queue has priorities).
     priority: int = 0
+    #: Deleted, released or given a new visibility: no longer held by the application.
+    settled: bool = False
+    #: Set when the message was parked (see :mod:`sqsbus.engine.parking`): the queue it
+    #: belongs to, while :attr:`queue` is the parking queue holding it.
+    home: QueueRef | None = None
 
     @property
     def receive_count(self) -> int:

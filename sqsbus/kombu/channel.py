@@ -25,6 +25,7 @@ from sqsbus import codec
 from sqsbus.aws import call
 from sqsbus.engine import delays, operations
 from sqsbus.engine.messages import Received
+from sqsbus.engine.parking import home_attributes
 from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES
 from sqsbus.engine.receiver import BandGate, Inbox, Receiver
 from sqsbus.errors import AccessDeniedError, ConfigurationError, QueueDoesNotExist, SQSBusError
@@ -476,14 +477,15 @@ class Channel(virtual.Channel):
         False if the queue has none (or it cannot be reached): the caller decides.
         The copy is confirmed by SQS before the original is deleted.
         """
-        dead = self.directory.dead_letter_queue_of(received.queue)
+        source = received.home or received.queue
+        dead = self.directory.dead_letter_queue_of(source)
         if dead is None:
             return False
-        attributes = delays.resendable_attributes(received)
+        attributes = home_attributes(received)  # without parking attributes
         attributes.pop(delays.ETA_ATTRIBUTE, None)
         for name, value in (
             (DEAD_LETTER_REASON_ATTRIBUTE, reason[:1024]),
-            (DEAD_LETTER_SOURCE_ATTRIBUTE, received.queue.name),
+            (DEAD_LETTER_SOURCE_ATTRIBUTE, source.name),
         ):
             if len(attributes) < MAX_MESSAGE_ATTRIBUTES:
                 attributes[name] = {"DataType": "String", "StringValue": value}
@@ -660,6 +662,10 @@ class Channel(virtual.Channel):
             for key in ("sqs_message", "sqs_queue"):
                 delivery_info.pop(key, None)
             super()._restore(message)
+            return
+        parking = self.connection.parking
+        if received.home is not None and parking is not None:
+            parking.send_home([received])  # parked at the 12-hour cap: back where it belongs
             return
         self.acker.set_visibility([received], 0)
 

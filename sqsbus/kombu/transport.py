@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 import botocore.session
@@ -21,6 +22,8 @@ from sqsbus.config import Options, parse_options
 from sqsbus.engine.acker import Acker
 from sqsbus.engine.group_commit import GROUP_COMMIT
 from sqsbus.engine.leases import LeaseKeeper
+from sqsbus.engine.messages import Received
+from sqsbus.engine.parking import PARKING_QUEUE_PREFIX, Parking, empty_parking_queue
 from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
 from sqsbus.errors import (
@@ -107,6 +110,9 @@ class Transport(virtual.Transport):
             linger_ms=self.options.publish_linger_ms,
         )
         self.leases: LeaseKeeper | None = None
+        self.parking: Parking | None = None
+        #: This connection's parking queue (see sqsbus.engine.parking), made on first use.
+        self.parking_queue_name = f"{PARKING_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}"
         self.acker = self._new_acker()
         self.router = ExchangeRouter(self.aws, self.options, self.directory)
         if not self.options.supports_fanout:
@@ -149,10 +155,21 @@ class Transport(virtual.Transport):
         return super().establish_connection()
 
     def _new_acker(self) -> Acker:
-        """A settler, with a lease keeper unless ``lease_seconds`` is 0."""
+        """A settler, with a lease keeper (and parking) unless ``lease_seconds`` is 0."""
         if self.options.lease_seconds:
-            self.leases = LeaseKeeper(self.options.lease_seconds)
+            self.leases = LeaseKeeper(self.options.lease_seconds, on_cap=self._park)
+            self.parking = Parking(
+                publisher=self.publisher,
+                leases=self.leases,
+                parking_queue=lambda: self.declare_temporary_queue(self.parking_queue_name),
+                resolve_home=self.directory.ref_for_url,
+            )
         return Acker(leases=self.leases)
+
+    def _park(self, message: Received) -> None:
+        """Lease keeper hook: ``message`` reached SQS's 12-hour cap while held."""
+        if self.parking is not None:
+            self.parking.park(message)
 
     def declare_temporary_queue(self, queue: str, x_expires: Any = None) -> QueueRef:
         """Declare a queue private to this connection, ``x-expires`` in milliseconds."""
@@ -167,12 +184,21 @@ class Transport(virtual.Transport):
         return self.expiry.sweeper.sweep(limit=limit)
 
     def drop_queue(self, queue: str) -> None:
-        """Delete ``queue`` and its exchange subscriptions, if it exists."""
+        """Delete ``queue`` and its exchange subscriptions, if it exists.
+
+        A parking queue is emptied first (its messages sent home); one that cannot be
+        emptied is kept, to be swept once expired.
+        """
         self.temporary_queues.discard(queue)
         self.expiry.release(queue)
         try:
             ref = self.directory.get(queue)
         except QueueDoesNotExist:
+            return
+        if queue == self.parking_queue_name and empty_parking_queue(
+            ref, self.publisher, self.directory.ref_for_url
+        ):
+            logger.error("kept parking queue %s: some messages could not be sent home", queue)
             return
         for exchange in self.router.subscribed_exchanges(ref):
             self.router.unsubscribe(exchange, ref)

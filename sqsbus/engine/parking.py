@@ -1,0 +1,214 @@
+"""Parking: keep a message held past SQS's 12-hour visibility cap out of sight.
+
+SQS lets a received message stay invisible for at most 12 hours after its
+receive.  When the :class:`~sqsbus.engine.leases.LeaseKeeper` reaches that cap
+for a message the application still holds, :meth:`Parking.park` moves it to a
+*parking queue* private to this process: it sends a copy there, receives that
+copy (a fresh receive, so a fresh 12 hours), swaps the held message over to the
+copy and deletes the original.  Nobody else consumes the parking queue, so the
+message is never delivered twice while it is held; acking deletes the copy.
+
+A parked message the application gives back (requeue, or unacked at close) is
+sent home to its source queue (:meth:`Parking.send_home`).  Copies carry their
+source queue's URL in :data:`PARKED_FROM_ATTRIBUTE`, so the copies of a process
+that died are sent home by whoever sweeps its orphaned parking queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from sqsbus.engine import operations
+from sqsbus.engine.delays import resendable_attributes
+from sqsbus.engine.leases import LeaseKeeper
+from sqsbus.engine.messages import Received
+from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, Publisher
+from sqsbus.errors import SQSBusError
+from sqsbus.queues import QueueRef
+
+logger = logging.getLogger(__name__)
+
+#: Message attribute: URL of the queue a parked copy belongs to.
+PARKED_FROM_ATTRIBUTE: Final = "sqsbus.parked-from"
+#: Message attribute: identifies one parking, so the receive finds its own copy.
+PARKING_TOKEN_ATTRIBUTE: Final = "sqsbus.parking-token"
+#: Name (after the queue name prefix) of every parking queue: one per connection.
+PARKING_QUEUE_PREFIX: Final = "sqsbus-parking-"
+#: Seconds :meth:`Parking.park` keeps receiving before it gives up on its copy.
+RECEIVE_COPY_SECONDS: Final = 30.0
+
+
+def home_attributes(message: Received) -> dict[str, object]:
+    """``message``'s attributes without the parking ones, ready to send home."""
+    attributes = resendable_attributes(message)
+    attributes.pop(PARKED_FROM_ATTRIBUTE, None)
+    attributes.pop(PARKING_TOKEN_ATTRIBUTE, None)
+    return attributes
+
+
+class Parking:
+    """Moves held messages into this process's parking queue, and back home."""
+
+    def __init__(
+        self,
+        *,
+        publisher: Publisher,
+        leases: LeaseKeeper,
+        parking_queue: Callable[[], QueueRef],
+        resolve_home: Callable[[str], QueueRef],
+    ) -> None:
+        self.publisher = publisher
+        self.leases = leases
+        #: Creates (once) and returns the parking queue of this process.
+        self._parking_queue = parking_queue
+        #: A queue ref for a home queue URL (from :data:`PARKED_FROM_ATTRIBUTE`).
+        self._resolve_home = resolve_home
+        #: Messages parked so far.
+        self.parked = 0
+
+    def park(self, message: Received) -> None:
+        """Move ``message`` (held, at its visibility cap) to the parking queue."""
+        attributes = home_attributes(message)
+        if len(attributes) > MAX_MESSAGE_ATTRIBUTES - 2:
+            logger.warning(
+                "message %s of queue %s reached SQS's 12-hour visibility cap but has too many "
+                "attributes to be parked; SQS will deliver it again",
+                message.message_id,
+                message.queue.name,
+            )
+            return
+        home = message.home or message.queue
+        parking = self._parking_queue()
+        token = uuid.uuid4().hex
+        attributes[PARKED_FROM_ATTRIBUTE] = {"DataType": "String", "StringValue": home.url}
+        attributes[PARKING_TOKEN_ATTRIBUTE] = {"DataType": "String", "StringValue": token}
+        self.publisher.send(
+            parking,
+            message.body,
+            message_attributes=attributes,
+            group_id=message.attributes.get("MessageGroupId"),
+            deduplication_id=token if parking.is_fifo else None,
+            confirm=True,
+        )
+        copy = self._receive_copy(parking, message.name, token)
+        if copy is None:
+            logger.error(
+                "parked a copy of message %s of queue %s but could not receive it back; "
+                "SQS will deliver the original again and the copy returns home when the "
+                "parking queue is swept",
+                message.message_id,
+                home.name,
+            )
+            return
+        original_queue, original_handle = message.queue, message.receipt_handle
+        # Settled while we parked it: the copy is not needed.  Settled after this check:
+        # the settle acts on the copy (or finds its handle stale), the original goes below.
+        settled = message.settled
+        if not settled:
+            message.queue = copy.queue
+            message.receipt_handle = copy.receipt_handle
+            message.message_attributes = copy.message_attributes
+            message.home = home
+            self.parked += 1
+        if settled:
+            operations.delete(parking, [copy.receipt_handle])
+            return
+        self.leases.hold([message])
+        operations.delete(original_queue, [original_handle])
+        logger.info(
+            "message %s of queue %s reached SQS's 12-hour visibility cap; parked in %s",
+            message.message_id,
+            home.name,
+            parking.name,
+        )
+
+    def _receive_copy(self, parking: QueueRef, name: str, token: str) -> Received | None:
+        deadline = time.monotonic() + RECEIVE_COPY_SECONDS
+        while time.monotonic() < deadline:
+            for received in operations.receive(
+                parking,
+                name,
+                max_messages=10,
+                wait_time_seconds=1,
+                visibility_timeout=self.leases.lease_seconds,
+            ):
+                value = received.message_attributes.get(PARKING_TOKEN_ATTRIBUTE) or {}
+                if value.get("StringValue") == token:
+                    return received
+                # Another parking's copy nobody holds (its parking gave up): send it home.
+                url = parked_from(received)
+                if url is not None:
+                    send_home(self.publisher, received, self._resolve_home(url))
+        return None
+
+    def send_home(self, messages: Sequence[Received]) -> list[Received]:
+        """Send parked ``messages`` back to their home queues (visible at once) and delete
+        the parked copies; return the messages that are not parked (nothing done)."""
+        others: list[Received] = []
+        for message in messages:
+            home = message.home
+            if home is None:
+                url = parked_from(message)
+                if url is None:
+                    others.append(message)
+                    continue
+                home = self._resolve_home(url)
+            self.leases.forget([message])
+            message.settled = True
+            send_home(self.publisher, message, home)
+        return others
+
+
+def parked_from(message: Received) -> str | None:
+    """The home queue URL a parked copy carries."""
+    value = message.message_attributes.get(PARKED_FROM_ATTRIBUTE)
+    url = value.get("StringValue") if isinstance(value, dict) else None
+    return str(url) if url else None
+
+
+def send_home(publisher: Publisher, message: Received, home: QueueRef) -> bool:
+    """Send a parked copy to ``home`` (confirmed), then delete it; False if sending failed."""
+    try:
+        publisher.send(
+            home,
+            message.body,
+            message_attributes=home_attributes(message),
+            group_id=message.attributes.get("MessageGroupId"),
+            deduplication_id=message.message_id if home.is_fifo else None,
+            confirm=True,
+        )
+    except SQSBusError as exc:
+        logger.error(
+            "could not send parked message %s home to queue %s (%s); it stays in %s",
+            message.message_id,
+            home.name,
+            exc,
+            message.queue.name,
+        )
+        return False
+    operations.delete(message.queue, [message.receipt_handle])
+    return True
+
+
+def empty_parking_queue(
+    parking: QueueRef, publisher: Publisher, resolve_home: Callable[[str], QueueRef]
+) -> int:
+    """Send every visible message of a parking queue home; return how many could not be.
+
+    For parking queues nobody holds any more (closing, or its process died).
+    """
+    failed = 0
+    while True:
+        messages = operations.receive(
+            parking, parking.name, max_messages=10, wait_time_seconds=0, visibility_timeout=60
+        )
+        if not messages:
+            return failed
+        for message in messages:
+            url = parked_from(message)
+            if url is None or not send_home(publisher, message, resolve_home(url)):
+                failed += 1
