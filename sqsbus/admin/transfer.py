@@ -1,0 +1,331 @@
+"""Move messages between queues, and redrive a dead-letter queue back to its source.
+
+Client-side moves receive a batch, send it with ``SendMessageBatch`` (body and message
+attributes unchanged) and delete from the source only the entries the destination accepted.
+A message is therefore never lost; it can be delivered twice only if its delete fails after
+it was sent (counted as ``duplicated``). Entries the destination refuses stay in the source
+and are made visible again at the end. Into a FIFO queue a message keeps its group id (or
+gets ``fifo_message_group_id``) and is deduplicated by its source message id, so a retried
+send cannot duplicate it and an old deduplication id cannot swallow it.
+
+:func:`redrive` uses SQS's own ``StartMessageMoveTask`` when the endpoint offers it and no
+limit is asked for, and falls back to the client-side move otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqsbus.admin.inventory import dead_letter_policy
+from sqsbus.admin.session import AdminSession
+from sqsbus.aws import call
+from sqsbus.engine import operations
+from sqsbus.engine.messages import Received
+from sqsbus.errors import ConfigurationError, QueueError, SQSBusError
+from sqsbus.queues import QueueRef, name_from_url
+
+__all__ = ["TransferResult", "dead_letter_sources", "move", "redrive"]
+
+#: Seconds a received message stays invisible while it is being moved.
+MOVE_VISIBILITY_SECONDS: Final = 120
+RECEIVE_WAIT_SECONDS: Final = 1
+#: Total payload SQS accepts in one SendMessageBatch.
+MAX_BATCH_BYTES: Final = 1_048_576
+#: Seconds between two looks at a native move task.
+TASK_POLL_SECONDS: Final = 1.0
+_KEPT_ATTRIBUTE_KEYS: Final = ("DataType", "StringValue", "BinaryValue")
+_MAX_ERRORS: Final = 5
+
+
+@dataclass
+class TransferResult:
+    """Counts of a move; ``error`` is set when it stopped early because of one."""
+
+    moved: int = 0
+    failed: int = 0
+    #: Sent to the destination, but the delete from the source failed: delivered twice.
+    duplicated: int = 0
+    #: The destination queue (None: each message's own source, by SQS's move task).
+    destination: str | None = None
+    #: Messages expected (the source's visible count, or the limit), for progress.
+    total: int | None = None
+    native: bool = False
+    error: str | None = None
+    #: Stopped by Ctrl-C (the messages it held are back in the source).
+    interrupted: bool = False
+    #: Distinct reasons entries were refused.
+    reasons: list[str] = field(default_factory=list)
+
+    def note_reason(self, reason: str) -> None:
+        if reason not in self.reasons and len(self.reasons) < _MAX_ERRORS:
+            self.reasons.append(reason)
+
+
+ProgressCallback = Callable[[TransferResult], None]
+
+
+def move(
+    source: QueueRef,
+    destination: QueueRef,
+    *,
+    limit: int | None = None,
+    fifo_group_id: str = "default",
+    on_progress: ProgressCallback | None = None,
+    total: int | None = None,
+) -> TransferResult:
+    """Move up to ``limit`` messages (all when None) from ``source`` to ``destination``."""
+    if source.url == destination.url:
+        raise ConfigurationError(f"source and destination are the same queue ({source.name!r})")
+    result = TransferResult(
+        destination=destination.name, total=total if limit is None else min(limit, total or limit)
+    )
+    skipped: set[str] = set()  # refused by the destination, or possibly duplicated
+    unsettled: dict[str, Received] = {}  # received and still in the source
+    try:
+        while limit is None or result.moved + result.failed < limit:
+            remaining = None if limit is None else limit - result.moved - result.failed
+            batch = operations.receive(
+                source,
+                source.name,
+                max_messages=min(operations.MAX_BATCH, remaining or operations.MAX_BATCH),
+                wait_time_seconds=RECEIVE_WAIT_SECONDS,
+                visibility_timeout=MOVE_VISIBILITY_SECONDS,
+            )
+            fresh = [message for message in batch if message.message_id not in skipped]
+            unsettled.update((message.message_id, message) for message in batch)
+            if not fresh:
+                break
+            for chunk in _chunks(fresh):
+                _send_chunk(source, destination, chunk, fifo_group_id, result, skipped, unsettled)
+            if on_progress is not None:
+                on_progress(result)
+    except SQSBusError as exc:
+        result.error = str(exc)
+    except KeyboardInterrupt:
+        result.error, result.interrupted = "interrupted", True
+    finally:
+        operations.release(list(unsettled.values()))
+    return result
+
+
+def _send_chunk(
+    source: QueueRef,
+    destination: QueueRef,
+    chunk: list[Received],
+    fifo_group_id: str,
+    result: TransferResult,
+    skipped: set[str],
+    unsettled: dict[str, Received],
+) -> None:
+    entries = [_send_entry(m, destination, fifo_group_id, str(i)) for i, m in enumerate(chunk)]
+    answer = call(
+        destination.client,
+        "send_message_batch",
+        f"send to queue {destination.name!r}",
+        QueueUrl=destination.url,
+        Entries=entries,
+    )
+    for failure in answer.get("Failed") or []:
+        message = chunk[int(failure["Id"])]
+        skipped.add(message.message_id)
+        result.failed += 1
+        result.note_reason(f"{failure.get('Code', '')}: {failure.get('Message', '')}")
+    sent = [chunk[int(entry["Id"])] for entry in answer.get("Successful") or []]
+    if not sent:
+        return
+    for message in sent:
+        unsettled.pop(message.message_id, None)  # never released: it is in the destination
+        skipped.add(message.message_id)
+    try:
+        failures = operations.delete(source, [m.receipt_handle for m in sent])
+    except SQSBusError:
+        result.duplicated += len(sent)
+        raise
+    result.duplicated += len(failures)
+    result.moved += len(sent) - len(failures)
+    for failure in failures:
+        result.note_reason(f"delete from the source failed: {failure.code}")
+
+
+def _send_entry(
+    message: Received, destination: QueueRef, fifo_group_id: str, entry_id: str
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body}
+    attributes = {
+        name: {key: value[key] for key in _KEPT_ATTRIBUTE_KEYS if key in value}
+        for name, value in message.message_attributes.items()
+        if isinstance(value, dict)
+    }
+    if attributes:
+        entry["MessageAttributes"] = attributes
+    trace = message.attributes.get("AWSTraceHeader")
+    if trace:
+        entry["MessageSystemAttributes"] = {
+            "AWSTraceHeader": {"DataType": "String", "StringValue": trace}
+        }
+    if destination.is_fifo:
+        entry["MessageGroupId"] = message.attributes.get("MessageGroupId") or fifo_group_id
+        entry["MessageDeduplicationId"] = message.message_id
+    return entry
+
+
+def _size(message: Received) -> int:
+    size = len(message.body.encode("utf-8"))
+    for name, value in message.message_attributes.items():
+        size += len(name.encode("utf-8"))
+        if isinstance(value, dict):
+            size += sum(len(str(value.get(key, ""))) for key in _KEPT_ATTRIBUTE_KEYS)
+    return size
+
+
+def _chunks(messages: list[Received]) -> Iterator[list[Received]]:
+    """Groups of at most 10 messages and :data:`MAX_BATCH_BYTES` each."""
+    chunk: list[Received] = []
+    chunk_bytes = 0
+    for message in messages:
+        size = _size(message)
+        if chunk and (len(chunk) == operations.MAX_BATCH or chunk_bytes + size > MAX_BATCH_BYTES):
+            yield chunk
+            chunk, chunk_bytes = [], 0
+        chunk.append(message)
+        chunk_bytes += size
+    if chunk:
+        yield chunk
+
+
+# -- dead-letter queues --------------------------------------------------------------------
+
+
+def dead_letter_sources(session: AdminSession, dlq: QueueRef) -> list[QueueRef]:
+    """The queues whose redrive policy sends their dead letters to ``dlq``."""
+    dlq_arn = session.directory.attributes(dlq, fresh=True).get("QueueArn", "")
+    if session.options.predefined_queues:
+        found = []
+        for ref in session.all_queues():
+            policy = dead_letter_policy(session.directory.attributes(ref, fresh=True))
+            if policy is not None and policy.target_arn == dlq_arn:
+                found.append(ref)
+        return found
+    params: dict[str, Any] = {"QueueUrl": dlq.url, "MaxResults": 1000}
+    urls: list[str] = []
+    while True:
+        answer = call(
+            dlq.client,
+            "list_dead_letter_source_queues",
+            f"list the source queues of {dlq.name!r}",
+            **params,
+        )
+        urls.extend(answer.get("queueUrls") or [])
+        if not answer.get("NextToken"):
+            break
+        params["NextToken"] = answer["NextToken"]
+    scope = session.directory.scope(None)
+    return [QueueRef(name_from_url(url), url, dlq.client, scope=scope) for url in sorted(urls)]
+
+
+def redrive(
+    session: AdminSession,
+    dlq: QueueRef,
+    destination: QueueRef | None = None,
+    *,
+    limit: int | None = None,
+    native: bool = True,
+    on_progress: ProgressCallback | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> TransferResult:
+    """Move the messages of ``dlq`` back to ``destination``, by default its source queue."""
+    attributes = session.directory.attributes(dlq, fresh=True)
+    total = int(attributes.get("ApproximateNumberOfMessages", 0) or 0)
+    sources = [] if destination is not None else dead_letter_sources(session, dlq)
+    if destination is None and not sources:
+        raise QueueError(
+            f"no queue has {dlq.name!r} as its dead-letter queue (RedrivePolicy); "
+            "name the destination with --to QUEUE"
+        )
+    if native and limit is None:
+        destination_arn = None
+        if destination is not None:
+            destination_arn = session.directory.attributes(destination, fresh=True)["QueueArn"]
+        result = _native_move(dlq, attributes["QueueArn"], destination_arn, on_progress, on_note)
+        if result is not None:
+            return result
+    if destination is None:
+        if len(sources) > 1:
+            names = ", ".join(session.short_name(ref.name) for ref in sources)
+            raise QueueError(
+                f"{dlq.name!r} is the dead-letter queue of several queues ({names}) and the "
+                "endpoint cannot move each message back to its own source: choose one with "
+                "--to QUEUE"
+            )
+        destination = sources[0]
+    return move(
+        dlq,
+        destination,
+        limit=limit,
+        fifo_group_id=session.options.fifo_message_group_id,
+        on_progress=on_progress,
+        total=total,
+    )
+
+
+def _native_move(
+    dlq: QueueRef,
+    dlq_arn: str,
+    destination_arn: str | None,
+    on_progress: ProgressCallback | None,
+    on_note: Callable[[str], None] | None,
+) -> TransferResult | None:
+    """Run ``StartMessageMoveTask`` to completion; None if the endpoint does not offer it."""
+    params = {"SourceArn": dlq_arn}
+    if destination_arn:
+        params["DestinationArn"] = destination_arn
+    try:
+        answer = call(dlq.client, "start_message_move_task", "start a message move task", **params)
+    except SQSBusError as exc:
+        if on_note is not None:
+            reason = str(exc).splitlines()[0][:160]
+            on_note(f"SQS's message move task is not available here ({reason}); moving client-side")
+        return None
+    handle = str(answer.get("TaskHandle", ""))
+    target = destination_arn.rsplit(":", 1)[-1] if destination_arn else None
+    result = TransferResult(native=True, destination=target)
+    try:
+        while True:
+            time.sleep(TASK_POLL_SECONDS)
+            task = _task_status(dlq, dlq_arn, handle)
+            result.moved = int(task.get("ApproximateNumberOfMessagesMoved", 0) or 0)
+            to_move = task.get("ApproximateNumberOfMessagesToMove")
+            result.total = int(to_move) if to_move is not None else None
+            if on_progress is not None:
+                on_progress(result)
+            status = str(task.get("Status", ""))
+            if status not in ("RUNNING", "CANCELLING"):
+                break
+    except KeyboardInterrupt:
+        call(dlq.client, "cancel_message_move_task", "cancel the move task", TaskHandle=handle)
+        raise
+    if status != "COMPLETED":
+        result.error = (
+            f"the move task ended {status}: {task.get('FailureReason', 'no reason given')}"
+        )
+        if result.total is not None:
+            result.failed = max(0, result.total - result.moved)
+    return result
+
+
+def _task_status(dlq: QueueRef, dlq_arn: str, handle: str) -> dict[str, Any]:
+    answer = call(
+        dlq.client,
+        "list_message_move_tasks",
+        "read the move task's progress",
+        SourceArn=dlq_arn,
+        MaxResults=10,
+    )
+    tasks = answer.get("Results") or []
+    for task in tasks:
+        if task.get("TaskHandle") == handle:
+            return dict(task)
+    return dict(tasks[0]) if tasks else {"Status": "UNKNOWN"}
