@@ -143,6 +143,7 @@ or Kombu:
 Environment for workers and other processes (dummy credentials; the endpoint accepts any):
 {exports}
 Plain boto3 or the AWS CLI: endpoint_url="{endpoint.url}" (or export AWS_ENDPOINT_URL).
+While it runs, 'sqsbus queues', 'peek', 'purge', 'move' and 'redrive' use it by default.
 
 Press Ctrl-C to stop."""
 
