@@ -365,6 +365,21 @@ def test_move_between_fifo_queues_keeps_groups_and_order(
     assert ("order-2", "step 3") in groups
     assert counts(sqs_client, source) == (0, 0)
 
+    # Identical bodies stay distinct messages, even with content-based deduplication.
+    standard = sqs_client.create_queue(QueueName=f"{prefix}plain")["QueueUrl"]
+    by_content = sqs_client.create_queue(
+        QueueName=f"{prefix}dedup.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    for _ in range(3):
+        sqs_client.send_message(QueueUrl=standard, MessageBody="same body")
+    moved = run("move", "plain", "dedup.fifo")
+    assert moved.code == 0, moved.err
+    received = receive_all(sqs_client, by_content)
+    assert [(m["Body"], m["Attributes"]["MessageGroupId"]) for m in received] == [
+        ("same body", "default")
+    ] * 3
+
 
 def test_redrive_returns_dead_letters_to_their_source(
     run: Run, celery_app: Celery, sqs_client: Any, prefix: str

@@ -179,3 +179,10 @@ def test_table_aligns_and_truncates() -> None:
     text = table(["NAME", "N"], [["a", "1"], ["long name", "100"]], right={1}, widths={0: 6})
     assert text.splitlines() == ["NAME      N", "a         1", "lon...  100"]
     assert truncate("one\ntwo   three", 40) == "one two three"
+
+
+def test_connect_timeout_is_shorter_unless_configured() -> None:
+    broker = BrokerChoice("sqsbus://k:s@127.0.0.1:1", "test")
+    assert AdminSession.connect(broker).options.client_config["connect_timeout"] == 10
+    configured = AdminSession.connect(broker, {"client-config": {"connect_timeout": 2}})
+    assert configured.options.client_config == {"connect_timeout": 2}

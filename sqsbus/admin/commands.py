@@ -274,7 +274,7 @@ def run_redrive(args: argparse.Namespace) -> int:
 def _redrive(args: argparse.Namespace, session: AdminSession) -> int:
     dlq = session.queue(args.queue)
     destination = session.queue(args.to) if args.to else None
-    bar = _bar(args, f"{args.queue} -> {args.to or 'source'}")
+    bar = _bar(args, f"{args.queue} -> {args.to or 'source queue'}")
     try:
         result = redrive(
             session,

@@ -33,6 +33,9 @@ __all__ = [
 BROKER_ENV_VARS: Final = ("SQSBUS_BROKER_URL", "CELERY_BROKER_URL")
 #: URL schemes accepted: sqsbus's own, and Kombu's SQS transport's (same options).
 SCHEMES: Final = ("sqsbus", "sqs")
+#: Seconds to wait for a TCP connection, unless ``client-config`` says otherwise
+#: (botocore's default, 60 s per attempt, is long for a command at a terminal).
+CONNECT_TIMEOUT: Final = 10
 #: Broker used when nothing is configured: AWS through the boto3 credential chain.
 AWS_DEFAULT_URL: Final = "sqsbus://"
 
@@ -129,6 +132,10 @@ class AdminSession:
         """Validate the settings and check credentials, as a transport connection would."""
         parts = _split_broker_url(broker.url)
         raw = dict(transport_options or {})
+        client_config = raw.get("client-config")
+        if client_config is None or isinstance(client_config, Mapping):
+            # An operator waits at the terminal: give up on an unreachable host sooner.
+            raw["client-config"] = {"connect_timeout": CONNECT_TIMEOUT, **(client_config or {})}
         options = parse_options(
             raw,
             hostname=parts.hostname,

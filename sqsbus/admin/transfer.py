@@ -255,10 +255,10 @@ def redrive(
     if destination is None:
         if len(sources) > 1:
             names = ", ".join(session.short_name(ref.name) for ref in sources)
+            how = "with a limit" if limit is not None else "without SQS's message move task"
             raise QueueError(
-                f"{dlq.name!r} is the dead-letter queue of several queues ({names}) and the "
-                "endpoint cannot move each message back to its own source: choose one with "
-                "--to QUEUE"
+                f"{dlq.name!r} is the dead-letter queue of several queues ({names}); moving "
+                f"{how} cannot tell which message came from which: choose one with --to QUEUE"
             )
         destination = sources[0]
     return move(
