@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from sqsbus.aws import AWS, call, configured_region, require_credentials
+from sqsbus.aws import AWS, configured_region, require_credentials
 from sqsbus.config import Options, parse_options
 from sqsbus.errors import ConfigurationError, QueueDoesNotExist
 from sqsbus.local.record import read_record
@@ -189,18 +189,3 @@ class AdminSession:
         raise UnknownQueueError(
             f"no queue {shown} at {self.where()}{hint} ('sqsbus queues' lists them)"
         )
-
-    def queue_by_arn(self, arn: str) -> QueueRef:
-        """The queue with ARN ``arn`` (in the same account and region)."""
-        parts = arn.split(":")
-        name = parts[-1]
-        for ref in self.all_queues() if self.options.predefined_queues else ():
-            if ref.name == name or ref.url.rstrip("/").endswith("/" + name):
-                return ref
-        client = self.directory.client_for(None)
-        params = {"QueueName": name}
-        if len(parts) == 6 and parts[4]:
-            params["QueueOwnerAWSAccountId"] = parts[4]
-        answer = call(client, "get_queue_url", f"look up queue {name!r}", **params)
-        url = str(answer["QueueUrl"])
-        return QueueRef(name, url, client, scope=self.directory.scope(None))
