@@ -405,6 +405,48 @@ def test_redrive_returns_dead_letters_to_their_source(
     assert sorted((t.task, t.args) for t in tasks) == [("proj.tasks.fail", [n]) for n in range(4)]
 
 
+def reject_all(conn: Any, queue: Any, count: int) -> None:
+    """Take ``count`` messages of ``queue`` and reject them without requeue."""
+    bound = queue(conn.default_channel)
+    rejected: list[Any] = []
+
+    def reject_next() -> bool:
+        message = bound.get()
+        if message is not None:
+            message.reject(requeue=False)
+            rejected.append(message)
+        return len(rejected) >= count
+
+    assert wait_until(reject_next, timeout=20)
+    conn.transport.acker.flush()
+
+
+def test_redrive_sends_each_dead_letter_back_to_the_queue_it_names(
+    run: Run, endpoint: LocalEndpoint, sqs_client: Any, prefix: str
+) -> None:
+    redrive_policy = {"dead_letter_queue": "dead", "max_receive_count": 3}
+    alpha, beta = direct_queue("alpha"), direct_queue("beta")
+    with connect(endpoint, prefix, redrive_policy=redrive_policy) as conn:
+        publish(conn, alpha, ["a1", "a2"])
+        publish(conn, beta, ["b1"])
+        reject_all(conn, alpha, 2)  # sqsbus moves them to "dead", naming their source
+        reject_all(conn, beta, 1)
+    dead = queue_url(sqs_client, prefix, "dead")
+    assert wait_until(lambda: counts(sqs_client, dead) == (3, 0))
+    sqs_client.send_message(QueueUrl=dead, MessageBody="from nowhere")
+
+    redriven = run("redrive", "dead")
+    assert redriven.code == 1  # one message could not be placed
+    assert "Moved 3 message(s) from 'dead' to 'alpha' (2), 'beta' (1); 1 failed." in redriven.out
+    assert "does not say which of alpha, beta it came from" in redriven.err
+    assert [m["Body"] for m in receive_all(sqs_client, dead)] == ["from nowhere"]
+    for name, count in (("alpha", 2), ("beta", 1)):
+        back = receive_all(sqs_client, queue_url(sqs_client, prefix, name))
+        assert len(back) == count
+        sources = {m["MessageAttributes"]["sqsbus.dead-letter-source"]["StringValue"] for m in back}
+        assert sources == {prefix + name}
+
+
 def test_redrive_needs_a_destination_when_nothing_dead_letters_there(
     run: Run, sqs_client: Any, prefix: str
 ) -> None:

@@ -298,11 +298,17 @@ def _bar(args: argparse.Namespace, label: str) -> ProgressBar:
 def _report(
     args: argparse.Namespace, session: AdminSession, source: str, result: TransferResult
 ) -> int:
-    target = (
-        repr(session.short_name(result.destination))
-        if result.destination
-        else "their source queues"
-    )
+    if result.destination:
+        target = repr(session.short_name(result.destination))
+    elif len(result.per_destination) > 1:
+        target = ", ".join(
+            f"{session.short_name(name)!r} ({count})"
+            for name, count in sorted(result.per_destination.items())
+        )
+    elif result.per_destination:
+        target = repr(session.short_name(next(iter(result.per_destination))))
+    else:
+        target = "their source queues"
     how = " by SQS's message move task" if result.native else ""
     print(
         f"Moved {result.moved} message(s) from {source!r} to {target}{how}; {result.failed} failed."

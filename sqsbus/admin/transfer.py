@@ -9,7 +9,9 @@ gets ``fifo_message_group_id``) and is deduplicated by its source message id, so
 send cannot duplicate it and an old deduplication id cannot swallow it.
 
 :func:`redrive` uses SQS's own ``StartMessageMoveTask`` when the endpoint offers it and no
-limit is asked for, and falls back to the client-side move otherwise.
+limit is asked for, and falls back to the client-side move otherwise, which sends each message
+back to the source queue it names (``sqsbus.dead-letter-source``, or SQS's
+``DeadLetterQueueSourceArn``), else to the dead-letter queue's only source queue.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqsbus.aws import call
 from sqsbus.engine import operations
 from sqsbus.engine.messages import Received
 from sqsbus.errors import ConfigurationError, QueueError, SQSBusError
+from sqsbus.kombu.channel import DEAD_LETTER_SOURCE_ATTRIBUTE
 from sqsbus.queues import QueueRef, name_from_url
 
 __all__ = ["TransferResult", "dead_letter_sources", "move", "redrive"]
@@ -58,6 +61,8 @@ class TransferResult:
     interrupted: bool = False
     #: Distinct reasons entries were refused.
     reasons: list[str] = field(default_factory=list)
+    #: Destination queue name -> messages moved there (client-side moves).
+    per_destination: dict[str, int] = field(default_factory=dict)
 
     def note_reason(self, reason: str) -> None:
         if reason not in self.reasons and len(self.reasons) < _MAX_ERRORS:
@@ -65,6 +70,8 @@ class TransferResult:
 
 
 ProgressCallback = Callable[[TransferResult], None]
+#: Where a received message goes; None when that is unknown (it stays where it is, failed).
+Route = Callable[[Received], "QueueRef | None"]
 
 
 def move(
@@ -79,75 +86,110 @@ def move(
     """Move up to ``limit`` messages (all when None) from ``source`` to ``destination``."""
     if source.url == destination.url:
         raise ConfigurationError(f"source and destination are the same queue ({source.name!r})")
-    result = TransferResult(
-        destination=destination.name, total=total if limit is None else min(limit, total or limit)
-    )
-    skipped: set[str] = set()  # refused by the destination, or possibly duplicated
-    unsettled: dict[str, Received] = {}  # received and still in the source
-    try:
-        while limit is None or result.moved + result.failed < limit:
-            remaining = None if limit is None else limit - result.moved - result.failed
-            batch = operations.receive(
-                source,
-                source.name,
-                max_messages=min(operations.MAX_BATCH, remaining or operations.MAX_BATCH),
-                wait_time_seconds=RECEIVE_WAIT_SECONDS,
-                visibility_timeout=MOVE_VISIBILITY_SECONDS,
-            )
-            fresh = [message for message in batch if message.message_id not in skipped]
-            unsettled.update((message.message_id, message) for message in batch)
-            if not fresh:
-                break
-            for chunk in _chunks(fresh):
-                _send_chunk(source, destination, chunk, fifo_group_id, result, skipped, unsettled)
-            if on_progress is not None:
-                on_progress(result)
-    except SQSBusError as exc:
-        result.error = str(exc)
-    except KeyboardInterrupt:
-        result.error, result.interrupted = "interrupted", True
-    finally:
-        operations.release(list(unsettled.values()))
-    return result
+    mover = _Mover(source, lambda message: destination, fifo_group_id=fifo_group_id)
+    mover.result.destination = destination.name
+    return mover.run(limit=limit, on_progress=on_progress, total=total)
 
 
-def _send_chunk(
-    source: QueueRef,
-    destination: QueueRef,
-    chunk: list[Received],
-    fifo_group_id: str,
-    result: TransferResult,
-    skipped: set[str],
-    unsettled: dict[str, Received],
-) -> None:
-    entries = [_send_entry(m, destination, fifo_group_id, str(i)) for i, m in enumerate(chunk)]
-    answer = call(
-        destination.client,
-        "send_message_batch",
-        f"send to queue {destination.name!r}",
-        QueueUrl=destination.url,
-        Entries=entries,
-    )
-    for failure in answer.get("Failed") or []:
-        message = chunk[int(failure["Id"])]
-        skipped.add(message.message_id)
-        result.failed += 1
-        result.note_reason(f"{failure.get('Code', '')}: {failure.get('Message', '')}")
-    sent = [chunk[int(entry["Id"])] for entry in answer.get("Successful") or []]
-    if not sent:
-        return
-    for message in sent:
-        unsettled.pop(message.message_id, None)  # never released: it is in the destination
-        skipped.add(message.message_id)
-    try:
-        failures = operations.delete(source, [m.receipt_handle for m in sent])
-    except SQSBusError:
-        result.duplicated += len(sent)
-        raise
-    result.duplicated += len(failures)
-    result.moved += len(sent) - len(failures)
-    for failure in failures:
-        result.note_reason(f"delete from the source failed: {failure.code}")
+class _Mover:
+    """One client-side move: receive, send to each message's destination, delete what was sent."""
+
+    def __init__(
+        self,
+        source: QueueRef,
+        route: Route,
+        *,
+        fifo_group_id: str,
+        unroutable: str = "no destination",
+    ) -> None:
+        self.source = source
+        self.route = route
+        self.fifo_group_id = fifo_group_id
+        self.unroutable = unroutable
+        self.result = TransferResult()
+        self.skipped: set[str] = set()  # refused, unroutable, or possibly duplicated
+        self.unsettled: dict[str, Received] = {}  # received and still in the source
+
+    def run(
+        self, *, limit: int | None, on_progress: ProgressCallback | None, total: int | None
+    ) -> TransferResult:
+        result = self.result
+        result.total = total if limit is None else min(limit, total or limit)
+        try:
+            while limit is None or result.moved + result.failed < limit:
+                remaining = None if limit is None else limit - result.moved - result.failed
+                batch = operations.receive(
+                    self.source,
+                    self.source.name,
+                    max_messages=min(operations.MAX_BATCH, remaining or operations.MAX_BATCH),
+                    wait_time_seconds=RECEIVE_WAIT_SECONDS,
+                    visibility_timeout=MOVE_VISIBILITY_SECONDS,
+                )
+                fresh = [message for message in batch if message.message_id not in self.skipped]
+                self.unsettled.update((message.message_id, message) for message in batch)
+                if not fresh:
+                    break
+                self._dispatch(fresh)
+                if on_progress is not None:
+                    on_progress(result)
+        except SQSBusError as exc:
+            result.error = str(exc)
+        except KeyboardInterrupt:
+            result.error, result.interrupted = "interrupted", True
+        finally:
+            operations.release(list(self.unsettled.values()))
+        return result
+
+    def _dispatch(self, messages: list[Received]) -> None:
+        by_destination: dict[str, tuple[QueueRef, list[Received]]] = {}
+        for message in messages:
+            destination = self.route(message)
+            if destination is None or destination.url == self.source.url:
+                self._failed(message, self.unroutable)
+                continue
+            by_destination.setdefault(destination.url, (destination, []))[1].append(message)
+        for destination, group in by_destination.values():
+            for chunk in _chunks(group):
+                self._send(destination, chunk)
+
+    def _failed(self, message: Received, reason: str) -> None:
+        self.skipped.add(message.message_id)
+        self.result.failed += 1
+        self.result.note_reason(reason)
+
+    def _send(self, destination: QueueRef, chunk: list[Received]) -> None:
+        entries = [
+            _send_entry(m, destination, self.fifo_group_id, str(i)) for i, m in enumerate(chunk)
+        ]
+        answer = call(
+            destination.client,
+            "send_message_batch",
+            f"send to queue {destination.name!r}",
+            QueueUrl=destination.url,
+            Entries=entries,
+        )
+        for failure in answer.get("Failed") or []:
+            reason = f"{failure.get('Code', '')}: {failure.get('Message', '')}"
+            self._failed(chunk[int(failure["Id"])], reason)
+        sent = [chunk[int(entry["Id"])] for entry in answer.get("Successful") or []]
+        if not sent:
+            return
+        for message in sent:
+            self.unsettled.pop(message.message_id, None)  # never released: it is moved
+            self.skipped.add(message.message_id)
+        try:
+            failures = operations.delete(self.source, [m.receipt_handle for m in sent])
+        except SQSBusError:
+            self.result.duplicated += len(sent)
+            raise
+        result = self.result
+        result.duplicated += len(failures)
+        result.moved += len(sent) - len(failures)
+        result.per_destination[destination.name] = (
+            result.per_destination.get(destination.name, 0) + len(sent) - len(failures)
+        )
+        for failure in failures:
+            result.note_reason(f"delete from the source failed: {failure.code}")
 
 
 def _send_entry(
@@ -252,23 +294,45 @@ def redrive(
         result = _native_move(dlq, attributes["QueueArn"], destination_arn, on_progress, on_note)
         if result is not None:
             return result
-    if destination is None:
-        if len(sources) > 1:
-            names = ", ".join(session.short_name(ref.name) for ref in sources)
-            how = "with a limit" if limit is not None else "without SQS's message move task"
-            raise QueueError(
-                f"{dlq.name!r} is the dead-letter queue of several queues ({names}); moving "
-                f"{how} cannot tell which message came from which: choose one with --to QUEUE"
-            )
-        destination = sources[0]
-    return move(
+    if destination is not None:
+        return move(
+            dlq,
+            destination,
+            limit=limit,
+            fifo_group_id=session.options.fifo_message_group_id,
+            on_progress=on_progress,
+            total=total,
+        )
+    names = ", ".join(session.short_name(ref.name) for ref in sources)
+    mover = _Mover(
         dlq,
-        destination,
-        limit=limit,
+        _back_to_source(sources),
         fifo_group_id=session.options.fifo_message_group_id,
-        on_progress=on_progress,
-        total=total,
+        unroutable=f"it does not say which of {names} it came from: choose one with --to QUEUE",
     )
+    if len(sources) == 1:
+        mover.result.destination = sources[0].name
+    return mover.run(limit=limit, on_progress=on_progress, total=total)
+
+
+def _back_to_source(sources: list[QueueRef]) -> Route:
+    """Each message to the queue it says it came from, else to the only source queue.
+
+    A message says so in ``sqsbus.dead-letter-source`` (moved by sqsbus) or in SQS's
+    ``DeadLetterQueueSourceArn`` (moved by SQS, where the endpoint reports it).
+    """
+    by_name = {ref.name: ref for ref in sources}
+    by_name.update((name_from_url(ref.url), ref) for ref in sources)
+
+    def route(message: Received) -> QueueRef | None:
+        named = message.string_attributes().get(DEAD_LETTER_SOURCE_ATTRIBUTE)
+        arn = message.attributes.get("DeadLetterQueueSourceArn")
+        for name in (named, arn.rsplit(":", 1)[-1] if arn else None):
+            if name and name in by_name:
+                return by_name[name]
+        return sources[0] if len(sources) == 1 else None
+
+    return route
 
 
 def _native_move(
