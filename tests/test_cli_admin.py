@@ -435,6 +435,11 @@ def test_redrive_sends_each_dead_letter_back_to_the_queue_it_names(
     assert wait_until(lambda: counts(sqs_client, dead) == (3, 0))
     sqs_client.send_message(QueueUrl=dead, MessageBody="from nowhere")
 
+    peeked = run("peek", "dead")
+    assert peeked.code == 0, peeked.err
+    assert peeked.out.splitlines()[0].endswith("DEAD-LETTER REASON")
+    assert sum("rejected without requeue" in line for line in peeked.out.splitlines()) == 3
+
     redriven = run("redrive", "dead")
     assert redriven.code == 1  # one message could not be placed
     assert "Moved 3 message(s) from 'dead' to 'alpha' (2), 'beta' (1); 1 failed." in redriven.out

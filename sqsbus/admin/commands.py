@@ -154,26 +154,26 @@ def _peek(args: argparse.Namespace, session: AdminSession) -> int:
 
 
 def _peek_table(messages: list[PeekedMessage]) -> str:
+    headers = ["#", "TASK", "TASK ID", "ARGUMENTS / BODY", "RECEIVES", "SENT (UTC)", "SIZE"]
+    with_eta = any(m.summary.eta for m in messages)
+    with_reason = any(m.dead_letter_reason for m in messages)
+    headers += ["ETA"] * with_eta + ["DEAD-LETTER REASON"] * with_reason
     rows = []
     for number, message in enumerate(messages, 1):
         summary = message.summary
-        rows.append(
-            [
-                str(number),
-                summary.task or f"({summary.kind})",
-                summary.task_id or "-",
-                summary.text,
-                str(message.receive_count) + (" !" if message.at_dead_letter_limit else ""),
-                format_time(message.sent_at),
-                format_size(message.size),
-            ]
-        )
-    return table(
-        ["#", "TASK", "TASK ID", "ARGUMENTS / BODY", "RECEIVES", "SENT (UTC)", "SIZE"],
-        rows,
-        right={0, 4, 6},
-        widths={1: 40, 2: 36, 3: 60},
-    )
+        row = [
+            str(number),
+            summary.task or f"({summary.kind})",
+            summary.task_id or "-",
+            summary.text,
+            str(message.receive_count) + (" !" if message.at_dead_letter_limit else ""),
+            format_time(message.sent_at),
+            format_size(message.size),
+        ]
+        row += [summary.eta or "-"] * with_eta + [message.dead_letter_reason or "-"] * with_reason
+        rows.append(row)
+    widths = {1: 40, 2: 36, 3: 60, len(headers) - 1: 60}
+    return table(headers, rows, right={0, 4, 6}, widths=widths)
 
 
 def _peek_notes(args: argparse.Namespace, result: PeekResult) -> None:

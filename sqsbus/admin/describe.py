@@ -38,10 +38,12 @@ class MessageSummary:
     #: The decoded arguments of a Celery task with a JSON body.
     args: list[Any] | None = None
     kwargs: dict[str, Any] | None = None
+    #: A Celery task's ``eta`` header (countdown/ETA), as sent.
+    eta: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {"kind": self.kind, "summary": self.text}
-        for key in ("task", "task_id", "content_type", "args", "kwargs"):
+        for key in ("task", "task_id", "eta", "content_type", "args", "kwargs"):
             value = getattr(self, key)
             if value is not None:
                 result[key] = value
@@ -83,6 +85,7 @@ def _from_envelope(envelope: dict[str, Any]) -> MessageSummary:
             content_type=content_type or None,
             args=args,
             kwargs=kwargs,
+            eta=_text_or_none(headers.get("eta")),
         )
     if is_json and isinstance(decoded, dict) and decoded.get("task"):  # protocol 1
         args = decoded.get("args") if isinstance(decoded.get("args"), list) else None
@@ -95,6 +98,7 @@ def _from_envelope(envelope: dict[str, Any]) -> MessageSummary:
             content_type=content_type or None,
             args=args,
             kwargs=kwargs,
+            eta=_text_or_none(decoded.get("eta")),
         )
     if is_json:
         text = json.dumps(decoded, ensure_ascii=False, separators=(", ", ": "))

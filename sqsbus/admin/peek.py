@@ -27,6 +27,7 @@ from sqsbus.admin.session import AdminSession
 from sqsbus.engine import operations
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError
+from sqsbus.kombu.channel import DEAD_LETTER_REASON_ATTRIBUTE, DEAD_LETTER_SOURCE_ATTRIBUTE
 from sqsbus.queues import QueueRef
 
 __all__ = ["PeekRefused", "PeekResult", "PeekedMessage", "peek"]
@@ -55,6 +56,9 @@ class PeekedMessage:
     group_id: str | None
     #: This peek used the message's last receive: its next receive moves it to the DLQ.
     at_dead_letter_limit: bool
+    #: Why and from where sqsbus moved it here, when it is a dead letter moved by sqsbus.
+    dead_letter_reason: str | None = None
+    dead_letter_source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +68,8 @@ class PeekedMessage:
             "size": self.size,
             "group_id": self.group_id,
             "at_dead_letter_limit": self.at_dead_letter_limit,
+            "dead_letter_reason": self.dead_letter_reason,
+            "dead_letter_source": self.dead_letter_source,
             **self.summary.to_json(),
         }
 
@@ -124,6 +130,7 @@ def peek(
 
 def _peeked(message: Received, max_receive_count: int | None) -> PeekedMessage:
     count = message.receive_count
+    labels = message.string_attributes()
     return PeekedMessage(
         message_id=message.message_id,
         receive_count=count,
@@ -132,6 +139,8 @@ def _peeked(message: Received, max_receive_count: int | None) -> PeekedMessage:
         summary=summarize(message.body),
         group_id=message.attributes.get("MessageGroupId"),
         at_dead_letter_limit=max_receive_count is not None and count >= max_receive_count,
+        dead_letter_reason=labels.get(DEAD_LETTER_REASON_ATTRIBUTE),
+        dead_letter_source=labels.get(DEAD_LETTER_SOURCE_ATTRIBUTE),
     )
 
 
