@@ -293,14 +293,35 @@ def test_purge_asks_before_deleting(
 
     confirmed = run("purge", "trash", stdin="y\n")
     assert confirmed.code == 0, confirmed.err
-    assert "it held 3 message(s)" in confirmed.out
+    assert "Purged queue 'trash': 3 message(s) were there" in confirmed.out
     assert wait_until(lambda: counts(sqs_client, trash) == (0, 0))
 
     forced = run("purge", "junk", "--yes")
     assert forced.code == 0, forced.err
-    assert "it held 2 message(s)" in forced.out
+    assert "Purged queue 'junk': 2 message(s) were there" in forced.out
     assert forced.err == ""  # no prompt
     assert wait_until(lambda: counts(sqs_client, queue_url(sqs_client, prefix, "junk")) == (0, 0))
+
+
+def test_purge_includes_priority_bands(
+    run: Run, endpoint: LocalEndpoint, sqs_client: Any, prefix: str
+) -> None:
+    urgent = direct_queue("urgent", max_priority=9)
+    with connect(endpoint, prefix) as conn:
+        publish(conn, urgent, ["low"], priority=0)
+        publish(conn, urgent, ["high", "higher"], priority=7)
+    base, band = queue_url(sqs_client, prefix, "urgent"), queue_url(sqs_client, prefix, "urgent-p6")
+    assert (counts(sqs_client, base), counts(sqs_client, band)) == ((1, 0), (2, 0))
+
+    peeked = run("peek", "urgent")
+    assert len(peeked.out.splitlines()) == 2  # the header and the one message of band 0
+    assert "priority band queues (urgent-p9, urgent-p6, urgent-p3)" in peeked.err
+
+    purged = run("purge", "urgent", "--yes")
+    assert purged.code == 0, purged.err
+    assert "and its priority band queues (urgent-p9, urgent-p6, urgent-p3)" in purged.out
+    assert "3 message(s) were there" in purged.out
+    assert wait_until(lambda: counts(sqs_client, base) == counts(sqs_client, band) == (0, 0))
 
 
 # -- sqsbus move / redrive -----------------------------------------------------------------

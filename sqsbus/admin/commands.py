@@ -132,8 +132,19 @@ def run_peek(args: argparse.Namespace) -> int:
     return _run(args, _peek)
 
 
+def _bands_note(session: AdminSession, name: str) -> None:
+    bands = session.priority_bands(name)
+    if bands:
+        names = ", ".join(session.short_name(ref.name) for ref in bands)
+        _note(
+            f"note: {name!r} has priority band queues ({names}) holding its higher-priority "
+            "messages; name them to include them."
+        )
+
+
 def _peek(args: argparse.Namespace, session: AdminSession) -> int:
     ref = session.queue(args.queue)
+    _bands_note(session, args.queue)
     result = peek(session, ref, args.count, allow_dead_letter=args.allow_dead_letter)
     if args.json:
         _json(
@@ -207,26 +218,34 @@ def run_purge(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace, session: AdminSession) -> int:
-    ref = session.queue(args.queue)
-    info = queue_info(session, ref)
-    counts = f"{info.visible} visible, {info.in_flight} in flight, {info.delayed} delayed"
+    refs = [session.queue(args.queue), *session.priority_bands(args.queue)]
+    infos = [queue_info(session, ref) for ref in refs]
+    visible = sum(info.visible for info in infos)
+    in_flight = sum(info.in_flight for info in infos)
+    delayed = sum(info.delayed for info in infos)
+    counts = f"{visible} visible, {in_flight} in flight, {delayed} delayed"
+    what = f"queue {args.queue!r}"
+    if len(refs) > 1:
+        bands = ", ".join(info.name for info in infos[1:])
+        what += f" and its priority band queues ({bands})"
     if not args.yes and not _confirm(
-        f"Purge queue {args.queue!r} at {session.where()} ({counts})? Every message in it is "
-        "deleted, which cannot be undone. [y/N] "
+        f"Purge {what} at {session.where()} ({counts})? Every message in it is deleted, "
+        "which cannot be undone. [y/N] "
     ):
         _error(args, "aborted; nothing was purged")
         return EXIT_FAILED
-    try:
-        call(ref.client, "purge_queue", f"purge queue {ref.name!r}", QueueUrl=ref.url)
-    except SQSBusError as exc:
-        if "PurgeQueueInProgress" in str(exc):
-            raise SQSBusError(
-                f"queue {args.queue!r} was purged less than 60 seconds ago and SQS allows one "
-                "purge per minute; try again in a minute"
-            ) from None
-        raise
-    total = info.visible + info.in_flight + info.delayed
-    print(f"Purged queue {args.queue!r}: it held {total} message(s) ({counts}).")
+    for ref, info in zip(refs, infos, strict=True):
+        try:
+            call(ref.client, "purge_queue", f"purge queue {ref.name!r}", QueueUrl=ref.url)
+        except SQSBusError as exc:
+            if "PurgeQueueInProgress" in str(exc):
+                raise SQSBusError(
+                    f"queue {info.name!r} was purged less than 60 seconds ago and SQS allows "
+                    "one purge per minute; try again in a minute"
+                ) from None
+            raise
+    total = visible + in_flight + delayed
+    print(f"Purged {what}: {total} message(s) were there ({counts}).")
     return EXIT_OK
 
 
@@ -249,6 +268,7 @@ def run_move(args: argparse.Namespace) -> int:
 def _move(args: argparse.Namespace, session: AdminSession) -> int:
     source = session.queue(args.source)
     destination = session.queue(args.destination)
+    _bands_note(session, args.source)
     total = queue_info(session, source).visible
     bar = _bar(args, f"{args.source} -> {args.destination}")
     try:

@@ -7,6 +7,7 @@ and predefined queues, so an operator sees the queues a Celery worker uses.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 from sqsbus.aws import AWS, configured_region, require_credentials
 from sqsbus.config import Options, parse_options
-from sqsbus.errors import ConfigurationError, QueueDoesNotExist
+from sqsbus.errors import ConfigurationError, QueueDoesNotExist, UndefinedQueueError
+from sqsbus.kombu.queue_arguments import band_queue
 from sqsbus.local.record import read_record
 from sqsbus.queues import QueueDirectory, QueueRef, entity_name
 
@@ -189,3 +191,13 @@ class AdminSession:
         raise UnknownQueueError(
             f"no queue {shown} at {self.where()}{hint} ('sqsbus queues' lists them)"
         )
+
+    def priority_bands(self, name: str) -> list[QueueRef]:
+        """The existing priority band queues of the Kombu queue ``name`` (``name.p6`` ...),
+        for the ``priority_steps`` option's bands, highest first."""
+        found = []
+        for step in sorted(self.options.priority_steps, reverse=True):
+            if step > 0:
+                with contextlib.suppress(QueueDoesNotExist, UndefinedQueueError):
+                    found.append(self.directory.get(band_queue(name, step)))
+        return found
