@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from sqsbus.admin.inventory import QueueInfo, list_queues, queue_info
 from sqsbus.admin.peek import PeekedMessage, PeekResult, peek
+from sqsbus.admin.redrive import redrive
 from sqsbus.admin.render import (
     ProgressBar,
     format_size,
@@ -26,7 +27,7 @@ from sqsbus.admin.render import (
     table,
 )
 from sqsbus.admin.session import AdminSession, choose_broker, parse_option_args
-from sqsbus.admin.transfer import TransferResult, move, redrive
+from sqsbus.admin.transfer import TransferResult, move
 from sqsbus.aws import call
 from sqsbus.errors import SQSBusError, TransientError
 

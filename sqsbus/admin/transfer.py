@@ -1,4 +1,4 @@
-"""Move messages between queues, and redrive a dead-letter queue back to its source.
+"""Move messages between queues, client-side.
 
 Client-side moves receive a batch, send it with ``SendMessageBatch`` (body and message
 attributes unchanged) and delete from the source only the entries the destination accepted.
@@ -7,38 +7,27 @@ it was sent (counted as ``duplicated``). Entries the destination refuses stay in
 and are made visible again at the end. Into a FIFO queue a message keeps its group id (or
 gets ``fifo_message_group_id``) and is deduplicated by its source message id, so a retried
 send cannot duplicate it and an old deduplication id cannot swallow it.
-
-:func:`redrive` uses SQS's own ``StartMessageMoveTask`` when the endpoint offers it and no
-limit is asked for, and falls back to the client-side move otherwise, which sends each message
-back to the source queue it names (``sqsbus.dead-letter-source``, or SQS's
-``DeadLetterQueueSourceArn``), else to the dead-letter queue's only source queue.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqsbus.admin.inventory import dead_letter_policy
-from sqsbus.admin.session import AdminSession
 from sqsbus.aws import call
-from sqsbus.engine import operations
+from sqsbus.engine import delays, operations
 from sqsbus.engine.messages import Received
-from sqsbus.errors import ConfigurationError, QueueError, SQSBusError
-from sqsbus.kombu.channel import DEAD_LETTER_SOURCE_ATTRIBUTE
-from sqsbus.queues import QueueRef, name_from_url
+from sqsbus.errors import ConfigurationError, SQSBusError
+from sqsbus.queues import QueueRef
 
-__all__ = ["TransferResult", "dead_letter_sources", "move", "redrive"]
+__all__ = ["Mover", "ProgressCallback", "Route", "TransferResult", "move"]
 
 #: Seconds a received message stays invisible while it is being moved.
 MOVE_VISIBILITY_SECONDS: Final = 120
 RECEIVE_WAIT_SECONDS: Final = 1
 #: Total payload SQS accepts in one SendMessageBatch.
 MAX_BATCH_BYTES: Final = 1_048_576
-#: Seconds between two looks at a native move task.
-TASK_POLL_SECONDS: Final = 1.0
 _KEPT_ATTRIBUTE_KEYS: Final = ("DataType", "StringValue", "BinaryValue")
 _MAX_ERRORS: Final = 5
 
@@ -86,12 +75,12 @@ def move(
     """Move up to ``limit`` messages (all when None) from ``source`` to ``destination``."""
     if source.url == destination.url:
         raise ConfigurationError(f"source and destination are the same queue ({source.name!r})")
-    mover = _Mover(source, lambda message: destination, fifo_group_id=fifo_group_id)
+    mover = Mover(source, lambda message: destination, fifo_group_id=fifo_group_id)
     mover.result.destination = destination.name
     return mover.run(limit=limit, on_progress=on_progress, total=total)
 
 
-class _Mover:
+class Mover:
     """One client-side move: receive, send to each message's destination, delete what was sent."""
 
     def __init__(
@@ -196,11 +185,7 @@ def _send_entry(
     message: Received, destination: QueueRef, fifo_group_id: str, entry_id: str
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body}
-    attributes = {
-        name: {key: value[key] for key in _KEPT_ATTRIBUTE_KEYS if key in value}
-        for name, value in message.message_attributes.items()
-        if isinstance(value, dict)
-    }
+    attributes = delays.resendable_attributes(message)
     if attributes:
         entry["MessageAttributes"] = attributes
     trace = message.attributes.get("AWSTraceHeader")
@@ -236,160 +221,3 @@ def _chunks(messages: list[Received]) -> Iterator[list[Received]]:
         chunk_bytes += size
     if chunk:
         yield chunk
-
-
-# -- dead-letter queues --------------------------------------------------------------------
-
-
-def dead_letter_sources(session: AdminSession, dlq: QueueRef) -> list[QueueRef]:
-    """The queues whose redrive policy sends their dead letters to ``dlq``."""
-    dlq_arn = session.directory.attributes(dlq, fresh=True).get("QueueArn", "")
-    if session.options.predefined_queues:
-        found = []
-        for ref in session.all_queues():
-            policy = dead_letter_policy(session.directory.attributes(ref, fresh=True))
-            if policy is not None and policy.target_arn == dlq_arn:
-                found.append(ref)
-        return found
-    params: dict[str, Any] = {"QueueUrl": dlq.url, "MaxResults": 1000}
-    urls: list[str] = []
-    while True:
-        answer = call(
-            dlq.client,
-            "list_dead_letter_source_queues",
-            f"list the source queues of {dlq.name!r}",
-            **params,
-        )
-        urls.extend(answer.get("queueUrls") or [])
-        if not answer.get("NextToken"):
-            break
-        params["NextToken"] = answer["NextToken"]
-    scope = session.directory.scope(None)
-    return [QueueRef(name_from_url(url), url, dlq.client, scope=scope) for url in sorted(urls)]
-
-
-def redrive(
-    session: AdminSession,
-    dlq: QueueRef,
-    destination: QueueRef | None = None,
-    *,
-    limit: int | None = None,
-    native: bool = True,
-    on_progress: ProgressCallback | None = None,
-    on_note: Callable[[str], None] | None = None,
-) -> TransferResult:
-    """Move the messages of ``dlq`` back to ``destination``, by default its source queue."""
-    attributes = session.directory.attributes(dlq, fresh=True)
-    total = int(attributes.get("ApproximateNumberOfMessages", 0) or 0)
-    sources = [] if destination is not None else dead_letter_sources(session, dlq)
-    if destination is None and not sources:
-        raise QueueError(
-            f"no queue has {dlq.name!r} as its dead-letter queue (RedrivePolicy); "
-            "name the destination with --to QUEUE"
-        )
-    if native and limit is None:
-        destination_arn = None
-        if destination is not None:
-            destination_arn = session.directory.attributes(destination, fresh=True)["QueueArn"]
-        result = _native_move(dlq, attributes["QueueArn"], destination_arn, on_progress, on_note)
-        if result is not None:
-            return result
-    if destination is not None:
-        return move(
-            dlq,
-            destination,
-            limit=limit,
-            fifo_group_id=session.options.fifo_message_group_id,
-            on_progress=on_progress,
-            total=total,
-        )
-    names = ", ".join(session.short_name(ref.name) for ref in sources)
-    mover = _Mover(
-        dlq,
-        _back_to_source(sources),
-        fifo_group_id=session.options.fifo_message_group_id,
-        unroutable=f"it does not say which of {names} it came from: choose one with --to QUEUE",
-    )
-    if len(sources) == 1:
-        mover.result.destination = sources[0].name
-    return mover.run(limit=limit, on_progress=on_progress, total=total)
-
-
-def _back_to_source(sources: list[QueueRef]) -> Route:
-    """Each message to the queue it says it came from, else to the only source queue.
-
-    A message says so in ``sqsbus.dead-letter-source`` (moved by sqsbus) or in SQS's
-    ``DeadLetterQueueSourceArn`` (moved by SQS, where the endpoint reports it).
-    """
-    by_name = {ref.name: ref for ref in sources}
-    by_name.update((name_from_url(ref.url), ref) for ref in sources)
-
-    def route(message: Received) -> QueueRef | None:
-        named = message.string_attributes().get(DEAD_LETTER_SOURCE_ATTRIBUTE)
-        arn = message.attributes.get("DeadLetterQueueSourceArn")
-        for name in (named, arn.rsplit(":", 1)[-1] if arn else None):
-            if name and name in by_name:
-                return by_name[name]
-        return sources[0] if len(sources) == 1 else None
-
-    return route
-
-
-def _native_move(
-    dlq: QueueRef,
-    dlq_arn: str,
-    destination_arn: str | None,
-    on_progress: ProgressCallback | None,
-    on_note: Callable[[str], None] | None,
-) -> TransferResult | None:
-    """Run ``StartMessageMoveTask`` to completion; None if the endpoint does not offer it."""
-    params = {"SourceArn": dlq_arn}
-    if destination_arn:
-        params["DestinationArn"] = destination_arn
-    try:
-        answer = call(dlq.client, "start_message_move_task", "start a message move task", **params)
-    except SQSBusError as exc:
-        if on_note is not None:
-            reason = str(exc).splitlines()[0][:160]
-            on_note(f"SQS's message move task is not available here ({reason}); moving client-side")
-        return None
-    handle = str(answer.get("TaskHandle", ""))
-    target = destination_arn.rsplit(":", 1)[-1] if destination_arn else None
-    result = TransferResult(native=True, destination=target)
-    try:
-        while True:
-            time.sleep(TASK_POLL_SECONDS)
-            task = _task_status(dlq, dlq_arn, handle)
-            result.moved = int(task.get("ApproximateNumberOfMessagesMoved", 0) or 0)
-            to_move = task.get("ApproximateNumberOfMessagesToMove")
-            result.total = int(to_move) if to_move is not None else None
-            if on_progress is not None:
-                on_progress(result)
-            status = str(task.get("Status", ""))
-            if status not in ("RUNNING", "CANCELLING"):
-                break
-    except KeyboardInterrupt:
-        call(dlq.client, "cancel_message_move_task", "cancel the move task", TaskHandle=handle)
-        raise
-    if status != "COMPLETED":
-        result.error = (
-            f"the move task ended {status}: {task.get('FailureReason', 'no reason given')}"
-        )
-        if result.total is not None:
-            result.failed = max(0, result.total - result.moved)
-    return result
-
-
-def _task_status(dlq: QueueRef, dlq_arn: str, handle: str) -> dict[str, Any]:
-    answer = call(
-        dlq.client,
-        "list_message_move_tasks",
-        "read the move task's progress",
-        SourceArn=dlq_arn,
-        MaxResults=10,
-    )
-    tasks = answer.get("Results") or []
-    for task in tasks:
-        if task.get("TaskHandle") == handle:
-            return dict(task)
-    return dict(tasks[0]) if tasks else {"Status": "UNKNOWN"}
