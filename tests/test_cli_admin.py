@@ -245,6 +245,25 @@ def test_peek_shows_plain_and_foreign_bodies_without_failing(
     assert counts(sqs_client, url) == (3, 0)
 
 
+def test_peek_frees_fifo_message_groups(run: Run, sqs_client: Any, prefix: str) -> None:
+    url = sqs_client.create_queue(
+        QueueName=f"{prefix}steps.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    for step in ("first", "second"):
+        sqs_client.send_message(QueueUrl=url, MessageBody=step, MessageGroupId="order-7")
+
+    peeked = run("peek", "steps.fifo", "--json")
+    assert peeked.code == 0, peeked.err
+    assert [(m["group_id"], m["summary"]) for m in peeked.json()["messages"]] == [
+        ("order-7", "first"),
+        ("order-7", "second"),
+    ]
+    # The group is not left blocked: a consumer gets its messages at once, in order.
+    answer = sqs_client.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+    assert [m["Body"] for m in answer["Messages"]] == ["first", "second"]
+
+
 def test_peek_guards_the_dead_letter_limit(run: Run, sqs_client: Any, prefix: str) -> None:
     once, _ = create_with_dead_letters(sqs_client, prefix, "fragile", 1)
     sqs_client.send_message(QueueUrl=once, MessageBody="only one delivery")
