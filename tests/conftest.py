@@ -48,6 +48,8 @@ def aws_test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         for name in ("SQSBUS_BROKER_URL", "CELERY_BROKER_URL"):
             patch.delenv(name, raising=False)
         patch.setenv("SQSBUS_STATE_DIR", str(tmp_path_factory.mktemp("sqsbus-state")))
+        # moto's default, pinned: PurgeQueue once per queue per minute, as on AWS.
+        patch.setenv("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "true")
         yield
 
 

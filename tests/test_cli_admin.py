@@ -319,6 +319,9 @@ def test_purge_asks_before_deleting(
     assert forced.code == 0, forced.err
     assert "Purged queue 'junk': 2 message(s) were there" in forced.out
     assert forced.err == ""  # no prompt
+    again = run("purge", "junk", "--yes")
+    assert again.code == 1
+    assert "purged less than 60 seconds ago" in again.err
     assert wait_until(lambda: counts(sqs_client, queue_url(sqs_client, prefix, "junk")) == (0, 0))
 
 
