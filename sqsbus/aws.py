@@ -13,6 +13,7 @@ import os
 import threading
 import weakref
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ from botocore.exceptions import (
 from sqsbus.config import Options, Secret, is_loopback
 from sqsbus.errors import (
     AccessDeniedError,
+    ConfigurationError,
     CredentialsError,
     QueueDoesNotExist,
     SQSBusError,
@@ -379,6 +381,17 @@ def _endpoint_is_local(url: str) -> bool:
 
     host = urlsplit(url).hostname
     return bool(host) and is_loopback(host or "")
+
+
+def configured_region(transport_options: Mapping[str, Any]) -> str | None:
+    """The region of the boto3 configuration, unless the ``region`` option is set."""
+    if transport_options.get("region"):
+        return None
+    try:
+        region = botocore.session.Session().get_config_variable("region")
+    except BotoCoreError as exc:  # e.g. AWS_PROFILE names a missing profile
+        raise ConfigurationError(f"cannot read the AWS configuration: {exc}") from None
+    return str(region) if region else None
 
 
 def require_credentials(aws: AWS, source: CredentialSource | None = None) -> None:

@@ -6,6 +6,8 @@ Subcommands:
   to point Celery/Kombu at it.
 * ``sqsbus demo [ARGS...]`` runs :func:`sqsbus.demo.main` with ``ARGS`` untouched (including
   ``--help``), so the demo owns its own options.
+* ``sqsbus queues|peek|purge|move|redrive`` operate queues; their work is done by
+  :mod:`sqsbus.admin` (``commands.py`` for each command's output).
 
 Each subcommand is a ``_add_<name>`` function that registers its parser and a
 ``_run_<name>(args, extra) -> int`` handler; add new ones to :data:`_SUBCOMMANDS`.
@@ -24,6 +26,7 @@ from types import FrameType
 from typing import TypeAlias
 
 from sqsbus.local import LocalEndpoint, LocalEndpointError
+from sqsbus.local.record import clear_record, write_record
 
 __all__ = ["build_parser", "main"]
 
@@ -91,6 +94,7 @@ def _run_local(args: argparse.Namespace, extra: list[str]) -> int:
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         endpoint.start()
+        _record_endpoint(endpoint)
         print(_local_instructions(endpoint), flush=True)
         while endpoint.running:
             time.sleep(_POLL_SECONDS)
@@ -103,9 +107,18 @@ def _run_local(args: argparse.Namespace, extra: list[str]) -> int:
         print("\nStopping the endpoint.", flush=True)
         return 0
     finally:
+        clear_record()
         endpoint.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _record_endpoint(endpoint: LocalEndpoint) -> None:
+    """Let the operator commands find this endpoint when no broker URL is given."""
+    try:
+        write_record(endpoint.url, endpoint.broker_url())
+    except OSError as exc:
+        print(f"sqsbus local: could not record the endpoint ({exc})", file=sys.stderr)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -130,6 +143,7 @@ or Kombu:
 Environment for workers and other processes (dummy credentials; the endpoint accepts any):
 {exports}
 Plain boto3 or the AWS CLI: endpoint_url="{endpoint.url}" (or export AWS_ENDPOINT_URL).
+While it runs, 'sqsbus queues', 'peek', 'purge', 'move' and 'redrive' use it by default.
 
 Press Ctrl-C to stop."""
 
@@ -159,9 +173,174 @@ def _run_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return 0 if result is None else int(result)
 
 
+# -- operator commands: sqsbus queues / peek / purge / move / redrive --------------------------
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    """Options every operator command shares: where the broker is and its transport options."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection (as for the sqsbus transport)")
+    group.add_argument(
+        "-b",
+        "--broker",
+        metavar="URL",
+        help=(
+            "broker URL, sqsbus://[KEY:SECRET@][HOST[:PORT]] (default: $SQSBUS_BROKER_URL, "
+            "$CELERY_BROKER_URL, a running 'sqsbus local', else AWS with the boto3 "
+            "credential chain)"
+        ),
+    )
+    group.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=(
+            "a transport option as in broker_transport_options, e.g. -o queue_name_prefix=prod- "
+            "-o region=eu-west-1; JSON values are parsed (numbers, dicts); repeatable"
+        ),
+    )
+    return parent
+
+
+def _progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: only when stderr is a terminal)",
+    )
+
+
+def _limit_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="move at most N messages (default: all)"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _add_operator_commands(subcommands: _Subparsers) -> None:
+    connection = _connection_options()
+    queue_help = "queue name as Kombu/Celery knows it (the prefix is added)"
+
+    queues = subcommands.add_parser(
+        "queues",
+        parents=[connection],
+        help="list queues with message counts and dead-letter settings",
+        description=(
+            "List every queue under the queue name prefix (or every predefined queue): "
+            "visible, in-flight and delayed messages, FIFO, and where dead letters go."
+        ),
+    )
+    queues.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    queues.set_defaults(handler=_admin("run_queues"), passthrough=False)
+
+    peek = subcommands.add_parser(
+        "peek",
+        parents=[connection],
+        help="show messages of a queue without consuming them",
+        description=(
+            "Receive up to N messages with a short visibility timeout and make them visible "
+            "again at once. Each message shown counts one receive; on a queue with a redrive "
+            "policy that brings it closer to the dead-letter queue (see README)."
+        ),
+    )
+    peek.add_argument("queue", metavar="QUEUE", help=queue_help)
+    peek.add_argument(
+        "-n",
+        "--count",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="how many messages (%(default)s)",
+    )
+    peek.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    peek.add_argument(
+        "--allow-dead-letter",
+        action="store_true",
+        help="peek even if that uses up the last receive of messages (maxReceiveCount)",
+    )
+    peek.set_defaults(handler=_admin("run_peek"), passthrough=False)
+
+    purge = subcommands.add_parser(
+        "purge",
+        parents=[connection],
+        help="delete every message of a queue (asks first)",
+        description="Delete every message of QUEUE with SQS's PurgeQueue, after confirmation.",
+    )
+    purge.add_argument("queue", metavar="QUEUE", help=queue_help)
+    purge.add_argument(
+        "-y", "--yes", "-f", "--force", action="store_true", help="do not ask for confirmation"
+    )
+    purge.set_defaults(handler=_admin("run_purge"), passthrough=False)
+
+    move = subcommands.add_parser(
+        "move",
+        parents=[connection],
+        help="move messages from one queue to another",
+        description=(
+            "Move messages from SOURCE to DESTINATION: receive, send (body and message "
+            "attributes unchanged), then delete from SOURCE only what DESTINATION accepted."
+        ),
+    )
+    move.add_argument("source", metavar="SOURCE", help=queue_help)
+    move.add_argument("destination", metavar="DESTINATION", help=queue_help)
+    _limit_option(move)
+    _progress_option(move)
+    move.set_defaults(handler=_admin("run_move"), passthrough=False)
+
+    redrive = subcommands.add_parser(
+        "redrive",
+        parents=[connection],
+        help="move a dead-letter queue's messages back to their source queue",
+        description=(
+            "Move the messages of the dead-letter queue DLQ back to the queue whose "
+            "RedrivePolicy points at it (or to --to QUEUE). Uses SQS's StartMessageMoveTask "
+            "when the endpoint offers it and no --limit is given, else moves client-side."
+        ),
+    )
+    redrive.add_argument("queue", metavar="DLQ", help="the dead-letter queue")
+    redrive.add_argument(
+        "--to", metavar="QUEUE", help="destination (default: the DLQ's source queue)"
+    )
+    _limit_option(redrive)
+    redrive.add_argument(
+        "--client-side",
+        action="store_true",
+        help="never use StartMessageMoveTask; receive, send and delete from here",
+    )
+    _progress_option(redrive)
+    redrive.set_defaults(handler=_admin("run_redrive"), passthrough=False)
+
+
+def _admin(name: str) -> _Handler:
+    """A handler running ``sqsbus.admin.commands.<name>`` (imported when used)."""
+
+    def handler(args: argparse.Namespace, extra: list[str]) -> int:
+        commands = importlib.import_module("sqsbus.admin.commands")
+        result: int = getattr(commands, name)(args)
+        return result
+
+    return handler
+
+
 # -- registry ----------------------------------------------------------------------------------
 
-_SUBCOMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_local, _add_demo)
+_SUBCOMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
+    _add_local,
+    _add_demo,
+    _add_operator_commands,
+)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 * Every test runs with a sanitised AWS environment: all ``AWS_*`` variables removed, dummy
   ``testing`` credentials, region ``us-east-1``, and no config or credentials files, so nothing
-  can reach a real account.
+  can reach a real account. ``SQSBUS_BROKER_URL``/``CELERY_BROKER_URL`` are removed and
+  ``SQSBUS_STATE_DIR`` is a temp dir, so the ``sqsbus`` commands see no broker of the developer.
 * ``endpoint``: one embedded SQS + SNS + S3 endpoint (moto) for the whole session. Use
   ``endpoint.url`` for boto3 and ``endpoint.broker_url()`` for Kombu/Celery. Its state is shared
   by all tests, so name queues, topics and buckets with ``prefix``.
@@ -43,6 +44,12 @@ def aws_test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         patch.setenv("AWS_CONFIG_FILE", str(no_config / "config"))
         patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(no_config / "credentials"))
         patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        # sqsbus commands: no broker from the developer's environment, no recorded endpoint.
+        for name in ("SQSBUS_BROKER_URL", "CELERY_BROKER_URL"):
+            patch.delenv(name, raising=False)
+        patch.setenv("SQSBUS_STATE_DIR", str(tmp_path_factory.mktemp("sqsbus-state")))
+        # moto's default, pinned: PurgeQueue once per queue per minute, as on AWS.
+        patch.setenv("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "true")
         yield
 
 

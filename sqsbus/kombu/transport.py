@@ -14,10 +14,9 @@ import uuid
 from typing import Any
 
 import botocore.session
-from botocore.exceptions import BotoCoreError
 from kombu.transport import virtual
 
-from sqsbus.aws import AWS, RequestStats, call, require_credentials
+from sqsbus.aws import AWS, RequestStats, call, configured_region, require_credentials
 from sqsbus.config import Options, parse_options
 from sqsbus.engine.acker import Acker
 from sqsbus.engine.group_commit import GROUP_COMMIT
@@ -27,7 +26,6 @@ from sqsbus.engine.parking import PARKING_QUEUE_PREFIX, Parking, empty_parking_q
 from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
 from sqsbus.errors import (
-    ConfigurationError,
     QueueDoesNotExist,
     SQSBusError,
     TransientError,
@@ -44,17 +42,6 @@ logger = logging.getLogger(__name__)
 #: Seconds between idle wake-ups of Kombu's hub, so a Celery worker notices a
 #: shutdown request promptly even when no message arrives.
 HUB_TICK_SECONDS = 1.0
-
-
-def _default_region(transport_options: dict[str, Any]) -> str | None:
-    """The region of the boto3 configuration, unless the ``region`` option is set."""
-    if transport_options.get("region"):
-        return None
-    try:
-        region = botocore.session.Session().get_config_variable("region")
-    except BotoCoreError as exc:  # e.g. AWS_PROFILE names a missing profile
-        raise ConfigurationError(f"cannot read the AWS configuration: {exc}") from None
-    return str(region) if region else None
 
 
 def _noop() -> None:
@@ -99,7 +86,7 @@ class Transport(virtual.Transport):
             port=client.port or None,
             userid=client.userid or None,
             password=client.password or None,
-            default_region=_default_region(client.transport_options),
+            default_region=configured_region(client.transport_options),
         )
         self.polling_interval = self.options.polling_interval
         self.aws = AWS(self.options)

@@ -1,0 +1,352 @@
+"""The operator commands (``sqsbus queues``, ``peek``, ``purge``, ``move``, ``redrive``).
+
+Each ``run_<name>(args)`` connects with the transport's settings, calls the Python API of
+:mod:`sqsbus.admin` and prints the outcome: results on stdout, notes, prompts and progress
+on stderr. Expected failures (bad options, unknown queues, unreachable endpoint, missing
+credentials) print one line and exit 1, without a traceback or any secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, Final
+
+from sqsbus.admin.inventory import QueueInfo, list_queues, queue_info
+from sqsbus.admin.peek import PeekedMessage, PeekResult, peek
+from sqsbus.admin.redrive import redrive
+from sqsbus.admin.render import (
+    ProgressBar,
+    format_size,
+    format_time,
+    progress_wanted,
+    table,
+)
+from sqsbus.admin.session import AdminSession, choose_broker, parse_option_args
+from sqsbus.admin.transfer import TransferResult, move
+from sqsbus.aws import call
+from sqsbus.errors import SQSBusError, TransientError
+
+__all__ = ["run_move", "run_peek", "run_purge", "run_queues", "run_redrive"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_INTERRUPTED: Final = 130
+
+_Command = Callable[[argparse.Namespace, AdminSession], int]
+
+
+def _run(args: argparse.Namespace, command: _Command) -> int:
+    for stream in (sys.stdout, sys.stderr):  # never die on a body a terminal can't show
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    source = None
+    try:
+        broker = choose_broker(args.broker, os.environ)
+        source = broker.source
+        session = AdminSession.connect(broker, parse_option_args(args.option))
+        return command(args, session)
+    except TransientError as exc:
+        _error(args, f"{exc} (broker from {source})")
+    except SQSBusError as exc:
+        _error(args, str(exc))
+    except KeyboardInterrupt:
+        _error(args, "interrupted")
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED
+
+
+def _error(args: argparse.Namespace, text: str) -> None:
+    print(f"sqsbus {args.command}: {text}", file=sys.stderr)
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# -- sqsbus queues -------------------------------------------------------------------------
+
+
+def run_queues(args: argparse.Namespace) -> int:
+    """List every queue with its message counts and dead-letter settings."""
+    return _run(args, _queues)
+
+
+def _queues(args: argparse.Namespace, session: AdminSession) -> int:
+    infos = list_queues(session)
+    if args.json:
+        _json([info.to_json() for info in infos])
+        return EXIT_OK
+    if not infos:
+        print(f"No queues at {session.where()}.")
+        return EXIT_OK
+    rows = [
+        [
+            info.name,
+            str(info.visible),
+            str(info.in_flight),
+            str(info.delayed),
+            "yes" if info.fifo else "no",
+            _dead_letter_cell(session, info),
+        ]
+        for info in infos
+    ]
+    print(
+        table(
+            ["QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "FIFO", "DEAD LETTERS"],
+            rows,
+            right={1, 2, 3},
+        )
+    )
+    print(
+        f"\n{len(infos)} queue(s) at {session.where()}: "
+        f"{sum(i.visible for i in infos)} visible, {sum(i.in_flight for i in infos)} in flight, "
+        f"{sum(i.delayed for i in infos)} delayed (approximate counts)."
+    )
+    return EXIT_OK
+
+
+def _dead_letter_cell(session: AdminSession, info: QueueInfo) -> str:
+    parts = []
+    if info.dead_letter is not None:
+        target = session.short_name(info.dead_letter.target_name)
+        parts.append(f"-> {target} after {info.dead_letter.max_receive_count} receives")
+    if info.dead_letter_for:
+        sources = ", ".join(session.short_name(name) for name in info.dead_letter_for)
+        parts.append(f"DLQ of {sources}")
+    return "; ".join(parts) or "-"
+
+
+# -- sqsbus peek ---------------------------------------------------------------------------
+
+
+def run_peek(args: argparse.Namespace) -> int:
+    """Show messages of a queue without consuming them."""
+    return _run(args, _peek)
+
+
+def _bands_note(session: AdminSession, name: str) -> None:
+    bands = session.priority_bands(name)
+    if bands:
+        names = ", ".join(session.short_name(ref.name) for ref in bands)
+        _note(
+            f"note: {name!r} has priority band queues ({names}) holding its higher-priority "
+            "messages; name them to include them."
+        )
+
+
+def _peek(args: argparse.Namespace, session: AdminSession) -> int:
+    ref = session.queue(args.queue)
+    _bands_note(session, args.queue)
+    result = peek(session, ref, args.count, allow_dead_letter=args.allow_dead_letter)
+    if args.json:
+        _json(
+            {
+                "queue": args.queue,
+                "max_receive_count": result.max_receive_count,
+                "stopped_at_limit": result.stopped_at_limit,
+                "not_released": result.not_released,
+                "messages": [message.to_json() for message in result.messages],
+            }
+        )
+    elif result.messages:
+        print(_peek_table(result.messages))
+    else:
+        print(f"No visible messages in queue {args.queue!r}.")
+    _peek_notes(args, result)
+    return EXIT_OK
+
+
+def _peek_table(messages: list[PeekedMessage]) -> str:
+    headers = ["#", "TASK", "TASK ID", "ARGUMENTS / BODY", "RECEIVES", "SENT (UTC)", "SIZE"]
+    with_eta = any(m.summary.eta for m in messages)
+    with_reason = any(m.dead_letter_reason for m in messages)
+    headers += ["ETA"] * with_eta + ["DEAD-LETTER REASON"] * with_reason
+    rows = []
+    for number, message in enumerate(messages, 1):
+        summary = message.summary
+        row = [
+            str(number),
+            summary.task or f"({summary.kind})",
+            summary.task_id or "-",
+            summary.text,
+            str(message.receive_count) + (" !" if message.at_dead_letter_limit else ""),
+            format_time(message.sent_at),
+            format_size(message.size),
+        ]
+        row += [summary.eta or "-"] * with_eta + [message.dead_letter_reason or "-"] * with_reason
+        rows.append(row)
+    widths = {1: 40, 2: 36, 3: 60, len(headers) - 1: 60}
+    return table(headers, rows, right={0, 4, 6}, widths=widths)
+
+
+def _peek_notes(args: argparse.Namespace, result: PeekResult) -> None:
+    if result.messages:
+        _note(
+            "Peeking received each message shown once (RECEIVES includes it) and made it "
+            "visible again."
+        )
+    at_limit = [m for m in result.messages if m.at_dead_letter_limit]
+    if at_limit:
+        _note(
+            f"warning: {len(at_limit)} message(s) (marked !) have now been received "
+            f"{result.max_receive_count} times, the queue's maxReceiveCount: their next "
+            "receive moves them to the dead-letter queue."
+        )
+    if result.stopped_at_limit and len(result.messages) < args.count:
+        _note("Stopped there so as not to use up more receives; --allow-dead-letter to go on.")
+    if result.not_released:
+        _note(
+            f"warning: {len(result.not_released)} message(s) could not be made visible again; "
+            "they reappear when their 30 s visibility timeout ends."
+        )
+
+
+# -- sqsbus purge --------------------------------------------------------------------------
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    """Delete every message of a queue, after confirmation."""
+    return _run(args, _purge)
+
+
+def _purge(args: argparse.Namespace, session: AdminSession) -> int:
+    refs = [session.queue(args.queue), *session.priority_bands(args.queue)]
+    infos = [queue_info(session, ref) for ref in refs]
+    visible = sum(info.visible for info in infos)
+    in_flight = sum(info.in_flight for info in infos)
+    delayed = sum(info.delayed for info in infos)
+    counts = f"{visible} visible, {in_flight} in flight, {delayed} delayed"
+    what = f"queue {args.queue!r}"
+    if len(refs) > 1:
+        bands = ", ".join(info.name for info in infos[1:])
+        what += f" and its priority band queues ({bands})"
+    if not args.yes and not _confirm(
+        f"Purge {what} at {session.where()} ({counts})? Every message in it is deleted, "
+        "which cannot be undone. [y/N] "
+    ):
+        _error(args, "aborted; nothing was purged")
+        return EXIT_FAILED
+    for ref, info in zip(refs, infos, strict=True):
+        try:
+            call(ref.client, "purge_queue", f"purge queue {ref.name!r}", QueueUrl=ref.url)
+        except SQSBusError as exc:
+            if "PurgeQueueInProgress" in str(exc):
+                raise SQSBusError(
+                    f"queue {info.name!r} was purged less than 60 seconds ago and SQS allows "
+                    "one purge per minute; try again in a minute"
+                ) from None
+            raise
+    total = visible + in_flight + delayed
+    print(f"Purged {what}: {total} message(s) were there ({counts}).")
+    return EXIT_OK
+
+
+def _confirm(prompt: str) -> bool:
+    print(prompt, end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if not answer:
+        print(file=sys.stderr)
+    return answer.strip().lower() in ("y", "yes")
+
+
+# -- sqsbus move / redrive -----------------------------------------------------------------
+
+
+def run_move(args: argparse.Namespace) -> int:
+    """Move messages from one queue to another."""
+    return _run(args, _move)
+
+
+def _move(args: argparse.Namespace, session: AdminSession) -> int:
+    source = session.queue(args.source)
+    destination = session.queue(args.destination)
+    _bands_note(session, args.source)
+    total = queue_info(session, source).visible
+    bar = _bar(args, f"{args.source} -> {args.destination}")
+    try:
+        result = move(
+            source,
+            destination,
+            limit=args.limit,
+            fifo_group_id=session.options.fifo_message_group_id,
+            on_progress=lambda r: bar.update(r.moved, r.total, r.failed),
+            total=total,
+        )
+        bar.update(result.moved, result.total, result.failed, force=True)
+    finally:
+        bar.close()
+    return _report(args, session, args.source, result)
+
+
+def run_redrive(args: argparse.Namespace) -> int:
+    """Move the messages of a dead-letter queue back to their source queue."""
+    return _run(args, _redrive)
+
+
+def _redrive(args: argparse.Namespace, session: AdminSession) -> int:
+    dlq = session.queue(args.queue)
+    destination = session.queue(args.to) if args.to else None
+    bar = _bar(args, f"{args.queue} -> {args.to or 'source queue'}")
+    try:
+        result = redrive(
+            session,
+            dlq,
+            destination,
+            limit=args.limit,
+            native=not args.client_side,
+            on_progress=lambda r: bar.update(r.moved, r.total, r.failed),
+            on_note=lambda text: _note(f"note: {text}"),
+        )
+        bar.update(result.moved, result.total, result.failed, force=True)
+    finally:
+        bar.close()
+    return _report(args, session, args.queue, result)
+
+
+def _bar(args: argparse.Namespace, label: str) -> ProgressBar:
+    return ProgressBar(sys.stderr, label, enabled=progress_wanted(args.progress, sys.stderr))
+
+
+def _report(
+    args: argparse.Namespace, session: AdminSession, source: str, result: TransferResult
+) -> int:
+    if result.destination:
+        target = repr(session.short_name(result.destination))
+    elif len(result.per_destination) > 1:
+        target = ", ".join(
+            f"{session.short_name(name)!r} ({count})"
+            for name, count in sorted(result.per_destination.items())
+        )
+    elif result.per_destination:
+        target = repr(session.short_name(next(iter(result.per_destination))))
+    else:
+        target = "their source queues"
+    how = " by SQS's message move task" if result.native else ""
+    print(
+        f"Moved {result.moved} message(s) from {source!r} to {target}{how}; {result.failed} failed."
+    )
+    if result.failed:
+        _note(f"The {result.failed} that failed are still in {source!r}.")
+    if result.duplicated:
+        _note(
+            f"warning: {result.duplicated} message(s) reached {target} but could not be "
+            f"deleted from {source!r}: they will be delivered twice."
+        )
+    for reason in result.reasons:
+        _note(f"  {reason}")
+    if result.interrupted:
+        _error(args, "interrupted; messages not yet moved are still in the source")
+        return EXIT_INTERRUPTED
+    if result.error:
+        _error(args, result.error)
+    ok = not (result.error or result.failed or result.duplicated)
+    return EXIT_OK if ok else EXIT_FAILED

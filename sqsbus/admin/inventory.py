@@ -1,0 +1,128 @@
+"""What is in the queues: message counts, FIFO flag and dead-letter settings per queue.
+
+One ``GetQueueAttributes`` per queue (a few in parallel), after ``ListQueues`` (every page).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from sqsbus.admin.session import AdminSession
+from sqsbus.errors import QueueDoesNotExist
+from sqsbus.queues import QueueRef
+
+__all__ = ["DeadLetterPolicy", "QueueInfo", "dead_letter_policy", "list_queues", "queue_info"]
+
+#: GetQueueAttributes calls in flight at once when listing.
+PARALLEL_READS: Final = 8
+
+
+@dataclass(frozen=True)
+class DeadLetterPolicy:
+    """A queue's ``RedrivePolicy``: messages received more than ``max_receive_count`` times
+    move to the queue ``target_arn``."""
+
+    target_arn: str
+    max_receive_count: int
+
+    @property
+    def target_name(self) -> str:
+        return self.target_arn.rsplit(":", 1)[-1]
+
+
+def dead_letter_policy(attributes: dict[str, str]) -> DeadLetterPolicy | None:
+    """The ``RedrivePolicy`` attribute parsed, or None (also when it is unreadable)."""
+    raw = attributes.get("RedrivePolicy")
+    if not raw:
+        return None
+    try:
+        policy = json.loads(raw)
+        return DeadLetterPolicy(str(policy["deadLetterTargetArn"]), int(policy["maxReceiveCount"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """One queue's state as SQS reports it (counts are approximate, as SQS says)."""
+
+    name: str
+    sqs_name: str
+    url: str
+    arn: str | None
+    visible: int
+    in_flight: int
+    delayed: int
+    fifo: bool
+    dead_letter: DeadLetterPolicy | None
+    #: Queues (SQS names) whose dead-letter queue this is, among those listed.
+    dead_letter_for: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        dead_letter = None
+        if self.dead_letter is not None:
+            dead_letter = {
+                "queue": self.dead_letter.target_name,
+                "arn": self.dead_letter.target_arn,
+                "max_receive_count": self.dead_letter.max_receive_count,
+            }
+        return {
+            "name": self.name,
+            "sqs_name": self.sqs_name,
+            "url": self.url,
+            "arn": self.arn,
+            "visible": self.visible,
+            "in_flight": self.in_flight,
+            "delayed": self.delayed,
+            "fifo": self.fifo,
+            "dead_letter": dead_letter,
+            "dead_letter_for": list(self.dead_letter_for),
+        }
+
+
+def _count(attributes: dict[str, str], key: str) -> int:
+    try:
+        return int(attributes.get(key, 0))
+    except ValueError:
+        return 0
+
+
+def queue_info(session: AdminSession, ref: QueueRef) -> QueueInfo:
+    """Fresh counts and settings of one queue (one ``GetQueueAttributes``)."""
+    attributes = session.directory.attributes(ref, fresh=True)
+    sqs_name = ref.url.rstrip("/").rsplit("/", 1)[-1]
+    return QueueInfo(
+        name=ref.name if ref.predefined else session.short_name(ref.name),
+        sqs_name=sqs_name,
+        url=ref.url,
+        arn=attributes.get("QueueArn"),
+        visible=_count(attributes, "ApproximateNumberOfMessages"),
+        in_flight=_count(attributes, "ApproximateNumberOfMessagesNotVisible"),
+        delayed=_count(attributes, "ApproximateNumberOfMessagesDelayed"),
+        fifo=attributes.get("FifoQueue", "false").lower() == "true",
+        dead_letter=dead_letter_policy(attributes),
+    )
+
+
+def _maybe_info(session: AdminSession, ref: QueueRef) -> QueueInfo | None:
+    try:
+        return queue_info(session, ref)
+    except QueueDoesNotExist:
+        return None  # deleted since it was listed
+
+
+def list_queues(session: AdminSession) -> list[QueueInfo]:
+    """Every queue under the prefix (or every predefined queue), sorted by name."""
+    refs = session.all_queues()
+    if not refs:
+        return []
+    with ThreadPoolExecutor(min(PARALLEL_READS, len(refs))) as pool:
+        found = [info for info in pool.map(lambda r: _maybe_info(session, r), refs) if info]
+    sources: dict[str, list[str]] = {}
+    for info in found:
+        if info.dead_letter is not None:
+            sources.setdefault(info.dead_letter.target_arn, []).append(info.sqs_name)
+    return [replace(info, dead_letter_for=tuple(sources.get(info.arn or "", ()))) for info in found]
