@@ -317,7 +317,8 @@ def test_worker_uses_event_loop_without_pycurl(shared: Harness) -> None:
 def test_revoke_of_queued_task(shared: Harness) -> None:
     tag = f"revoke-{uuid.uuid4().hex[:8]}"
     records = shared.state_dir / f"records-{tag}.log"
-    result = shared.task("record").apply_async((tag, 0), countdown=6)  # time for the revoke to reach the worker
+    # The countdown gives the revoke broadcast time to reach the worker, even under load.
+    result = shared.task("record").apply_async((tag, 0), countdown=6)
 
     shared.app.control.revoke(result.id)
 
