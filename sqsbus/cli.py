@@ -322,6 +322,19 @@ def _add_operator_commands(subcommands: _Subparsers) -> None:
     _progress_option(redrive)
     redrive.set_defaults(handler=_admin("run_redrive"), passthrough=False)
 
+    sweep = subcommands.add_parser(
+        "sweep",
+        parents=[connection],
+        help="delete the temporary queues left by processes that died",
+        description=(
+            "Delete the temporary queues (Celery's pidbox, reply and event queues, sqsbus "
+            "parking queues) whose owner stopped keeping them alive longer ago than their "
+            "expiry; parked messages are sent home first. Workers do this by themselves "
+            "every orphan_sweep_interval; this checks every candidate now."
+        ),
+    )
+    sweep.set_defaults(handler=_admin("run_sweep"), passthrough=False)
+
 
 def _admin(name: str) -> _Handler:
     """A handler running ``sqsbus.admin.commands.<name>`` (imported when used)."""

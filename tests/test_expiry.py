@@ -264,3 +264,33 @@ def test_queues_of_a_connection_without_expiry_are_not_tagged(
         assert sqs_client.list_queue_tags(QueueUrl=url).get("Tags", {}) == {}
         assert "sqs.TagQueue" not in conn.transport.stats.calls()
     assert "ephemeral-plain" not in queue_urls(sqs_client, prefix)
+
+
+def test_sweep_command_deletes_a_dead_process_queue(
+    owner: Any,
+    endpoint: LocalEndpoint,
+    prefix: str,
+    sqs_client: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sqsbus import cli
+
+    owner("ephemeral-gone", "ephemeral-x", expires=1)
+    assert "ephemeral-gone" in queue_urls(sqs_client, prefix)
+    time.sleep(2.5)  # its expiry (1 s) passes
+    capsys.readouterr()
+    code = cli.main(
+        [
+            "sweep",
+            "--broker",
+            endpoint.broker_url(),
+            "-o",
+            f"queue_name_prefix={prefix}",
+            "-o",
+            'orphan_queue_patterns=["ephemeral-*"]',
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "1 expired and deleted" in out and "deleted ephemeral-gone" in out
+    assert "ephemeral-gone" not in queue_urls(sqs_client, prefix)

@@ -30,6 +30,7 @@ from sqsbus.admin.session import AdminSession, choose_broker, parse_option_args
 from sqsbus.admin.transfer import TransferResult, move
 from sqsbus.aws import call
 from sqsbus.errors import SQSBusError, TransientError
+from sqsbus.expiry import Sweeper
 
 __all__ = ["run_move", "run_peek", "run_purge", "run_queues", "run_redrive"]
 
@@ -350,3 +351,19 @@ def _report(
         _error(args, result.error)
     ok = not (result.error or result.failed or result.duplicated)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Delete the expired temporary queues of processes that died (see sqsbus.expiry)."""
+    return _run(args, _sweep)
+
+
+def _sweep(args: argparse.Namespace, session: AdminSession) -> int:
+    report = Sweeper(session.aws, session.options, session.directory).sweep()
+    print(
+        f"Looked at {report.listed} queue(s) at {session.where()}: {report.candidates} "
+        f"temporary by name, {report.checked} checked, {len(report.deleted)} expired and deleted."
+    )
+    for name in sorted(report.deleted):
+        print(f"  deleted {session.short_name(name)}")
+    return EXIT_OK
