@@ -1,8 +1,9 @@
 """What every scenario shares: the two transports, the endpoint and its request count.
 
-Requests are counted at the endpoint, the same way for both transports: moto's server logs one
+Requests are counted at the endpoint, the same way for both transports: the endpoint logs one
 line per HTTP request it answered, and :class:`EndpointLog` counts those lines (moto's own
-``/moto-api`` health checks excluded). Requests the harness makes itself (filling queues,
+``/moto-api`` health checks excluded; LocalStack's lines, :mod:`bench.localstack`, also name the
+operation). Requests the harness makes itself (filling queues,
 checking that they are empty) go through :class:`HarnessSQS`, which counts them exactly, and
 are subtracted. sqsbus's own count (:data:`sqsbus.aws.GLOBAL_STATS`) is reported beside the
 endpoint's as a cross-check.
@@ -18,11 +19,12 @@ import resource
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, Protocol, Self
 
 import boto3
 
@@ -30,11 +32,14 @@ from sqsbus.local import LocalEndpoint
 
 __all__ = [
     "ACCESS_KEY",
+    "ENDPOINT_KINDS",
     "LABELS",
     "REGION",
     "SECRET_KEY",
     "TRANSPORTS",
+    "BenchEndpoint",
     "Endpoint",
+    "EndpointKind",
     "EndpointLog",
     "HarnessSQS",
     "Measured",
@@ -45,6 +50,8 @@ __all__ = [
     "cpu_seconds",
     "kombu_wire_body",
     "make_payload",
+    "moto_request",
+    "open_endpoint",
     "peak_rss_mb",
     "percentile",
     "rss_mb",
@@ -53,6 +60,8 @@ __all__ = [
 ]
 
 Transport = Literal["sqsbus", "kombu"]
+EndpointKind = Literal["moto", "localstack"]
+ENDPOINT_KINDS: Final[tuple[EndpointKind, ...]] = ("moto", "localstack")
 TRANSPORTS: Final[tuple[Transport, ...]] = ("sqsbus", "kombu")
 LABELS: Final[Mapping[str, str]] = {"sqsbus": "sqsbus", "kombu": "Kombu SQS"}
 
@@ -160,21 +169,37 @@ def sqsbus_requests_by_operation() -> dict[str, int]:
 # -- the endpoint ------------------------------------------------------------------------------
 
 
-class EndpointLog:
-    """Counts the requests moto's server logged, reading its log file incrementally.
+def moto_request(line: str) -> str | None:
+    """``""`` (operation unknown) for a request line of moto's log, None for other lines.
 
-    Only complete lines count; moto writes a line once it has answered the request. With
-    ``arrivals`` on, :meth:`poll` also records when it first saw each request line (the
-    caller polls often enough for that to be the time of the answer, give or take).
+    moto logs ``"POST / HTTP/1.1" 200 -``: the operation is in a header, not in the line.
+    """
+    match = _REQUEST.search(line)
+    if match is None or match.group(1).startswith("/moto-api"):
+        return None
+    return ""
+
+
+class EndpointLog:
+    """Counts the requests an endpoint logged, reading its log file incrementally.
+
+    ``parse`` tells a request line from the others and names its operation (``""`` when
+    the line does not say); it is :func:`moto_request` for moto's log. Only complete lines
+    count; the endpoint writes a line once it has answered the request. With ``arrivals``
+    on, :meth:`poll` also records when it first saw each request line (the caller polls
+    often enough for that to be the time of the answer, give or take).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, parse: Callable[[str], str | None] = moto_request) -> None:
         self.path = path
+        self.parse = parse
         self._offset = 0
         self._partial = b""
         self._count = 0
         self._lock = threading.Lock()
         self.arrivals: list[float] = []
+        #: Requests by operation (``sqs.SendMessageBatch``), when the log names them.
+        self.by_operation: Counter[str] = Counter()
 
     def poll(self) -> int:
         """Read what was appended since the last call; return the total request count."""
@@ -190,12 +215,46 @@ class EndpointLog:
             lines = (self._partial + data).split(b"\n")
             self._partial = lines.pop()
             for raw in lines:
-                line = _ANSI.sub("", raw.decode("utf-8", errors="replace"))
-                match = _REQUEST.search(line)
-                if match and not match.group(1).startswith("/moto-api"):
+                operation = self.parse(_ANSI.sub("", raw.decode("utf-8", errors="replace")))
+                if operation is not None:
                     self._count += 1
                     self.arrivals.append(now)
+                    if operation:
+                        self.by_operation[operation] += 1
             return self._count
+
+    def operations(self) -> dict[str, int]:
+        """A copy of :attr:`by_operation` (after the last :meth:`poll`)."""
+        with self._lock:
+            return dict(self.by_operation)
+
+
+class BenchEndpoint(Protocol):
+    """What the scenarios use of an endpoint: where it is, its request log, start/stop."""
+
+    log: EndpointLog
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def start(self) -> Self: ...
+
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 class Endpoint:
@@ -238,6 +297,17 @@ class Endpoint:
         self.stop()
 
 
+def open_endpoint(kind: EndpointKind, workdir: Path) -> BenchEndpoint:
+    """A new (not yet started) endpoint of ``kind``: moto's server or LocalStack."""
+    if kind == "moto":
+        return Endpoint(workdir)
+    if kind == "localstack":
+        from bench.localstack import LocalStackEndpoint
+
+        return LocalStackEndpoint(workdir)
+    raise ValueError(f"unknown endpoint {kind!r}; use one of {', '.join(ENDPOINT_KINDS)}")
+
+
 class HarnessSQS:
     """The harness's own boto3 SQS client; counts its HTTP requests (retries included)."""
 
@@ -251,19 +321,27 @@ class HarnessSQS:
         )
         self._lock = threading.Lock()
         self._requests = 0
+        self._by_operation: Counter[str] = Counter()
         #: Held during the harness's background calls (the purger), so that a phase never
         #: starts or ends with one in flight (counted here but not yet logged, or the reverse).
         self.busy = threading.Lock()
         self.client.meta.events.register("before-send.sqs", self._count)
 
-    def _count(self, **_: Any) -> None:
+    def _count(self, event_name: str = "", **_: Any) -> None:
+        operation = event_name.removeprefix("before-send.")  # sqs.SendMessageBatch
         with self._lock:
             self._requests += 1
+            self._by_operation[operation] += 1
 
     @property
     def requests(self) -> int:
         with self._lock:
             return self._requests
+
+    def operations(self) -> dict[str, int]:
+        """Requests so far by operation, named as LocalStack logs them (``sqs.GetQueueUrl``)."""
+        with self._lock:
+            return dict(self._by_operation)
 
     def create_queue(self, name: str) -> str:
         return str(self.client.create_queue(QueueName=name)["QueueUrl"])
@@ -321,6 +399,9 @@ class Measured:
     harness_requests: int = 0
     sqsbus_requests: int | None = None
     sqsbus_by_operation: dict[str, int] = field(default_factory=dict)
+    #: The transport's requests by operation as the endpoint logged them (the harness's own
+    #: subtracted); empty when the endpoint's log does not name operations (moto).
+    endpoint_by_operation: dict[str, int] = field(default_factory=dict)
     cpu_seconds: float = 0.0
 
     @property
@@ -336,58 +417,81 @@ class Measured:
             "transport_requests": self.transport_requests,
             "sqsbus_requests": self.sqsbus_requests,
             "sqsbus_by_operation": self.sqsbus_by_operation,
+            "endpoint_by_operation": self.endpoint_by_operation,
             "cpu_seconds": round(self.cpu_seconds, 4),
         }
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    at: float
+    logged: int
+    logged_ops: dict[str, int]
+    harness: int
+    harness_ops: dict[str, int]
+    sqsbus: int
+    sqsbus_ops: dict[str, int]
+    cpu: float
+
+
+def _difference(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {
+        name: count - before.get(name, 0)
+        for name, count in sorted(now.items())
+        if count - before.get(name, 0)
+    }
 
 
 class PhaseCounter:
     """Counts requests (endpoint, harness, sqsbus) and time over one measured phase."""
 
-    def __init__(self, endpoint: Endpoint, harness: HarnessSQS, transport: Transport) -> None:
+    def __init__(self, endpoint: BenchEndpoint, harness: HarnessSQS, transport: Transport) -> None:
         self.endpoint = endpoint
         self.harness = harness
         self.transport = transport
-        self._start: tuple[float, int, int, int, dict[str, int], float] | None = None
+        self._start: _Snapshot | None = None
+
+    def _snapshot(self, logged: int) -> _Snapshot:
+        own = self.transport == "sqsbus"
+        return _Snapshot(
+            at=time.monotonic(),
+            logged=logged,
+            logged_ops=self.endpoint.log.operations(),
+            harness=self.harness.requests,
+            harness_ops=self.harness.operations(),
+            sqsbus=sqsbus_requests() if own else 0,
+            sqsbus_ops=sqsbus_requests_by_operation() if own else {},
+            cpu=cpu_seconds(),
+        )
 
     def start(self, settle: float = 0.02) -> None:
         with self.harness.busy:
-            time.sleep(settle)  # moto logs a request just after answering it
-            sqsbus = sqsbus_requests() if self.transport == "sqsbus" else 0
-            ops = sqsbus_requests_by_operation() if self.transport == "sqsbus" else {}
-            self._start = (
-                time.monotonic(),
-                self.endpoint.log.poll(),
-                self.harness.requests,
-                sqsbus,
-                ops,
-                cpu_seconds(),
-            )
+            time.sleep(settle)  # the endpoint logs a request just after answering it
+            self._start = self._snapshot(self.endpoint.log.poll())
 
     def stop(self, settle: float = 0.05) -> Measured:
-        """End the phase; ``settle`` lets moto log the answers it just sent."""
+        """End the phase; ``settle`` lets the endpoint log the answers it just sent."""
         assert self._start is not None, "start() first"
-        started, logged, harness, sqsbus, ops, cpu = self._start
+        first = self._start
         with self.harness.busy:
-            seconds = time.monotonic() - started
-            cpu_used = cpu_seconds() - cpu
-            sqsbus_now = sqsbus_requests() if self.transport == "sqsbus" else 0
-            ops_now = sqsbus_requests_by_operation() if self.transport == "sqsbus" else {}
-            harness_now = self.harness.requests
+            last = self._snapshot(0)
             time.sleep(settle)
-            logged_now = self.endpoint.log.poll()
+            logged = self.endpoint.log.poll()
+            logged_ops = self.endpoint.log.operations()
         measured = Measured(
-            seconds=seconds,
-            endpoint_requests=logged_now - logged,
-            harness_requests=harness_now - harness,
-            cpu_seconds=cpu_used,
+            seconds=last.at - first.at,
+            endpoint_requests=logged - first.logged,
+            harness_requests=last.harness - first.harness,
+            cpu_seconds=last.cpu - first.cpu,
         )
+        if logged_ops:
+            endpoint_ops = _difference(logged_ops, first.logged_ops)
+            for name, count in _difference(last.harness_ops, first.harness_ops).items():
+                endpoint_ops[name] = endpoint_ops.get(name, 0) - count
+            measured.endpoint_by_operation = {n: c for n, c in endpoint_ops.items() if c}
         if self.transport == "sqsbus":
-            measured.sqsbus_requests = sqsbus_now - sqsbus
-            measured.sqsbus_by_operation = {
-                name: count - ops.get(name, 0)
-                for name, count in sorted(ops_now.items())
-                if count - ops.get(name, 0)
-            }
+            measured.sqsbus_requests = last.sqsbus - first.sqsbus
+            measured.sqsbus_by_operation = _difference(last.sqsbus_ops, first.sqsbus_ops)
         return measured
 
 

@@ -3,10 +3,12 @@
     python -m bench            # the full run (about 8 minutes on 2 cores)
     python -m bench --quick    # a small version (about 2 minutes)
     python -m bench --smoke    # a tiny one, for the test suite (well under a minute)
+    python -m bench --endpoint localstack   # on LocalStack instead of moto (bench/localstack.py)
 
 Each scenario runs once per transport (and variant) in its own process, against its own fresh
-moto endpoint (:mod:`bench.scenarios`). The idle scenarios (latency, idle cost) wait more than
-they work; the idle-cost runs go on in the background while the latency runs are measured.
+endpoint, moto's server by default (:mod:`bench.scenarios`). The idle scenarios (latency, idle
+cost) wait more than they work; the idle-cost runs go on in the background while the latency
+runs are measured.
 Results go to ``bench/results/<timestamp>.json`` unless ``--out`` says otherwise.
 """
 
@@ -30,7 +32,7 @@ from typing import Any, Final
 if __package__ in (None, ""):  # ``python bench/run.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import LABELS, TRANSPORTS, bench_environment
+from bench.common import ENDPOINT_KINDS, LABELS, TRANSPORTS, EndpointKind, bench_environment
 
 __all__ = ["FIGURES", "PROFILES", "build_parser", "main"]
 
@@ -481,6 +483,7 @@ class Runner:
     workdir: Path
     env: dict[str, str]
     timeout: float
+    endpoint: EndpointKind = "moto"
     verbose: bool = True
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -500,6 +503,8 @@ class Runner:
             job.transport,
             "--params",
             json.dumps(job.params),
+            "--endpoint",
+            self.endpoint,
             "--workdir",
             str(jobdir),
             "--out",
@@ -804,13 +809,29 @@ def machine() -> dict[str, Any]:
     }
 
 
+def describe_endpoint(kind: EndpointKind) -> dict[str, Any]:
+    """What the runs' endpoint is; for LocalStack, its venv is made first if need be."""
+    if kind == "moto":
+        return {"kind": kind, "version": _versions().get("moto")}
+    from bench import localstack
+
+    python = localstack.ensure_venv(say=lambda text: print(text, flush=True))
+    return {
+        "kind": kind,
+        "version": localstack.LOCALSTACK_VERSION,
+        "pins": list(localstack.PINS),
+        "python": str(python),
+        "gateway": "twisted, bound to 127.0.0.1",
+    }
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark sqsbus against Kombu's SQS transport on local moto endpoints.",
+        description="Benchmark sqsbus against Kombu's SQS transport on local SQS endpoints.",
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a small version (about 2 minutes)")
@@ -827,6 +848,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="runs measured at once (default 1; 3 with --smoke, whose numbers mean nothing)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        choices=ENDPOINT_KINDS,
+        default="moto",
+        help="the local endpoint: moto's server (default) or LocalStack (needs Python 3.13; "
+        "its venv is made once under ~/.cache/sqsbus-bench)",
     )
     parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/<ts>.json)")
     parser.add_argument("--keep", action="store_true", help="keep every run's logs")
@@ -848,10 +876,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = jobs_for(profile, only)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or RESULTS / f"{stamp}.json"
+    try:
+        endpoint = describe_endpoint(args.endpoint)
+    except RuntimeError as exc:
+        print(f"cannot use the {args.endpoint} endpoint: {exc}", file=sys.stderr)
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="sqsbus-bench-"))
     env = bench_environment(workdir)
-    runner = Runner(workdir, env, args.timeout)
-    print(f"sqsbus bench ({name}): {len(jobs)} runs, each on a fresh moto endpoint", flush=True)
+    runner = Runner(workdir, env, args.timeout, args.endpoint)
+    print(
+        f"sqsbus bench ({name}): {len(jobs)} runs, each on a fresh {args.endpoint} endpoint",
+        flush=True,
+    )
     started = time.monotonic()
     run_all(jobs, runner, parallel=max(1, args.jobs or (3 if args.smoke else 1)))
     wall = time.monotonic() - started
@@ -871,6 +907,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "wall_seconds": round(wall, 1),
         "machine": machine(),
+        "endpoint": endpoint,
         "params": profile,
         "figures": [
             {k: v for k, v in row.items() if k not in ("digits", "indent")} for row in figures
@@ -895,7 +932,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in figures:
         for transport, note in row["notes"].items():
             print(f"note: {row['id']} {LABELS[transport]}: {note}")
-    print(f"\n{name} run: {wall:.0f} s wall; JSON: {out}")
+    print(f"\n{name} run on {args.endpoint}: {wall:.0f} s wall; JSON: {out}")
     if failed:
         print("FAILED runs:\n  " + "\n  ".join(failed), file=sys.stderr)
         print(f"logs kept in {workdir}", file=sys.stderr)

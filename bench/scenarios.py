@@ -42,7 +42,9 @@ from pathlib import Path
 from typing import IO, Any, Final, cast
 
 from bench.common import (
-    Endpoint,
+    ENDPOINT_KINDS,
+    BenchEndpoint,
+    EndpointKind,
     HarnessSQS,
     Measured,
     PhaseCounter,
@@ -51,6 +53,7 @@ from bench.common import (
     cpu_seconds,
     kombu_wire_body,
     make_payload,
+    open_endpoint,
     peak_rss_mb,
     percentile,
     rss_mb,
@@ -82,7 +85,7 @@ def _kombu(module: str = "kombu") -> Any:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _connection(transport: Transport, endpoint: Endpoint, **options: Any) -> Any:
+def _connection(transport: Transport, endpoint: BenchEndpoint, **options: Any) -> Any:
     """A connected Kombu Connection of ``transport`` to ``endpoint``."""
     if transport == "sqsbus":
         import sqsbus  # noqa: F401  (registers sqsbus://)
@@ -228,7 +231,9 @@ class DepthSampler:
 # -- the endpoint's ceiling --------------------------------------------------------------------
 
 
-def run_ceiling(transport: Transport, params: Params, workdir: Path) -> Result:
+def run_ceiling(
+    transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
+) -> Result:
     """Raw boto3 batched calls, one thread: what the endpoint can do at best."""
     messages = int(params["publish_messages"])
     per_queue = int(params["per_queue"])
@@ -236,7 +241,7 @@ def run_ceiling(transport: Transport, params: Params, workdir: Path) -> Result:
     pad = int(params["pad"])
     figures: Params = {}
     details: Params = {}
-    with Endpoint(workdir) as endpoint:
+    with open_endpoint(kind, workdir) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(PUBLISH_QUEUE)
         bodies = [kombu_wire_body(make_payload(i, pad), PUBLISH_QUEUE) for i in range(messages)]
@@ -284,14 +289,16 @@ def run_ceiling(transport: Transport, params: Params, workdir: Path) -> Result:
 # -- requests per message end to end ------------------------------------------------------------
 
 
-def run_e2e(transport: Transport, params: Params, workdir: Path) -> Result:
+def run_e2e(
+    transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
+) -> Result:
     """``producers`` threads publish N messages while one consumer consumes and acks them."""
     kombu = _kombu()
     total = int(params["messages"])
     producers = int(params["producers"])
     pad = int(params["pad"])
     name = "bench-e2e"
-    with Endpoint(workdir) as endpoint:
+    with open_endpoint(kind, workdir) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(name)
         queue = _queue(name)
@@ -372,13 +379,15 @@ def run_e2e(transport: Transport, params: Params, workdir: Path) -> Result:
 # -- publish throughput -------------------------------------------------------------------------
 
 
-def run_publish(transport: Transport, params: Params, workdir: Path) -> Result:
+def run_publish(
+    transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
+) -> Result:
     """``threads`` producer threads, each with its own Connection/Producer, publish N."""
     kombu = _kombu()
     total = int(params["messages"])
     threads_count = int(params["threads"])
     pad = int(params["pad"])
-    with Endpoint(workdir) as endpoint:
+    with open_endpoint(kind, workdir) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(PUBLISH_QUEUE)
         queue = _queue(PUBLISH_QUEUE)
@@ -426,13 +435,15 @@ def run_publish(transport: Transport, params: Params, workdir: Path) -> Result:
 # -- consume + ack throughput -------------------------------------------------------------------
 
 
-def run_consume(transport: Transport, params: Params, workdir: Path) -> Result:
+def run_consume(
+    transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
+) -> Result:
     """One consumer (drain_events) over ``queues`` queues of ``per_queue`` messages each."""
     kombu = _kombu()
     queues = int(params["queues"])
     per_queue = int(params["per_queue"])
     total = queues * per_queue
-    with Endpoint(workdir) as endpoint:
+    with open_endpoint(kind, workdir) as endpoint:
         harness = HarnessSQS(endpoint.url)
         names = [f"bench-consume-{i}" for i in range(queues)]
         urls = _fill(harness, names, per_queue, int(params["pad"]))
@@ -515,7 +526,9 @@ def _stop_worker(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
         process.wait(5)
 
 
-def run_celery(transport: Transport, params: Params, workdir: Path) -> Result:
+def run_celery(
+    transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
+) -> Result:
     """A worker (prefork, ``concurrency``) runs ``tasks`` trivial tasks published by a group."""
     # A Celery worker consumes from Kombu's SQS through pycurl (its asynchronous client).
     if transport == "kombu" and importlib.util.find_spec("pycurl") is None:
@@ -539,7 +552,7 @@ def run_celery(transport: Transport, params: Params, workdir: Path) -> Result:
     done_file.write_bytes(b"")
     for stale in (ready_file, stats_file):
         stale.unlink(missing_ok=True)
-    with Endpoint(workdir) as endpoint:
+    with open_endpoint(kind, workdir) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = broker_url(transport, endpoint.port)
         options = transport_options(transport)
@@ -672,7 +685,7 @@ class _IdleConsumer:
     def __init__(
         self,
         transport: Transport,
-        endpoint: Endpoint,
+        endpoint: BenchEndpoint,
         names: Sequence[str],
         mode: str,
         on_message: Callable[[Any, Any], None],
@@ -731,7 +744,9 @@ class _IdleConsumer:
         _close_quietly(self.conn.release)
 
 
-def run_latency(transport: Transport, params: Params, workdir: Path) -> Result:
+def run_latency(
+    transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
+) -> Result:
     """Publish-to-handler latency: one message at a time to the last of 10 empty queues.
 
     Messages are published at stratified random times (one in each ``spacing``-second slot),
@@ -750,7 +765,7 @@ def run_latency(transport: Transport, params: Params, workdir: Path) -> Result:
     target = names[-1]
     latencies: dict[int, float] = {}
     lock = threading.Lock()
-    with Endpoint(workdir) as endpoint:
+    with open_endpoint(kind, workdir) as endpoint:
         harness = HarnessSQS(endpoint.url)
         for name in names:
             harness.create_queue(name)
@@ -823,7 +838,9 @@ def steady_rate(arrivals: Sequence[float], gap: float = 0.5) -> tuple[float | No
     return (cycles - 1) * per_cycle / span, cycles
 
 
-def run_idle(transport: Transport, params: Params, workdir: Path) -> Result:
+def run_idle(
+    transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
+) -> Result:
     """Requests per idle queue per hour of a consumer on ``queues`` empty queues.
 
     Counted at the endpoint over ``window`` seconds from the start of consuming; the hourly
@@ -837,7 +854,7 @@ def run_idle(transport: Transport, params: Params, workdir: Path) -> Result:
     if params.get("polling_interval") is not None:
         options["polling_interval"] = float(params["polling_interval"])
     names = [f"bench-idle-{i}" for i in range(queues)]
-    with Endpoint(workdir) as endpoint:
+    with open_endpoint(kind, workdir) as endpoint:
         harness = HarnessSQS(endpoint.url)
         for name in names:
             harness.create_queue(name)
@@ -892,7 +909,9 @@ def _wait_time_in_effect(transport: Transport, conn: Any) -> int:
 # -- client CPU and memory ----------------------------------------------------------------------
 
 
-def run_footprint(transport: Transport, params: Params, workdir: Path) -> Result:
+def run_footprint(
+    transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
+) -> Result:
     """CPU per 10,000 messages and peak RSS of a consuming process with ``prefetch``.
 
     This process fills the queues; a child process (nothing in it but the consumer) consumes
@@ -901,7 +920,7 @@ def run_footprint(transport: Transport, params: Params, workdir: Path) -> Result
     queues = int(params["queues"])
     per_queue = int(params["per_queue"])
     total = queues * per_queue
-    with Endpoint(workdir) as endpoint:
+    with open_endpoint(kind, workdir) as endpoint:
         harness = HarnessSQS(endpoint.url)
         names = [f"bench-footprint-{i}" for i in range(queues)]
         urls = _fill(harness, names, per_queue, int(params["pad"]))
@@ -1021,7 +1040,7 @@ def child_consume(spec: dict[str, Any]) -> int:
 
 # -- entry point --------------------------------------------------------------------------------
 
-SCENARIOS: Final[dict[str, Callable[[Transport, Params, Path], Result]]] = {
+SCENARIOS: Final[dict[str, Callable[[Transport, Params, Path, EndpointKind], Result]]] = {
     "ceiling": run_ceiling,
     "e2e": run_e2e,
     "publish": run_publish,
@@ -1038,6 +1057,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--transport", choices=["sqsbus", "kombu", "endpoint"])
     parser.add_argument("--params", default="{}", help="the scenario's parameters, as JSON")
+    parser.add_argument(
+        "--endpoint", choices=ENDPOINT_KINDS, default="moto", help="the local SQS endpoint"
+    )
     parser.add_argument("--workdir", type=Path, help="where logs go")
     parser.add_argument("--out", type=Path, help="where the result JSON goes")
     parser.add_argument("--child-consume", metavar="JSON", help=argparse.SUPPRESS)
@@ -1065,7 +1087,7 @@ def _run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:
-        result = SCENARIOS[args.scenario](args.transport, params, workdir)
+        result = SCENARIOS[args.scenario](args.transport, params, workdir, args.endpoint)
         result["ok"] = True
     except Exception as exc:
         traceback.print_exc()
