@@ -54,6 +54,7 @@ __all__ = [
     "open_endpoint",
     "peak_rss_mb",
     "percentile",
+    "process_cpu_seconds",
     "rss_mb",
     "sqsbus_requests",
     "transport_options",
@@ -403,6 +404,9 @@ class Measured:
     #: subtracted); empty when the endpoint's log does not name operations (moto).
     endpoint_by_operation: dict[str, int] = field(default_factory=dict)
     cpu_seconds: float = 0.0
+    #: CPU time the endpoint's server process used meanwhile (None if it could not be read):
+    #: near ``seconds`` means the endpoint, one Python process, was the bottleneck.
+    endpoint_cpu_seconds: float | None = None
 
     @property
     def transport_requests(self) -> int:
@@ -419,6 +423,9 @@ class Measured:
             "sqsbus_by_operation": self.sqsbus_by_operation,
             "endpoint_by_operation": self.endpoint_by_operation,
             "cpu_seconds": round(self.cpu_seconds, 4),
+            "endpoint_cpu_seconds": None
+            if self.endpoint_cpu_seconds is None
+            else round(self.endpoint_cpu_seconds, 4),
         }
 
 
@@ -432,6 +439,7 @@ class _Snapshot:
     sqsbus: int
     sqsbus_ops: dict[str, int]
     cpu: float
+    endpoint_cpu: float | None
 
 
 def _difference(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
@@ -462,6 +470,7 @@ class PhaseCounter:
             sqsbus=sqsbus_requests() if own else 0,
             sqsbus_ops=sqsbus_requests_by_operation() if own else {},
             cpu=cpu_seconds(),
+            endpoint_cpu=process_cpu_seconds(self.endpoint.pid),
         )
 
     def start(self, settle: float = 0.02) -> None:
@@ -484,6 +493,8 @@ class PhaseCounter:
             harness_requests=last.harness - first.harness,
             cpu_seconds=last.cpu - first.cpu,
         )
+        if last.endpoint_cpu is not None and first.endpoint_cpu is not None:
+            measured.endpoint_cpu_seconds = last.endpoint_cpu - first.endpoint_cpu
         if logged_ops:
             endpoint_ops = _difference(logged_ops, first.logged_ops)
             for name, count in _difference(last.harness_ops, first.harness_ops).items():
@@ -510,6 +521,18 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process, every thread included."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of process ``pid`` (Linux /proc), None if unknown."""
+    if pid is None:
+        return None
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def peak_rss_mb() -> float:

@@ -451,6 +451,12 @@ CEILINGS: Final = (
     ("receive_delete_msgs_per_s_1q", "Receive(10)+DeleteMessageBatch, 1 queue", ("consume/1",)),
     ("receive_delete_msgs_per_s_nq", "Receive(10)+DeleteMessageBatch, 10 queues", ("consume/10",)),
 )
+#: The ceiling run's endpoint CPU share (server CPU s / wall s) of each ceiling figure.
+CEILING_LOAD: Final = {
+    "send_batch_msgs_per_s": "send_batch_endpoint_cpu_share",
+    "receive_delete_msgs_per_s_1q": "receive_delete_endpoint_cpu_share_1q",
+    "receive_delete_msgs_per_s_nq": "receive_delete_endpoint_cpu_share_10q",
+}
 
 #: Runs whose request counts are cross-checked against sqsbus's own.
 CROSS_CHECKS: Final = (
@@ -693,11 +699,18 @@ def _grid(header: Sequence[str], body: Sequence[Sequence[str]], right: Sequence[
 
 
 def build_ceiling(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    figures = results.get("ceiling", {}).get("endpoint", {}).get("figures", {})
+    run = results.get("ceiling", {}).get("endpoint", {})
+    figures = run.get("figures", {})
+    details = run.get("details", {})
     rows = []
     for name, label, keys in CEILINGS:
         ceiling = figures.get(name)
-        entry: dict[str, Any] = {"id": name, "label": label, "msgs_per_s": ceiling}
+        entry: dict[str, Any] = {
+            "id": name,
+            "label": label,
+            "msgs_per_s": ceiling,
+            "endpoint_cpu_share": details.get(CEILING_LOAD[name]),
+        }
         for transport in TRANSPORTS:
             best = [
                 (key, _value(results, key, transport, "msgs_per_s"))
@@ -712,15 +725,51 @@ def build_ceiling(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_ceiling(rows: Sequence[dict[str, Any]]) -> str:
-    header = ("endpoint ceiling (raw boto3, 1 thread)", "msgs/s", LABELS["sqsbus"], LABELS["kombu"])
+    header = (
+        "endpoint ceiling (raw boto3, 1 thread)",
+        "msgs/s",
+        "endpoint CPU",
+        LABELS["sqsbus"],
+        LABELS["kombu"],
+    )
     body = []
     for row in rows:
-        cells = [row["label"], _fmt(row["msgs_per_s"], 0)]
+        share = row.get("endpoint_cpu_share")
+        cells = [row["label"], _fmt(row["msgs_per_s"], 0), _fmt(share, 2)]
         for transport in TRANSPORTS:
             got = row.get(transport)
             cells.append("n/a" if not got else f"{got['share'] * 100:.0f}% ({got['run']})")
         body.append(tuple(cells))
-    return _grid(header, body, right=(1, 2, 3))
+    return _grid(header, body, right=(1, 2, 3, 4))
+
+
+#: Runs whose endpoint load is shown: the endpoint server's CPU time over the phase's wall time.
+LOADED: Final = ("e2e", "publish/1", "publish/8", "consume/1", "consume/10", "celery")
+
+
+def build_endpoint_load(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """How busy the endpoint's server process was in each throughput run (CPU s / wall s)."""
+    rows = []
+    for key in LOADED:
+        row: dict[str, Any] = {"run": key}
+        for transport in TRANSPORTS:
+            measured = results.get(key, {}).get(transport, {}).get("details", {}).get("measured")
+            cpu = (measured or {}).get("endpoint_cpu_seconds")
+            seconds = (measured or {}).get("seconds")
+            row[transport] = cpu / seconds if cpu is not None and seconds else None
+        if any(row[t] is not None for t in TRANSPORTS):
+            rows.append(row)
+    return rows
+
+
+def format_endpoint_load(rows: Sequence[dict[str, Any]]) -> str:
+    header = ("endpoint server CPU s per wall s", LABELS["sqsbus"], LABELS["kombu"])
+    body = []
+    for row in rows:
+        body.append(
+            (row["run"], *("n/a" if row[t] is None else f"{row[t]:.2f}" for t in TRANSPORTS))
+        )
+    return _grid(header, body, right=(1, 2))
 
 
 def build_cross_check(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -736,20 +785,38 @@ def build_cross_check(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]
             own = details.get("sqsbus_requests_total")
         if key.startswith("footprint"):
             own = None  # counted in the consuming child, not reported
+        by_operation = measured.get("sqsbus_by_operation") or {}
+        worker = details.get("sqsbus_worker_by_operation") or {}
+        endpoint_ops = measured.get("endpoint_by_operation") or {}
+        differences: dict[str, list[int]] | None = None
+        if endpoint_ops and own is not None:  # the endpoint named operations (LocalStack)
+            mine = dict(by_operation)
+            for name, count in worker.items():
+                mine[name] = mine.get(name, 0) + count
+            differences = {
+                name: [endpoint_ops.get(name, 0), mine.get(name, 0)]
+                for name in sorted(set(endpoint_ops) | set(mine))
+                if endpoint_ops.get(name, 0) != mine.get(name, 0)
+            }
         rows.append(
             {
                 "run": key,
                 "endpoint": measured.get("transport_requests"),
                 "sqsbus": own,
-                "by_operation": measured.get("sqsbus_by_operation"),
-                "worker_by_operation": details.get("sqsbus_worker_by_operation"),
+                "by_operation": by_operation,
+                "worker_by_operation": worker or None,
+                "endpoint_by_operation": endpoint_ops or None,
+                "differences": differences,
             }
         )
     return rows
 
 
 def format_cross_check(rows: Sequence[dict[str, Any]]) -> str:
-    header = ("sqsbus requests", "endpoint", "sqsbus own", "by operation (sqsbus's count)")
+    header = ["sqsbus requests", "endpoint", "sqsbus own", "by operation (sqsbus's count)"]
+    compared = any(row.get("differences") is not None for row in rows)
+    if compared:
+        header.append("differing operations (endpoint/sqsbus)")
     body = []
     for row in rows:
         ops = dict(row.get("by_operation") or {})
@@ -757,14 +824,23 @@ def format_cross_check(rows: Sequence[dict[str, Any]]) -> str:
             ops[f"worker {name}"] = count
         text = ", ".join(f"{n.removeprefix('sqs.')} {c}" for n, c in ops.items())
         text = text.replace("worker sqs.", "worker ")
-        body.append(
-            (
-                row["run"],
-                str(row["endpoint"]),
-                "n/a" if row["sqsbus"] is None else str(row["sqsbus"]),
-                text or "-",
+        cells = [
+            row["run"],
+            str(row["endpoint"]),
+            "n/a" if row["sqsbus"] is None else str(row["sqsbus"]),
+            text or "-",
+        ]
+        if compared:
+            differences = row.get("differences")
+            cells.append(
+                "n/a"
+                if differences is None
+                else ", ".join(
+                    f"{n.removeprefix('sqs.')} {a}/{b}" for n, (a, b) in differences.items()
+                )
+                or "none"
             )
-        )
+        body.append(tuple(cells))
     return _grid(header, body, right=(1, 2))
 
 
@@ -896,6 +972,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = build_figures(results, profile)
     ceiling = build_ceiling(results)
     cross = build_cross_check(results)
+    load = build_endpoint_load(results)
     failed = [
         f"{key} {transport}: {result.get('error')}"
         for key, by_transport in results.items()
@@ -913,6 +990,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {k: v for k, v in row.items() if k not in ("digits", "indent")} for row in figures
         ],
         "ceiling": ceiling,
+        "endpoint_load": load,
         "cross_check": cross,
         "failed": failed,
         "runs": results,
@@ -926,9 +1004,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ceiling:
         print()
         print(format_ceiling(ceiling))
+    if load:
+        print()
+        print(format_endpoint_load(load))
+        print("1.00 = the endpoint (one Python process) used a whole core: it was the bottleneck.")
     if cross:
         print()
         print(format_cross_check(cross))
+        if any(row.get("differences") for row in cross):
+            print(
+                "endpoint and sqsbus may differ by the long polls in flight when a phase ends "
+                "(ReceiveMessage): sqsbus counts a request when it sends it, the endpoint logs "
+                "it when it answers."
+            )
     for row in figures:
         for transport, note in row["notes"].items():
             print(f"note: {row['id']} {LABELS[transport]}: {note}")

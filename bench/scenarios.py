@@ -56,6 +56,7 @@ from bench.common import (
     open_endpoint,
     peak_rss_mb,
     percentile,
+    process_cpu_seconds,
     rss_mb,
     transport_options,
 )
@@ -248,8 +249,10 @@ def run_ceiling(
         harness.fill(url, bodies[:10])  # warm the client up
         with _purging(harness, url, float(params["purge_interval"])):
             started = time.monotonic()
+            server_cpu = process_cpu_seconds(endpoint.pid)
             harness.fill(url, bodies)
             seconds = time.monotonic() - started
+            details["send_batch_endpoint_cpu_share"] = _share(endpoint, server_cpu, seconds)
         figures["send_batch_msgs_per_s"] = messages / seconds
         details["send_batch_seconds"] = seconds
 
@@ -257,6 +260,7 @@ def run_ceiling(
             names = [f"bench-ceiling-{count}-{i}" for i in range(count)]
             urls = _fill(harness, names, per_queue, pad)
             started = time.monotonic()
+            server_cpu = process_cpu_seconds(endpoint.pid)
             received = 0
             pending = list(urls)
             while pending:
@@ -283,7 +287,18 @@ def run_ceiling(
                 received / seconds
             )
             details[f"receive_delete_seconds_{count}q"] = seconds
+            details[f"receive_delete_endpoint_cpu_share_{count}q"] = _share(
+                endpoint, server_cpu, seconds
+            )
     return {"figures": figures, "details": details}
+
+
+def _share(endpoint: BenchEndpoint, cpu_before: float | None, seconds: float) -> float | None:
+    """The endpoint process's CPU time since ``cpu_before`` over ``seconds`` of wall time."""
+    cpu_after = process_cpu_seconds(endpoint.pid)
+    if cpu_before is None or cpu_after is None or seconds <= 0:
+        return None
+    return (cpu_after - cpu_before) / seconds
 
 
 # -- requests per message end to end ------------------------------------------------------------
