@@ -66,7 +66,7 @@ __all__ = [
 
 LOCALSTACK_VERSION: Final = "2026.3.0"
 #: What goes into the venv: LocalStack core with its runtime, plus the pins it needs to start
-#: on Python 3.13 (/work/shared/ENDPOINTS.md); ``service_identity`` is missing from its metadata.
+#: on Python 3.13 (found by trying); ``service_identity`` is missing from its metadata.
 PINS: Final[tuple[str, ...]] = (
     f"localstack-core[runtime]=={LOCALSTACK_VERSION}",
     "cbor2<6",
@@ -240,18 +240,23 @@ def _venv_python(venv: Path) -> Path:
 def ensure_venv(root: Path | None = None, *, say: Callable[[str], None] | None = None) -> Path:
     """The venv's Python, after creating the venv with :data:`PINS` if it is not there yet.
 
-    A venv counts as there once its ready stamp is written, after a successful install; a
-    half-made one (an interrupted install) is removed and made again. A lock file keeps two
-    benchmark runs from building it at once. ``say`` gets progress messages.
+    A venv counts as there once its ready stamp is written, after a successful install, and
+    while the interpreter it was made from still exists; a half-made one (an interrupted
+    install) is removed and made again. A lock file keeps two benchmark runs from building it
+    at once. ``say`` gets progress messages.
     """
     venv = venv_dir(root)
     stamp = venv / _READY_STAMP
-    if stamp.is_file():
+
+    def ready() -> bool:
+        return stamp.is_file() and _venv_python(venv).resolve().is_file()
+
+    if ready():
         return _venv_python(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
     with (venv.parent / f"{venv.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.is_file():  # made by another run meanwhile
+        if ready():  # made by another run meanwhile
             return _venv_python(venv)
         python = find_python()
         if say is not None:
@@ -271,13 +276,17 @@ def ensure_venv(root: Path | None = None, *, say: Callable[[str], None] | None =
                     *PINS,
                 ],
             ):
-                code = subprocess.call(
-                    step,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    timeout=_INSTALL_TIMEOUT,
-                )
+                code: int | str
+                try:
+                    code = subprocess.call(
+                        step,
+                        stdin=subprocess.DEVNULL,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                        timeout=_INSTALL_TIMEOUT,
+                    )
+                except subprocess.TimeoutExpired:
+                    code = f"no end after {_INSTALL_TIMEOUT:g} s"
                 if code != 0:
                     shutil.rmtree(venv, ignore_errors=True)
                     raise LocalStackError(

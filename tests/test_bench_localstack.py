@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,18 @@ def test_listening_sockets_are_read_from_proc() -> None:
 def test_unknown_endpoint_kind(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="moto, localstack"):
         open_endpoint("nope", tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_made_venv_is_reused_without_looking_for_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv = venv_dir(tmp_path)
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / "sqsbus-bench-ready.json").write_text("{}")
+
+    def no_search(*args: object, **kwargs: object) -> str:
+        raise AssertionError("looked for an interpreter although the venv is there")
+
+    monkeypatch.setattr(localstack, "find_python", no_search)
+    assert localstack.ensure_venv(tmp_path) == venv / "bin" / "python"
