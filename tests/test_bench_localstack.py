@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,3 +190,45 @@ def test_a_made_venv_is_reused_without_looking_for_python(
 
     monkeypatch.setattr(localstack, "find_python", no_search)
     assert localstack.ensure_venv(tmp_path) == venv / "bin" / "python"
+
+
+def _consume_run(endpoint_ops: dict[str, int], own_ops: dict[str, int]) -> dict[str, Any]:
+    return {
+        "consume/10": {
+            "sqsbus": {
+                "ok": True,
+                "params": {"queues": 10},
+                "details": {
+                    "measured": {
+                        "transport_requests": sum(endpoint_ops.values()),
+                        "sqsbus_requests": sum(own_ops.values()),
+                        "sqsbus_by_operation": own_ops,
+                        "endpoint_by_operation": endpoint_ops,
+                    }
+                },
+            }
+        }
+    }
+
+
+def test_the_cross_check_allows_only_long_polls_in_flight() -> None:
+    from bench.run import build_cross_check, format_cross_check
+
+    in_flight = build_cross_check(
+        _consume_run(
+            {"sqs.ReceiveMessage": 52, "sqs.DeleteMessageBatch": 50},
+            {"sqs.ReceiveMessage": 62, "sqs.DeleteMessageBatch": 50},
+        )
+    )
+    assert in_flight[0]["differences"] == {"sqs.ReceiveMessage": [52, 62]}
+    assert in_flight[0]["agrees"] is True
+    assert "MISMATCH" not in format_cross_check(in_flight)
+
+    lost_delete = build_cross_check(
+        _consume_run(
+            {"sqs.ReceiveMessage": 62, "sqs.DeleteMessageBatch": 49},
+            {"sqs.ReceiveMessage": 62, "sqs.DeleteMessageBatch": 50},
+        )
+    )
+    assert lost_delete[0]["agrees"] is False
+    assert "DeleteMessageBatch 49/50  MISMATCH" in format_cross_check(lost_delete)
