@@ -85,6 +85,7 @@ def _profile(
                 "publish_messages": messages,
                 "per_queue": per_queue,
                 "queues": 10,
+                "threads": 8,
                 "pad": small,
                 "purge_interval": 0.1,
             }
@@ -448,14 +449,26 @@ FIGURES: Final[tuple[Figure, ...]] = (
 
 CEILINGS: Final = (
     ("send_batch_msgs_per_s", "SendMessageBatch(10), 1 queue", ("publish/8", "publish/1")),
+    (
+        "send_batch_concurrent_msgs_per_s",
+        "SendMessageBatch(10), 1 queue, 8 threads",
+        ("publish/8", "publish/1"),
+    ),
     ("receive_delete_msgs_per_s_1q", "Receive(10)+DeleteMessageBatch, 1 queue", ("consume/1",)),
     ("receive_delete_msgs_per_s_nq", "Receive(10)+DeleteMessageBatch, 10 queues", ("consume/10",)),
+    (
+        "receive_delete_msgs_per_s_nq_concurrent",
+        "Receive(10)+DeleteMessageBatch, 10 queues, 10 threads",
+        ("consume/10",),
+    ),
 )
 #: The ceiling run's endpoint CPU share (server CPU s / wall s) of each ceiling figure.
 CEILING_LOAD: Final = {
     "send_batch_msgs_per_s": "send_batch_endpoint_cpu_share",
+    "send_batch_concurrent_msgs_per_s": "send_batch_concurrent_endpoint_cpu_share",
     "receive_delete_msgs_per_s_1q": "receive_delete_endpoint_cpu_share_1q",
-    "receive_delete_msgs_per_s_nq": "receive_delete_endpoint_cpu_share_10q",
+    "receive_delete_msgs_per_s_nq": "receive_delete_endpoint_cpu_share_nq",
+    "receive_delete_msgs_per_s_nq_concurrent": "receive_delete_endpoint_cpu_share_nq_concurrent",
 }
 
 #: Runs whose request counts are cross-checked against sqsbus's own.
@@ -726,7 +739,7 @@ def build_ceiling(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_ceiling(rows: Sequence[dict[str, Any]]) -> str:
     header = (
-        "endpoint ceiling (raw boto3, 1 thread)",
+        "endpoint ceiling (raw boto3; 1 thread unless said)",
         "msgs/s",
         "endpoint CPU",
         LABELS["sqsbus"],

@@ -235,10 +235,17 @@ class DepthSampler:
 def run_ceiling(
     transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
 ) -> Result:
-    """Raw boto3 batched calls, one thread: what the endpoint can do at best."""
+    """Raw boto3 batched calls: what the endpoint can do at best, serially and concurrently.
+
+    One thread: ``SendMessageBatch`` of 10 into one queue; ``ReceiveMessage`` of 10 +
+    ``DeleteMessageBatch`` over 1 and over ``queues`` queues. Then the same with ``threads``
+    threads sending (each its own client) and one thread per queue receiving: a serial client
+    waits for every answer, so on a fast endpoint only concurrency shows what the server can do.
+    """
     messages = int(params["publish_messages"])
     per_queue = int(params["per_queue"])
     queues = int(params["queues"])
+    threads = int(params.get("threads", 8))
     pad = int(params["pad"])
     figures: Params = {}
     details: Params = {}
@@ -246,51 +253,95 @@ def run_ceiling(
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(PUBLISH_QUEUE)
         bodies = [kombu_wire_body(make_payload(i, pad), PUBLISH_QUEUE) for i in range(messages)]
-        harness.fill(url, bodies[:10])  # warm the client up
-        with _purging(harness, url, float(params["purge_interval"])):
-            started = time.monotonic()
-            server_cpu = process_cpu_seconds(endpoint.pid)
-            harness.fill(url, bodies)
-            seconds = time.monotonic() - started
-            details["send_batch_endpoint_cpu_share"] = _share(endpoint, server_cpu, seconds)
-        figures["send_batch_msgs_per_s"] = messages / seconds
-        details["send_batch_seconds"] = seconds
+        senders = [HarnessSQS(endpoint.url) for _ in range(threads)]
+        for sender in [harness, *senders]:
+            sender.fill(url, bodies[:10])  # warm the clients up
+        for name, clients in (("send_batch", [harness]), ("send_batch_concurrent", senders)):
+            shares = [bodies[i :: len(clients)] for i in range(len(clients))]
+            with _purging(harness, url, float(params["purge_interval"])):
+                started = time.monotonic()
+                server_cpu = process_cpu_seconds(endpoint.pid)
+                _concurrently(
+                    [lambda c=c, b=b: c.fill(url, b) for c, b in zip(clients, shares, strict=True)]
+                )
+                seconds = time.monotonic() - started
+                details[f"{name}_endpoint_cpu_share"] = _share(endpoint, server_cpu, seconds)
+            figures[f"{name}_msgs_per_s"] = messages / seconds
+            details[f"{name}_seconds"] = seconds
 
-        for count in (1, queues):
-            names = [f"bench-ceiling-{count}-{i}" for i in range(count)]
+        runs = [("1q", 1, False), ("nq", queues, False), ("nq_concurrent", queues, True)]
+        for label, count, parallel in runs:
+            names = [f"bench-ceiling-{label.replace('_', '-')}-{i}" for i in range(count)]
             urls = _fill(harness, names, per_queue, pad)
+            clients = [HarnessSQS(endpoint.url).client for _ in urls] if parallel else []
+            received: list[int] = []
             started = time.monotonic()
             server_cpu = process_cpu_seconds(endpoint.pid)
-            received = 0
-            pending = list(urls)
-            while pending:
-                for queue_url in list(pending):
-                    answer = harness.client.receive_message(
-                        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-                    )
-                    batch = answer.get("Messages") or []
-                    if not batch:
-                        pending.remove(queue_url)
-                        continue
-                    harness.client.delete_message_batch(
-                        QueueUrl=queue_url,
-                        Entries=[
-                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                            for i, m in enumerate(batch)
-                        ],
-                    )
-                    received += len(batch)
+            if parallel:
+                _concurrently(
+                    [
+                        lambda c=c, u=u, r=received: r.append(_receive_delete(c, [u]))
+                        for c, u in zip(clients, urls, strict=True)
+                    ]
+                )
+            else:
+                received.append(_receive_delete(harness.client, urls))
             seconds = time.monotonic() - started
-            if received != count * per_queue:
-                raise ScenarioError(f"ceiling: received {received} of {count * per_queue}")
-            figures[f"receive_delete_msgs_per_s_{'1q' if count == 1 else 'nq'}"] = (
-                received / seconds
-            )
-            details[f"receive_delete_seconds_{count}q"] = seconds
-            details[f"receive_delete_endpoint_cpu_share_{count}q"] = _share(
+            if sum(received) != count * per_queue:
+                raise ScenarioError(f"ceiling: received {sum(received)} of {count * per_queue}")
+            figures[f"receive_delete_msgs_per_s_{label}"] = sum(received) / seconds
+            details[f"receive_delete_seconds_{label}"] = seconds
+            details[f"receive_delete_endpoint_cpu_share_{label}"] = _share(
                 endpoint, server_cpu, seconds
             )
     return {"figures": figures, "details": details}
+
+
+def _concurrently(calls: Sequence[Callable[[], object]]) -> None:
+    """Run ``calls`` (one in this thread if there is only one) and raise the first error."""
+    if len(calls) == 1:
+        calls[0]()
+        return
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            barrier.wait()
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(c,), daemon=True) for c in calls]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise ScenarioError(f"ceiling: {errors[0]!r}") from errors[0]
+
+
+def _receive_delete(client: Any, urls: Sequence[str]) -> int:
+    """Receive (10) and batch-delete from ``urls`` in turn until each is empty; return count."""
+    received = 0
+    pending = list(urls)
+    while pending:
+        for queue_url in list(pending):
+            answer = client.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
+            batch = answer.get("Messages") or []
+            if not batch:
+                pending.remove(queue_url)
+                continue
+            client.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+                ],
+            )
+            received += len(batch)
+    return received
 
 
 def _share(endpoint: BenchEndpoint, cpu_before: float | None, seconds: float) -> float | None:

@@ -63,8 +63,10 @@ def test_endpoint_ceiling_is_measured(report: dict[str, Any]) -> None:
     ceiling = {row["id"]: row for row in report["ceiling"]}
     assert set(ceiling) == {
         "send_batch_msgs_per_s",
+        "send_batch_concurrent_msgs_per_s",
         "receive_delete_msgs_per_s_1q",
         "receive_delete_msgs_per_s_nq",
+        "receive_delete_msgs_per_s_nq_concurrent",
     }
     assert all(row["msgs_per_s"] > 0 for row in ceiling.values())
 
