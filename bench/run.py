@@ -59,6 +59,10 @@ class Job:
         return f"{self.scenario}/{self.variant}" if self.variant else self.scenario
 
 
+#: ``publish_linger_ms`` of sqsbus's producers in the ``linger`` variants.
+LINGER_MS: Final = 5
+
+
 def _profile(
     *,
     messages: int,
@@ -90,7 +94,16 @@ def _profile(
                 "purge_interval": 0.1,
             }
         },
-        "e2e": {"": {"messages": e2e, "producers": 8, "prefetch": 10, "pad": small}},
+        "e2e": {
+            "": {"messages": e2e, "producers": 8, "prefetch": 10, "pad": small},
+            "linger": {
+                "messages": e2e,
+                "producers": 8,
+                "prefetch": 10,
+                "pad": small,
+                "linger_ms": LINGER_MS,
+            },
+        },
         "publish": {
             str(threads): {
                 "messages": messages,
@@ -99,12 +112,24 @@ def _profile(
                 "purge_interval": 0.1,
             }
             for threads in (1, 8)
+        }
+        | {
+            "8-linger": {
+                "messages": messages,
+                "threads": 8,
+                "pad": small,
+                "purge_interval": 0.1,
+                "linger_ms": LINGER_MS,
+            }
         },
         "consume": {
             str(queues): {"queues": queues, "per_queue": per_queue, "prefetch": 10, "pad": small}
             for queues in (1, 10)
         },
-        "celery": {"": {"tasks": tasks, "concurrency": 8}},
+        "celery": {
+            "": {"tasks": tasks, "concurrency": 8},
+            "linger": {"tasks": tasks, "concurrency": 8, "linger_ms": LINGER_MS},
+        },
         "latency": {
             "hub": {
                 "mode": "hub",
@@ -266,6 +291,26 @@ FIGURES: Final[tuple[Figure, ...]] = (
         0,
     ),
     Figure(
+        "e2e_linger_requests_per_message",
+        "e2e/linger",
+        "requests_per_message",
+        lambda p: (
+            f"requests/msg end to end, sqsbus producers with publish_linger_ms={p['linger_ms']}"
+        ),
+        "req/msg",
+        "lower",
+        3,
+    ),
+    Figure(
+        "e2e_linger_msgs_per_s",
+        "e2e/linger",
+        "msgs_per_s",
+        lambda p: "  end-to-end msgs/s of that run",
+        "msg/s",
+        "higher",
+        0,
+    ),
+    Figure(
         "publish_1_msgs_per_s",
         "publish/1",
         "msgs_per_s",
@@ -288,6 +333,24 @@ FIGURES: Final[tuple[Figure, ...]] = (
         "publish/8",
         "requests_per_message",
         lambda p: "  publish requests/msg, 8 threads",
+        "req/msg",
+        "lower",
+        3,
+    ),
+    Figure(
+        "publish_8_linger_msgs_per_s",
+        "publish/8-linger",
+        "msgs_per_s",
+        lambda p: f"publish msgs/s, 8 threads, sqsbus with publish_linger_ms={p['linger_ms']}",
+        "msg/s",
+        "higher",
+        0,
+    ),
+    Figure(
+        "publish_8_linger_requests_per_message",
+        "publish/8-linger",
+        "requests_per_message",
+        lambda p: "  publish requests/msg, 8 threads, linger",
         "req/msg",
         "lower",
         3,
@@ -345,6 +408,24 @@ FIGURES: Final[tuple[Figure, ...]] = (
         "s",
         "lower",
         2,
+    ),
+    Figure(
+        "celery_linger_tasks_per_s",
+        "celery/linger",
+        "tasks_per_s",
+        lambda p: f"Celery tasks/s, group published with publish_linger_ms={p['linger_ms']}",
+        "task/s",
+        "higher",
+        0,
+    ),
+    Figure(
+        "celery_linger_requests_per_task",
+        "celery/linger",
+        "requests_per_task",
+        lambda p: "  Celery requests/task, linger",
+        "req/task",
+        "lower",
+        3,
     ),
     Figure(
         "latency_hub_p50_ms",

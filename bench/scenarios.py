@@ -98,6 +98,21 @@ def _connection(transport: Transport, endpoint: BenchEndpoint, **options: Any) -
     return conn
 
 
+def _producer_options(transport: Transport, params: Params) -> dict[str, Any]:
+    """``publish_linger_ms`` for sqsbus producers of a ``linger_ms`` variant (Kombu has none)."""
+    linger = int(params.get("linger_ms", 0))
+    return {"publish_linger_ms": linger} if transport == "sqsbus" and linger else {}
+
+
+def _flush_lingering(transport: Transport, params: Params) -> None:
+    """Wait until lingering sqsbus messages are sent (part of the measured publish)."""
+    if _producer_options(transport, params):
+        from sqsbus.engine.group_commit import GROUP_COMMIT
+
+        if not GROUP_COMMIT.flush() or GROUP_COMMIT.lost:
+            raise ScenarioError(f"lingering publishes failed ({GROUP_COMMIT.lost} lost)")
+
+
 def _endpoint_of(transport: Transport, conn: Any) -> str:
     """Where ``conn`` sends its requests, as the transport itself says (checked: http)."""
     channel = conn.default_channel
@@ -383,7 +398,8 @@ def run_e2e(
             prefetch_count=int(params["prefetch"]),
         )
         consumer.declare()
-        conns = [_connection(transport, endpoint) for _ in range(producers)]
+        lingering = _producer_options(transport, params)
+        conns = [_connection(transport, endpoint, **lingering) for _ in range(producers)]
         producer_objs = [kombu.Producer(c.default_channel, serializer="json") for c in conns]
         for producer in producer_objs:
             queue(producer.channel).declare()
@@ -457,7 +473,8 @@ def run_publish(
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(PUBLISH_QUEUE)
         queue = _queue(PUBLISH_QUEUE)
-        conns = [_connection(transport, endpoint) for _ in range(threads_count)]
+        lingering = _producer_options(transport, params)
+        conns = [_connection(transport, endpoint, **lingering) for _ in range(threads_count)]
         producers = [kombu.Producer(c.default_channel, serializer="json") for c in conns]
         for producer in producers:
             queue(producer.channel).declare()
@@ -488,6 +505,7 @@ def run_publish(
             barrier.wait()
             for thread in threads:
                 thread.join()
+            _flush_lingering(transport, params)
             measured = counter.stop()
         if errors:
             raise ScenarioError(f"publish: {errors[0]!r}") from errors[0]
@@ -669,7 +687,7 @@ def run_celery(
                     raise ScenarioError(f"the Celery worker did not start; see {worker_log}")
                 time.sleep(0.05)
             ready_after = time.monotonic() - started
-            celery_app.configure(url, options)
+            celery_app.configure(url, {**options, **_producer_options(transport, params)})
 
             def done() -> int:
                 return done_file.stat().st_size
