@@ -102,3 +102,13 @@ def counts(sqs_client: Any, url: str) -> tuple[int, int]:
         int(attributes["ApproximateNumberOfMessages"]),
         int(attributes["ApproximateNumberOfMessagesNotVisible"]),
     )
+
+
+def url_of(conn: Connection, name: str) -> str:
+    """The SQS URL of the Kombu queue ``name`` on ``conn``."""
+    return str(conn.transport.directory.get(name).url)
+
+
+def queue_counts(sqs_client: Any, sqs_name: str) -> tuple[int, int]:
+    """(visible, in flight) messages of the SQS queue named ``sqs_name``."""
+    return counts(sqs_client, sqs_client.get_queue_url(QueueName=sqs_name)["QueueUrl"])

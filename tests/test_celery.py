@@ -23,6 +23,7 @@ import pytest
 from celery import chain, chord, group
 from celery_app import AppSettings, create_app
 from celery_helpers import WorkerProcess, read_records, task, wait_for
+from kombu_helpers import queue_counts
 
 from sqsbus.engine.acker import DEFAULT_WINDOW as ACK_WINDOW
 from sqsbus.errors import MessageTooLarge
@@ -73,19 +74,6 @@ def make_settings(endpoint: LocalEndpoint, base: Path, **overrides: Any) -> AppS
         result_dir=str(result_dir),
         state_dir=str(state_dir),
         **overrides,
-    )
-
-
-def queue_counts(sqs_client: SQSClient, queue_name: str) -> tuple[int, int]:
-    """(visible, in flight) messages of an SQS queue."""
-    url = sqs_client.get_queue_url(QueueName=queue_name)["QueueUrl"]
-    attributes = sqs_client.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
     )
 
 

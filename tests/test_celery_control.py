@@ -25,6 +25,7 @@ import boto3
 import pytest
 from celery_app import AppSettings, create_app
 from celery_helpers import WorkerProcess, read_records, task, wait_for
+from kombu_helpers import queue_counts
 
 from sqsbus.local import LocalEndpoint
 from sqsbus.queues import canonical_name
@@ -66,19 +67,6 @@ class Cluster:
 
     def sqs_name(self, queue: str) -> str:
         return self.settings.queue_name_prefix + queue.replace(".", "-")
-
-
-def queue_counts(sqs_client: SQSClient, name: str) -> tuple[int, int]:
-    """(visible, in flight) messages of the SQS queue ``name``."""
-    url = sqs_client.get_queue_url(QueueName=name)["QueueUrl"]
-    attributes = sqs_client.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
 
 
 def hosts_answering_ping(app: Any, expected: int) -> set[str]:

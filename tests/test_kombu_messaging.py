@@ -23,16 +23,13 @@ from kombu_helpers import (
     direct_queue,
     drain_for,
     publish,
+    url_of,
     wait_until,
 )
 
 from sqsbus.aws import GLOBAL_STATS
 from sqsbus.kombu.channel import UnsupportedExchangeType
 from sqsbus.local import LocalEndpoint
-
-
-def url_of(conn: Connection, name: str) -> str:
-    return str(conn.transport.directory.get(name).url)
 
 
 def test_transport_describes_itself_truthfully(endpoint: LocalEndpoint, prefix: str) -> None:

@@ -20,15 +20,12 @@ from kombu_helpers import (
     drain_for,
     publish,
     queue_attributes,
+    url_of,
     wait_until,
 )
 
 from sqsbus.engine.delays import ETA_ATTRIBUTE
 from sqsbus.local import LocalEndpoint
-
-
-def url_of(conn: Any, queue: str) -> str:
-    return str(conn.default_channel.directory.get(queue).url)
 
 
 def get_within(bound: Any, seconds: float) -> Any:
