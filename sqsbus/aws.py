@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import botocore.session
+from botocore.config import Config as BotocoreConfig
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import (
     BotoCoreError,
@@ -259,9 +260,13 @@ class AWS:
                 source.secret_access_key.reveal(),
                 source.session_token.reveal() if source.session_token else None,
             )
+        config = self.options.botocore_config()
+        if service == "s3" and self.options.endpoint_url and "s3" not in self.options.client_config:
+            # A local endpoint (http://127.0.0.1:PORT) has no bucket subdomains.
+            config = config.merge(BotocoreConfig(s3={"addressing_style": "path"}))
         kwargs: dict[str, Any] = {
             "region_name": region,
-            "config": self.options.botocore_config(),
+            "config": config,
             "use_ssl": self.options.is_secure,
         }
         if self.options.endpoint_url:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -38,6 +39,12 @@ DEFAULT_MAX_POOL_CONNECTIONS: Final = 64
 #: (``celeryev.<id>``) and anonymous (``amq.gen-<id>``) queues.  Only these are checked for
 #: expiry by orphan sweeps (see :mod:`sqsbus.expiry`).
 DEFAULT_ORPHAN_QUEUE_PATTERNS: Final = ("*-pidbox", "celeryev-*", "amq-gen-*", "sqsbus-parking-*")
+#: Longest ``large_payload_prefix``: S3 keys are at most 1024 bytes, 36 go to the UUID.
+MAX_LARGE_PAYLOAD_PREFIX: Final = 1024 - 36
+#: Largest ``large_payload_threshold`` accepted (the queue's own limit caps it anyway).
+MAX_LARGE_PAYLOAD_THRESHOLD: Final = 16 * 1_048_576
+_BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_CHARACTERS: Final = re.compile(r"[A-Za-z0-9./_-]*")
 
 
 class Secret:
@@ -135,6 +142,11 @@ class Options:
     orphan_sweep_interval: float = 900.0
     #: Names (after the prefix) that sweeps look at.
     orphan_queue_patterns: tuple[str, ...] = DEFAULT_ORPHAN_QUEUE_PATTERNS
+    large_payload_bucket: str | None = None
+    large_payload_threshold: int | None = None
+    large_payload_prefix: str = ""
+    large_payload_delete_after_ack: bool = True
+    large_payload_always: bool = False
     body_encoding: str = "base64"
     deadletter_queue: str | None = None
 
@@ -403,6 +415,33 @@ def _predefined_queues(name: str, value: Any) -> dict[str, PredefinedQueue]:
     return queues
 
 
+def _bucket_name(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _BUCKET_NAME.fullmatch(value) or ".." in value:
+        raise _fail(name, "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')", value)
+    return value
+
+
+def _key_prefix(name: str, value: Any) -> str:
+    """The rules of the Java extended client's ``withS3KeyPrefix``."""
+    if not isinstance(value, str):
+        raise _fail(name, "a string", value)
+    if (
+        len(value) > MAX_LARGE_PAYLOAD_PREFIX
+        or not _PREFIX_CHARACTERS.fullmatch(value)
+        or value.startswith((".", "/"))
+        or ".." in value
+    ):
+        raise _fail(
+            name,
+            f"an S3 key prefix of at most {MAX_LARGE_PAYLOAD_PREFIX} letters, digits, '/', "
+            "'_', '-' and '.', not starting with '.' or '/' and without '..'",
+            value,
+        )
+    return value
+
+
 def _ignored(name: str, value: Any) -> Any:
     """Options Kombu itself reads (reconnect policy, ``regioninfo``/``port``)."""
     return value
@@ -443,6 +482,14 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "temporary_queue_min_expires": ("temporary_queue_min_expires", _int_range(1, 86_400)),
     "orphan_sweep_interval": ("orphan_sweep_interval", _non_negative_number),
     "orphan_queue_patterns": ("orphan_queue_patterns", _patterns),
+    "large_payload_bucket": ("large_payload_bucket", _bucket_name),
+    "large_payload_threshold": (
+        "large_payload_threshold",
+        _int_range(0, MAX_LARGE_PAYLOAD_THRESHOLD),
+    ),
+    "large_payload_prefix": ("large_payload_prefix", _key_prefix),
+    "large_payload_delete_after_ack": ("large_payload_delete_after_ack", _boolean),
+    "large_payload_always": ("large_payload_always", _boolean),
     "body_encoding": ("body_encoding", _optional_string),
     "deadletter_queue": ("deadletter_queue", _optional_string),
     # Read by kombu.Connection itself (reconnect policy) or unused by SQS.
@@ -529,6 +576,14 @@ def parse_options(
             "the broker URL has only half of the credentials: use sqsbus://KEY:SECRET@host, "
             "or no credentials at all to use the boto3 credential chain"
         )
+
+    if not values.get("large_payload_bucket"):
+        for name in ("large_payload_threshold", "large_payload_prefix", "large_payload_always"):
+            if values.get(name) or (name == "large_payload_threshold" and name in values):
+                raise ConfigurationError(
+                    f"transport option {name!r} needs 'large_payload_bucket', the S3 bucket "
+                    "that large payloads go to"
+                )
 
     buffer_time = values.get("sts_token_buffer_time", 0)
     timeout = values.get("sts_token_timeout", MIN_STS_TOKEN_TIMEOUT)

@@ -56,3 +56,15 @@ class MessageTooLarge(SQSBusError, ValueError):
 
 class DeliveryError(SQSBusError):
     """SQS refused some entries of a send, delete or visibility change."""
+
+
+class PayloadError(SQSBusError):
+    """A large payload could not be stored in or read from S3."""
+
+
+class PayloadMissing(PayloadError):
+    """The S3 object a message points to does not exist (deleted, expired, wrong bucket)."""
+
+
+class UnreadablePayload(PayloadError, ValueError):
+    """A message marked as stored in S3 has no valid pointer, or its payload is not text."""

@@ -12,6 +12,10 @@ SQS marks as not the sender's fault) are retried with backoff; stale receipt
 handles (the visibility timeout expired, or the message is already gone) are
 logged at INFO, since SQS redelivers or already has; anything else is logged as
 an error naming the messages and counted in :attr:`Acker.failed`.
+
+``on_deleted`` is called (on the acker's thread) with the messages SQS confirmed
+deleted — and only those: large payloads in S3 are deleted from there, so an
+object outlives every delivery of its message.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -58,11 +62,16 @@ class Acker:
     """Batches deletes and visibility changes per queue on a background thread."""
 
     def __init__(
-        self, *, window: float = DEFAULT_WINDOW, leases: LeaseKeeper | None = None
+        self,
+        *,
+        window: float = DEFAULT_WINDOW,
+        leases: LeaseKeeper | None = None,
+        on_deleted: Callable[[list[Received]], None] | None = None,
     ) -> None:
         self.window = window
         #: Settled messages are no longer extended by this keeper.
         self.leases = leases
+        self.on_deleted = on_deleted
         #: Entries given up after a non-transient failure or too many attempts.
         self.failed = 0
         self._lanes: dict[tuple[str, Action], _Lane] = {}
@@ -222,6 +231,9 @@ class Acker:
         except SQSBusError as exc:
             self._give_up(action, batch, str(exc))
             return
+        if action is None and self.on_deleted is not None:
+            refused = {failure.index for failure in failures}
+            self._report_deleted([e.message for i, e in enumerate(batch) if i not in refused])
         retry: list[_Entry] = []
         for failure in failures:
             entry = batch[failure.index]
@@ -240,6 +252,14 @@ class Acker:
                 self._give_up(action, [entry], f"{failure.code}: {failure.message}")
         if retry:
             self._retry(url, action, retry, "SQS asked to retry some entries")
+
+    def _report_deleted(self, messages: list[Received]) -> None:
+        if not messages or self.on_deleted is None:
+            return
+        try:
+            self.on_deleted(messages)
+        except Exception:  # must not stop the acker: the deletes themselves succeeded
+            logger.exception("after deleting %d message(s)", len(messages))
 
     def _retry(self, url: str, action: Action, entries: list[_Entry], reason: str) -> None:
         again = [e for e in entries if e.attempts + 1 < MAX_ATTEMPTS]

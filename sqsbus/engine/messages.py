@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqsbus.engine.pointer import PayloadPointer
 from sqsbus.queues import QueueRef
 
 
@@ -27,6 +28,8 @@ class Received:
     #: Set when the message was parked (see :mod:`sqsbus.engine.parking`): the queue it
     #: belongs to, while :attr:`queue` is the parking queue holding it.
     home: QueueRef | None = None
+    #: Where the body was stored in S3, once resolved (large payloads); None otherwise.
+    payload: PayloadPointer | None = None
 
     @property
     def receive_count(self) -> int:

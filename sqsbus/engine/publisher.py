@@ -1,7 +1,9 @@
 """Publishing messages to SQS queues, with the size and FIFO rules applied.
 
 Sends go through :data:`~sqsbus.engine.group_commit.GROUP_COMMIT`, so concurrent
-publishers share ``SendMessageBatch`` calls.
+publishers share ``SendMessageBatch`` calls.  A message too large for its queue
+goes through S3 first when a :class:`~sqsbus.engine.payloads.PayloadStore` has a
+bucket (then only its small pointer joins a batch); otherwise it is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any, Final
 
 from sqsbus.engine.delays import MAX_DELAY_SECONDS
 from sqsbus.engine.group_commit import GROUP_COMMIT
-from sqsbus.errors import ConfigurationError, MessageTooLarge
+from sqsbus.engine.payloads import PayloadStore
+from sqsbus.engine.pointer import RESERVED_ATTRIBUTES, parse_pointer, reserved_attribute
+from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
 from sqsbus.queues import QueueDirectory, QueueRef
 
 logger = logging.getLogger(__name__)
@@ -36,6 +40,25 @@ def message_size(body: str, attributes: Mapping[str, Any]) -> int:
     return size
 
 
+def _is_forwarded_pointer(queue: QueueRef, body: str, attributes: Mapping[str, Any]) -> bool:
+    """True for a message already in the S3 pointer format (moved or hopped as is).
+
+    The size attribute with any other body would make consumers look for an S3 object.
+    """
+    reserved = reserved_attribute(attributes)
+    if reserved is None:
+        return False
+    try:
+        parse_pointer(body)
+    except ValueError:
+        raise ConfigurationError(
+            f"message for queue {queue.name!r} has the message attribute {reserved!r}, "
+            f"which marks payloads stored in S3 ({' and '.join(RESERVED_ATTRIBUTES)} are "
+            "reserved); rename it"
+        ) from None
+    return True
+
+
 class Publisher:
     """Checks and sends messages; :meth:`send` returns only after SQS accepted it."""
 
@@ -45,8 +68,11 @@ class Publisher:
         *,
         fifo_message_group_id: str = "default",
         linger_ms: int = 0,
+        payloads: PayloadStore | None = None,
     ) -> None:
         self.directory = directory
+        #: Where large payloads go (``large_payload_bucket``); None: nowhere.
+        self.payloads = payloads
         self.fifo_message_group_id = fifo_message_group_id
         #: With a linger, :meth:`send` returns at once and the message is sent within
         #: ``linger_ms`` with others (fire and forget; see ``publish_linger_ms``).
@@ -74,14 +100,44 @@ class Publisher:
                 f"message for queue {queue.name!r} has {len(attributes)} message attributes; "
                 f"SQS allows at most {MAX_MESSAGE_ATTRIBUTES}. Move the rest into the body."
             )
+        forwarded = _is_forwarded_pointer(queue, body, attributes)
         limit = self.directory.max_message_size(queue)
         size = message_size(body, attributes)
-        if size > limit:
+        stored = None
+        if not forwarded and self.payloads is not None and self.payloads.wants(size, limit):
+            body, attributes, stored = self.payloads.offload(body, attributes, queue=queue.name)
+            size = message_size(body, attributes)
+        elif size > limit:
             raise MessageTooLarge(
                 f"message of {size} bytes is over the {limit}-byte limit of queue "
-                f"{queue.name!r}; nothing was sent. Make the payload smaller or send a "
-                "reference to data stored elsewhere (e.g. S3)."
+                f"{queue.name!r}; nothing was sent. Set the transport option "
+                "large_payload_bucket to send large payloads through S3 (docs/large-payloads.md), "
+                "or make the payload smaller."
             )
+        try:
+            return self._send(
+                queue, body, attributes, size, group_id, deduplication_id, delay_seconds, confirm
+            )
+        except SQSBusError as exc:
+            if stored is not None and self.payloads is not None:
+                if isinstance(exc, TransientError):
+                    # SQS may have taken the message after all: keep what it points to.
+                    logger.warning("keeping payload %s of a send that may have failed", stored)
+                else:
+                    self.payloads.discard([stored])  # SQS refused the pointer
+            raise
+
+    def _send(
+        self,
+        queue: QueueRef,
+        body: str,
+        attributes: dict[str, Any],
+        size: int,
+        group_id: str | None,
+        deduplication_id: str | None,
+        delay_seconds: int | None,
+        confirm: bool,
+    ) -> str:
         params: dict[str, Any] = {"MessageBody": body}
         if attributes:
             params["MessageAttributes"] = attributes

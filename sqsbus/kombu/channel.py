@@ -28,7 +28,14 @@ from sqsbus.engine.messages import Received
 from sqsbus.engine.parking import home_attributes
 from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES
 from sqsbus.engine.receiver import BandGate, Inbox, Receiver
-from sqsbus.errors import AccessDeniedError, ConfigurationError, QueueDoesNotExist, SQSBusError
+from sqsbus.errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    PayloadMissing,
+    QueueDoesNotExist,
+    SQSBusError,
+    UnreadablePayload,
+)
 from sqsbus.kombu.queue_arguments import QueueArguments, band_of, band_queue, priority_bands
 from sqsbus.queues import QueueRef
 from sqsbus.routing.exchanges import FilterCondition, topic_condition
@@ -71,6 +78,7 @@ class Channel(virtual.Channel):
         self.publisher = connection.publisher
         self.acker = connection.acker
         self.leases = connection.leases
+        self.payloads = connection.payloads
         self.router = connection.router
         # Created now: receiver threads read QoS and must not race its creation.
         self._channel_qos = self.qos
@@ -334,9 +342,11 @@ class Channel(virtual.Channel):
         return result
 
     def _on_received(self, messages: list[Received]) -> list[Received]:
-        """Receiver hook: hop delayed messages that surfaced early; delete no-ack ones."""
+        """Receiver hook (its thread): hop delayed messages that surfaced early, read
+        large payloads from S3, delete no-ack messages."""
         if self.options.native_delays:
             messages = [m for m in messages if not self._hopped(m)]
+        messages = self._resolve_payloads(messages)
         if messages and messages[0].name in self._noack_queues:
             self.acker.delete(messages)
         return messages
@@ -368,6 +378,37 @@ class Channel(virtual.Channel):
             return True
         self.acker.delete([received])
         return True
+
+    def _resolve_payloads(self, messages: list[Received]) -> list[Received]:
+        """Replace S3 pointers by their payloads; hold back messages whose payload failed.
+
+        A message whose object does not exist goes to the queue's dead-letter queue if
+        it has one; otherwise, like one whose object cannot be read now, it stays in SQS
+        and is received again after its visibility timeout (or lease). One without a
+        valid pointer is unreadable.  Nothing is deleted silently.
+        """
+        readable: list[Received] = []
+        for message in messages:
+            try:
+                readable.append(self.payloads.resolve(message))
+            except UnreadablePayload as exc:
+                self._discard_unreadable(message, str(exc))
+            except SQSBusError as exc:
+                moved = isinstance(exc, PayloadMissing) and self._dead_letter(
+                    message, f"payload missing: {exc}"
+                )
+                if not moved and self.leases is not None:
+                    self.leases.forget([message])  # back in SQS when its lease ends
+                logger.error(
+                    "message %s on queue %s is not delivered: cannot %s; %s",
+                    message.message_id,
+                    message.queue.name,
+                    exc,
+                    "it goes to the dead-letter queue"
+                    if moved
+                    else "it stays in the queue and is received again when its visibility ends",
+                )
+        return readable
 
     def deliver_buffered(self) -> int:
         """Hand buffered messages to consumers while QoS allows; return how many."""
@@ -481,8 +522,11 @@ class Channel(virtual.Channel):
         dead = self.directory.dead_letter_queue_of(source)
         if dead is None:
             return False
-        attributes = home_attributes(received)  # without parking attributes
+        body, attributes = received.body, home_attributes(received)  # without parking ones
         attributes.pop(delays.ETA_ATTRIBUTE, None)
+        if received.payload is not None:
+            # Move the pointer, not the payload: the copy refers to the same S3 object.
+            body, attributes = self.payloads.pointer_message(received, attributes)
         for name, value in (
             (DEAD_LETTER_REASON_ATTRIBUTE, reason[:1024]),
             (DEAD_LETTER_SOURCE_ATTRIBUTE, source.name),
@@ -492,7 +536,7 @@ class Channel(virtual.Channel):
         try:
             self.publisher.send(
                 dead,
-                received.body,
+                body,
                 message_attributes=attributes,
                 group_id=received.attributes.get("MessageGroupId"),
                 deduplication_id=received.message_id if dead.is_fifo else None,
@@ -517,6 +561,7 @@ class Channel(virtual.Channel):
             dead.name,
             reason,
         )
+        received.payload = None  # its S3 object now belongs to the dead-letter copy
         self.acker.delete([received])
         return True
 
@@ -555,6 +600,9 @@ class Channel(virtual.Channel):
             if self.leases is not None:
                 self.leases.hold(messages)
             if self.options.native_delays and self._hopped(messages[0]):
+                return None
+            messages = self._resolve_payloads(messages)
+            if not messages:
                 return None
             return messages[0]
         return None

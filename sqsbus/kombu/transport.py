@@ -23,6 +23,7 @@ from sqsbus.engine.group_commit import GROUP_COMMIT
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.engine.parking import PARKING_QUEUE_PREFIX, Parking, empty_parking_queue
+from sqsbus.engine.payloads import PayloadStore
 from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
 from sqsbus.errors import (
@@ -91,10 +92,19 @@ class Transport(virtual.Transport):
         self.polling_interval = self.options.polling_interval
         self.aws = AWS(self.options)
         self.directory = QueueDirectory(self.aws, self.options)
+        self.payloads = PayloadStore(
+            lambda: self.aws.client("s3"),
+            bucket=self.options.large_payload_bucket,
+            prefix=self.options.large_payload_prefix,
+            threshold=self.options.large_payload_threshold,
+            always=self.options.large_payload_always,
+            delete_after_ack=self.options.large_payload_delete_after_ack,
+        )
         self.publisher = Publisher(
             self.directory,
             fifo_message_group_id=self.options.fifo_message_group_id,
             linger_ms=self.options.publish_linger_ms,
+            payloads=self.payloads,
         )
         self.leases: LeaseKeeper | None = None
         self.parking: Parking | None = None
@@ -151,7 +161,7 @@ class Transport(virtual.Transport):
                 parking_queue=lambda: self.declare_temporary_queue(self.parking_queue_name),
                 resolve_home=self.directory.ref_for_url,
             )
-        return Acker(leases=self.leases)
+        return Acker(leases=self.leases, on_deleted=self.payloads.delete_acked)
 
     def _park(self, message: Received) -> None:
         """Lease keeper hook: ``message`` reached SQS's 12-hour cap while held."""

@@ -1,0 +1,215 @@
+"""Large payloads through S3, in the Amazon SQS Extended Client format.
+
+:class:`PayloadStore` stores a body that is too large for SQS as an S3 object
+(``PutObject``, key = prefix + UUID) and gives the pointer body and size attribute
+to send instead (:mod:`sqsbus.engine.pointer`); on receipt it replaces a pointer
+by the object's content (``GetObject``); once SQS confirmed the delete of an
+acknowledged message, it deletes the object (``DeleteObject(s)``).  The object is
+never deleted while its message can still be delivered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sqsbus.aws import call, translate_error
+from sqsbus.engine.messages import Received
+from sqsbus.engine.pointer import (
+    MAX_ATTRIBUTES_WITH_POINTER,
+    RESERVED_ATTRIBUTES,
+    SIZE_ATTRIBUTE,
+    PayloadPointer,
+    parse_pointer,
+    reserved_attribute,
+    size_attribute,
+)
+from sqsbus.errors import (
+    ConfigurationError,
+    PayloadMissing,
+    SQSBusError,
+    UnreadablePayload,
+)
+
+logger = logging.getLogger(__name__)
+
+#: S3 error codes meaning the object (or its bucket) is not there.
+MISSING_OBJECT_CODES: Final = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
+#: Keys per ``DeleteObjects`` call (the S3 limit).
+MAX_DELETE_KEYS: Final = 1000
+
+
+class PayloadStore:
+    """Offloads, resolves and deletes large payloads; thread-safe.
+
+    ``client`` returns the S3 client to use (made and counted by :mod:`sqsbus.aws`).
+    Without a ``bucket`` nothing is offloaded, but pointers written by others
+    (extended-client producers) are still resolved and, after ack, deleted.
+    """
+
+    def __init__(
+        self,
+        client: Callable[[], Any],
+        *,
+        bucket: str | None = None,
+        prefix: str = "",
+        threshold: int | None = None,
+        always: bool = False,
+        delete_after_ack: bool = True,
+    ) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        #: Offload above this many bytes (body + attributes); None: the queue's limit.
+        self.threshold = threshold
+        self.always = always
+        self.delete_after_ack = delete_after_ack
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def wants(self, size: int, limit: int) -> bool:
+        """True if a message of ``size`` bytes for a queue taking ``limit`` goes through S3."""
+        if self.bucket is None:
+            return False
+        threshold = limit if self.threshold is None else min(self.threshold, limit)
+        return self.always or size > threshold
+
+    def offload(
+        self, body: str, attributes: Mapping[str, Any], *, queue: str
+    ) -> tuple[str, dict[str, Any], PayloadPointer]:
+        """Store ``body`` in S3; return the pointer body, the attributes to send, the pointer."""
+        if self.bucket is None:
+            raise ConfigurationError("no large_payload_bucket is configured")
+        if len(attributes) > MAX_ATTRIBUTES_WITH_POINTER:
+            raise ConfigurationError(
+                f"message for queue {queue!r} has {len(attributes)} message attributes; a "
+                f"message whose payload goes through S3 may have at most "
+                f"{MAX_ATTRIBUTES_WITH_POINTER} (SQS allows 10, and the extended-client format "
+                f"takes one for {SIZE_ATTRIBUTE}). Move the rest into the body."
+            )
+        data = body.encode("utf-8")
+        pointer = PayloadPointer(self.bucket, f"{self.prefix}{uuid.uuid4()}")
+        call(
+            self._client(),
+            "put_object",
+            f"store a {len(data)}-byte payload for queue {queue!r} in S3 bucket "
+            f"{self.bucket!r} (large_payload_bucket)",
+            Bucket=pointer.bucket,
+            Key=pointer.key,
+            Body=data,
+            ContentType="text/plain; charset=utf-8",
+        )
+        sent = dict(attributes)
+        sent[SIZE_ATTRIBUTE] = size_attribute(len(data))
+        return pointer.to_body(), sent, pointer
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def resolve(self, message: Received) -> Received:
+        """``message`` with its payload read from S3 if it carries a pointer, else as is.
+
+        Raises :class:`UnreadablePayload` for a marked message without a valid
+        pointer, :class:`PayloadMissing` when the object does not exist, and other
+        :class:`SQSBusError` subclasses for failures reading it.
+        """
+        if reserved_attribute(message.message_attributes) is None:
+            return message
+        try:
+            pointer = parse_pointer(message.body)
+        except ValueError as exc:
+            raise UnreadablePayload(
+                f"it has the {'/'.join(RESERVED_ATTRIBUTES)} attribute of a payload stored in "
+                f"S3, but {exc}"
+            ) from None
+        data = self._read(pointer)
+        try:
+            body = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnreadablePayload(f"its payload at {pointer} is not UTF-8 text") from None
+        attributes = {
+            name: value
+            for name, value in message.message_attributes.items()
+            if name not in RESERVED_ATTRIBUTES
+        }
+        return dataclasses.replace(
+            message, body=body, message_attributes=attributes, payload=pointer
+        )
+
+    def _read(self, pointer: PayloadPointer) -> bytes:
+        action = f"read the payload at {pointer}"
+        try:
+            answer = self._client().get_object(Bucket=pointer.bucket, Key=pointer.key)
+            data: bytes = answer["Body"].read()
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in MISSING_OBJECT_CODES:
+                raise PayloadMissing(f"{action}: the object does not exist ({code})") from exc
+            raise translate_error(exc, action) from exc
+        except (BotoCoreError, OSError) as exc:
+            raise translate_error(exc, action) from exc
+        return data
+
+    def pointer_message(
+        self, message: Received, attributes: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """Body and attributes that send ``message`` (resolved) on with its pointer again.
+
+        For moves (e.g. to a dead-letter queue): the copy refers to the same object.
+        """
+        if message.payload is None:
+            raise ValueError(f"message {message.message_id} has no payload in S3")
+        sent = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
+        sent[SIZE_ATTRIBUTE] = size_attribute(len(message.body.encode("utf-8")))
+        return message.payload.to_body(), sent
+
+    # -- deleting --------------------------------------------------------------------------
+
+    def delete_acked(self, messages: Sequence[Received]) -> None:
+        """After SQS deleted ``messages``: delete their payloads (``delete_after_ack``)."""
+        if self.delete_after_ack:
+            self.discard([m.payload for m in messages if m.payload is not None])
+
+    def discard(self, pointers: Sequence[PayloadPointer]) -> None:
+        """Delete these objects; failures are logged (the objects are then left over)."""
+        by_bucket: dict[str, list[str]] = {}
+        for pointer in pointers:
+            by_bucket.setdefault(pointer.bucket, []).append(pointer.key)
+        for bucket, keys in by_bucket.items():
+            for start in range(0, len(keys), MAX_DELETE_KEYS):
+                self._delete(bucket, keys[start : start + MAX_DELETE_KEYS])
+
+    def _delete(self, bucket: str, keys: list[str]) -> None:
+        action = f"delete {len(keys)} payload(s) from S3 bucket {bucket!r}"
+        try:
+            if len(keys) == 1:
+                call(self._client(), "delete_object", action, Bucket=bucket, Key=keys[0])
+                return
+            answer = call(
+                self._client(),
+                "delete_objects",
+                action,
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+            )
+        except SQSBusError as exc:
+            _log_left_over(bucket, keys, str(exc))
+            return
+        for error in answer.get("Errors") or []:
+            _log_left_over(
+                bucket, [str(error.get("Key"))], f"{error.get('Code')}: {error.get('Message')}"
+            )
+
+
+def _log_left_over(bucket: str, keys: list[str], reason: str) -> None:
+    logger.warning(
+        "could not delete large payload(s) %s from S3 bucket %s (%s); they stay until "
+        "deleted otherwise (e.g. by a lifecycle rule on the bucket)",
+        ", ".join(keys),
+        bucket,
+        reason,
+    )
