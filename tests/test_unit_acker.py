@@ -162,3 +162,18 @@ def test_close_sends_everything_pending() -> None:
     # After close, settling still happens (synchronously).
     acker.delete(messages(client, 1, "late"))
     assert client.calls[-1] == ("delete", ["late-0"])
+
+
+def test_on_deleted_gets_only_the_messages_sqs_confirmed_deleted() -> None:
+    """Large payloads are deleted from this hook: never for a message that may come back."""
+    client = FakeSQS()
+    client.fail = {"q-1": ("ReceiptHandleIsInvalid", True), "q-2": ("InternalError", False)}
+    deleted: list[str] = []
+    acker = Acker(window=0.01, on_deleted=lambda ms: deleted.extend(m.message_id for m in ms))
+    batch = messages(client, 4)
+    acker.delete(batch)
+    acker.set_visibility(messages(client, 1, queue="other"), 0)
+    assert acker.flush(timeout=10)
+    acker.close()
+    # m1's receipt was stale (SQS may deliver it again); m2 succeeded on its retry.
+    assert sorted(deleted) == ["m0", "m2", "m3"]

@@ -80,7 +80,9 @@ def test_size_attribute_and_reserved_names() -> None:
 def test_extended_receipt_handle_embeds_the_pointer_like_the_clients() -> None:
     pointer = PayloadPointer("bkt", "pre/key-1")
     handle = extended_receipt_handle("AQEB+abc/def==", pointer)
-    assert handle == "-..s3BucketName..-bkt-..s3BucketName..--..s3Key..-pre/key-1-..s3Key..-AQEB+abc/def=="
+    assert handle == (
+        "-..s3BucketName..-bkt-..s3BucketName..--..s3Key..-pre/key-1-..s3Key..-AQEB+abc/def=="
+    )
     assert split_receipt_handle(handle) == (pointer, "AQEB+abc/def==")
 
 
@@ -153,7 +155,8 @@ def test_bad_bucket_names_are_refused(bucket: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "prefix", ["/abs", ".hidden", "a/../b", "spaces here", "é", "x" * (MAX_LARGE_PAYLOAD_PREFIX + 1)]
+    "prefix",
+    ["/abs", ".hidden", "a/../b", "spaces here", "é", "x" * (MAX_LARGE_PAYLOAD_PREFIX + 1)],
 )
 def test_bad_key_prefixes_are_refused_as_the_java_client_does(prefix: str) -> None:
     with pytest.raises(ConfigurationError, match="'large_payload_prefix' must be an S3 key"):

@@ -14,6 +14,7 @@ files under ``AppSettings.state_dir``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -136,6 +137,10 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
     def tsum(values: list[int]) -> int:
         return sum(values)
 
+    def digest(data: str) -> dict[str, Any]:
+        """Length and SHA-256 of ``data`` (large arguments arrive whole)."""
+        return {"length": len(data), "sha256": hashlib.sha256(data.encode()).hexdigest()}
+
     def fail(message: str) -> None:
         raise ValueError(message)
 
@@ -172,7 +177,7 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
         return {"curl_imported": "pycurl" in sys.modules, "pid": os.getpid(), **info}
 
     # Registered by call, not as decorators: Celery's decorators are untyped.
-    plain: tuple[Callable[..., Any], ...] = (ping, add, mul, tsum, fail, refuse, introspect)
+    plain: tuple[Callable[..., Any], ...] = (ping, add, mul, tsum, digest, fail, refuse, introspect)
     bound: tuple[Callable[..., Any], ...] = (flaky, record)
     for function in plain:
         app.task(name=TASK_PREFIX + function.__name__, shared=False)(function)
