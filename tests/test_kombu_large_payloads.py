@@ -21,7 +21,7 @@ from kombu import Connection
 from kombu_helpers import connect, consume, counts, direct_queue, publish, wait_until
 
 from sqsbus import codec
-from sqsbus.errors import MessageTooLarge
+from sqsbus.errors import ConfigurationError, MessageTooLarge
 from sqsbus.local import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, LocalEndpoint
 
 POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
@@ -336,3 +336,35 @@ def test_python_extended_client_reads_what_sqsbus_offloaded(
     extended_client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     assert keys(s3, bucket) == []
     assert counts(sqs_client, url) == (0, 0)
+
+
+def string_attributes(count: int) -> dict[str, dict[str, str]]:
+    return {f"a{i}": {"DataType": "String", "StringValue": str(i)} for i in range(count)}
+
+
+def test_offloaded_message_keeps_its_attributes_but_may_have_only_nine(
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str
+) -> None:
+    conn = conn_factory(large_payload_bucket=bucket, large_payload_threshold=1000)
+    queue = direct_queue("attrs")
+    data = text_of(5000)
+    publish(conn, queue, [data], message_attributes=string_attributes(9))
+    [(body, message)] = consume(conn, [queue], 1)
+    assert body == data
+    assert message.delivery_info["sqs_message"]["MessageAttributes"] == string_attributes(9)
+    assert wait_until(lambda: keys(s3, bucket) == [])
+
+    with pytest.raises(ConfigurationError, match="at most 9"):
+        publish(conn, queue, [data], message_attributes=string_attributes(10))
+    assert keys(s3, bucket) == []
+
+
+def test_reserved_attribute_names_are_refused_at_publish(
+    conn_factory: Callable[..., Connection], sqs_client: Any, prefix: str
+) -> None:
+    conn = conn_factory()
+    queue = direct_queue("reserved")
+    size = {"SQSLargePayloadSize": {"DataType": "Number", "StringValue": "5"}}
+    with pytest.raises(ConfigurationError, match=r"'SQSLargePayloadSize'.*reserved"):
+        publish(conn, queue, ["hello"], message_attributes=size)
+    assert counts(sqs_client, queue_url(sqs_client, prefix, "reserved")) == (0, 0)
