@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +22,8 @@ from kombu import Connection
 from kombu_helpers import connect, consume, counts, direct_queue, publish, wait_until
 
 from sqsbus import codec
+from sqsbus.engine.delays import ETA_ATTRIBUTE
+from sqsbus.engine.pointer import PayloadPointer
 from sqsbus.errors import ConfigurationError, MessageTooLarge
 from sqsbus.local import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, LocalEndpoint
 
@@ -368,3 +371,86 @@ def test_reserved_attribute_names_are_refused_at_publish(
     with pytest.raises(ConfigurationError, match=r"'SQSLargePayloadSize'.*reserved"):
         publish(conn, queue, ["hello"], message_attributes=size)
     assert counts(sqs_client, queue_url(sqs_client, prefix, "reserved")) == (0, 0)
+
+
+# -- dead letters and delays move the pointer, not the payload --------------------------
+
+REDRIVE = {"dead_letter_queue": "dead", "max_receive_count": 3}
+
+
+def test_rejected_large_message_moves_to_the_dead_letter_queue_with_its_payload(
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any, prefix: str
+) -> None:
+    conn = conn_factory(
+        large_payload_bucket=bucket, large_payload_threshold=1000, redrive_policy=REDRIVE
+    )
+    queue = direct_queue("poison")
+    data = text_of(5000)
+    publish(conn, queue, [data])
+    [stored] = keys(s3, bucket)
+    [(_body, message)] = consume(conn, [queue], 1, ack=False)
+
+    message.reject()
+
+    url = queue_url(sqs_client, prefix, "poison")
+    assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
+    assert keys(s3, bucket) == [stored]  # the dead-letter copy points to it
+    [(dead_body, dead)] = consume(conn, [direct_queue("dead")], 1)
+    reason = dead.delivery_info["sqs_message"]["MessageAttributes"]["sqsbus.dead-letter-reason"]
+    assert reason["StringValue"] == "rejected without requeue"
+    assert dead_body == data
+    assert wait_until(lambda: keys(s3, bucket) == [])
+    assert conn.transport.stats.calls()["s3.PutObject"] == 1
+
+
+def test_pointer_to_a_missing_object_goes_to_the_dead_letter_queue(
+    conn_factory: Callable[..., Connection], bucket: str, sqs_client: Any, prefix: str
+) -> None:
+    conn = conn_factory(redrive_policy=REDRIVE)
+    queue = direct_queue("lost")
+    publish(conn, queue, ["warm up"])
+    url = queue_url(sqs_client, prefix, "lost")
+    pointer = json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": "gone"}])
+    size = {"ExtendedPayloadSize": {"DataType": "Number", "StringValue": "9"}}
+    sqs_client.send_message(QueueUrl=url, MessageBody=pointer, MessageAttributes=size)
+
+    assert [body for body, _ in consume(conn, [queue], 1)] == ["warm up"]
+
+    dead = queue_url(sqs_client, prefix, "dead")
+    assert wait_until(
+        lambda: counts(sqs_client, dead)[0] == 1 and counts(sqs_client, url) == (0, 0)
+    )
+    [letter] = sqs_client.receive_message(QueueUrl=dead, MessageAttributeNames=["All"])["Messages"]
+    assert letter["Body"] == pointer  # kept whole: the pointer says where the payload was
+    reason = letter["MessageAttributes"]["sqsbus.dead-letter-reason"]["StringValue"]
+    assert reason.startswith("payload missing") and f"s3://{bucket}/gone" in reason
+
+
+def test_delayed_large_message_hops_with_its_pointer_until_due(
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any, prefix: str
+) -> None:
+    conn = conn_factory()
+    queue = direct_queue("later")
+    publish(conn, queue, ["warm up"])
+    consume(conn, [queue], 1)
+    url = queue_url(sqs_client, prefix, "later")
+    payload = text_of(2_000_000)
+    s3.put_object(Bucket=bucket, Key="later/1", Body=payload.encode())
+    eta = time.time() + 3  # as if sent 15 minutes ago for an ETA still ahead
+    sqs_client.send_message(
+        QueueUrl=url,
+        MessageBody=PayloadPointer(bucket, "later/1").to_body(),
+        MessageAttributes={
+            "ExtendedPayloadSize": {"DataType": "Number", "StringValue": str(len(payload))},
+            ETA_ATTRIBUTE: {"DataType": "Number", "StringValue": str(eta)},
+        },
+    )
+
+    [(body, _message)] = consume(conn, [queue], 1)
+
+    assert body == payload
+    assert time.time() >= eta - 1
+    calls = conn.transport.stats.calls()
+    # The hop re-sent the pointer (warm-up + hop), not the payload.
+    assert (calls["sqs.SendMessageBatch"], calls.get("s3.PutObject", 0)) == (2, 0)
+    assert wait_until(lambda: keys(s3, bucket) == [] and counts(sqs_client, url) == (0, 0))
