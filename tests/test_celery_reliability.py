@@ -111,9 +111,16 @@ def test_countdown_tasks_wait_in_sqs_not_in_the_worker(
     settings = settings_for(endpoint, tmp_path)
     app = create_app(settings)
     start(workers, settings, app, "delays", tmp_path)
+    queue = f"{settings.queue_name_prefix}celery"
+    # The readiness ping's ack is batched (within 50 ms): let it land before counting.
+    wait_for(
+        "the ping to be acknowledged",
+        lambda: queue_attributes(endpoint, queue)["ApproximateNumberOfMessagesNotVisible"] == "0",
+        10,
+    )
     sent = time.time()
     result = task(app, "add").apply_async((2, 3), countdown=4)
-    attributes = queue_attributes(endpoint, f"{settings.queue_name_prefix}celery")
+    attributes = queue_attributes(endpoint, queue)
     assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"  # no worker holds it
     assert result.get(timeout=60) == 5
