@@ -454,3 +454,30 @@ def test_delayed_large_message_hops_with_its_pointer_until_due(
     # The hop re-sent the pointer (warm-up + hop), not the payload.
     assert (calls["sqs.SendMessageBatch"], calls.get("s3.PutObject", 0)) == (2, 0)
     assert wait_until(lambda: keys(s3, bucket) == [] and counts(sqs_client, url) == (0, 0))
+
+
+def test_large_message_parked_at_the_visibility_cap_keeps_one_object(
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str
+) -> None:
+    """Parking (12-hour cap, shortened here) moves the pointer; the payload stays put."""
+    holder = conn_factory(
+        large_payload_bucket=bucket, large_payload_threshold=1000, lease_seconds=2
+    )
+    other = conn_factory()
+    queue = direct_queue("parked")
+    data = text_of(5000)
+    publish(holder, queue, [data])
+    [stored] = keys(s3, bucket)
+    holder.transport.leases.max_total_seconds = 3
+    [(body, message)] = consume(holder, [queue], 1, ack=False)
+    assert body == data
+    assert wait_until(lambda: holder.transport.parking.parked >= 1, timeout=15)
+    assert keys(s3, bucket) == [stored]
+
+    message.requeue()  # sent home from the parking queue, as its pointer
+
+    [(again, returned)] = consume(other, [queue], 1)
+    assert again == data
+    assert "sqsbus.parked-from" not in returned.delivery_info["sqs_message"]["MessageAttributes"]
+    assert wait_until(lambda: keys(s3, bucket) == [])
+    assert holder.transport.stats.calls()["s3.PutObject"] == 1

@@ -11,7 +11,8 @@ message is never delivered twice while it is held; acking deletes the copy.
 A parked message the application gives back (requeue, or unacked at close) is
 sent home to its source queue (:meth:`Parking.send_home`).  Copies carry their
 source queue's URL in :data:`PARKED_FROM_ATTRIBUTE`, so the copies of a process
-that died are sent home by whoever sweeps its orphaned parking queue.
+that died are sent home by whoever sweeps its orphaned parking queue.  A large payload
+travels as its S3 pointer (:func:`~sqsbus.engine.payloads.as_sent`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqsbus.engine import operations
 from sqsbus.engine.delays import resendable_attributes
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
+from sqsbus.engine.payloads import as_sent
 from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, Publisher
 from sqsbus.errors import SQSBusError
 from sqsbus.queues import QueueRef
@@ -72,7 +74,7 @@ class Parking:
 
     def park(self, message: Received) -> None:
         """Move ``message`` (held, at its visibility cap) to the parking queue."""
-        attributes = home_attributes(message)
+        body, attributes = as_sent(message, home_attributes(message))
         if len(attributes) > MAX_MESSAGE_ATTRIBUTES - 2:
             logger.warning(
                 "message %s of queue %s reached SQS's 12-hour visibility cap but has too many "
@@ -88,7 +90,7 @@ class Parking:
         attributes[PARKING_TOKEN_ATTRIBUTE] = {"DataType": "String", "StringValue": token}
         self.publisher.send(
             parking,
-            message.body,
+            body,
             message_attributes=attributes,
             group_id=message.attributes.get("MessageGroupId"),
             deduplication_id=token if parking.is_fifo else None,
@@ -172,11 +174,12 @@ def parked_from(message: Received) -> str | None:
 
 def send_home(publisher: Publisher, message: Received, home: QueueRef) -> bool:
     """Send a parked copy to ``home`` (confirmed), then delete it; False if sending failed."""
+    body, attributes = as_sent(message, home_attributes(message))
     try:
         publisher.send(
             home,
-            message.body,
-            message_attributes=home_attributes(message),
+            body,
+            message_attributes=attributes,
             group_id=message.attributes.get("MessageGroupId"),
             deduplication_id=message.message_id if home.is_fifo else None,
             confirm=True,

@@ -10,7 +10,6 @@ never deleted while its message can still be delivered.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -111,7 +110,7 @@ class PayloadStore:
     # -- receiving -------------------------------------------------------------------------
 
     def resolve(self, message: Received) -> Received:
-        """``message`` with its payload read from S3 if it carries a pointer, else as is.
+        """``message``, its pointer replaced by the payload read from S3 (if it has one).
 
         Raises :class:`UnreadablePayload` for a marked message without a valid
         pointer, :class:`PayloadMissing` when the object does not exist, and other
@@ -131,14 +130,15 @@ class PayloadStore:
             body = data.decode("utf-8")
         except UnicodeDecodeError:
             raise UnreadablePayload(f"its payload at {pointer} is not UTF-8 text") from None
-        attributes = {
+        # In place: leases, parking and settling refer to this very object.
+        message.body = body
+        message.message_attributes = {
             name: value
             for name, value in message.message_attributes.items()
             if name not in RESERVED_ATTRIBUTES
         }
-        return dataclasses.replace(
-            message, body=body, message_attributes=attributes, payload=pointer
-        )
+        message.payload = pointer
+        return message
 
     def _read(self, pointer: PayloadPointer) -> bytes:
         action = f"read the payload at {pointer}"
@@ -153,19 +153,6 @@ class PayloadStore:
         except (BotoCoreError, OSError) as exc:
             raise translate_error(exc, action) from exc
         return data
-
-    def pointer_message(
-        self, message: Received, attributes: Mapping[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        """Body and attributes that send ``message`` (resolved) on with its pointer again.
-
-        For moves (e.g. to a dead-letter queue): the copy refers to the same object.
-        """
-        if message.payload is None:
-            raise ValueError(f"message {message.message_id} has no payload in S3")
-        sent = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
-        sent[SIZE_ATTRIBUTE] = size_attribute(len(message.body.encode("utf-8")))
-        return message.payload.to_body(), sent
 
     # -- deleting --------------------------------------------------------------------------
 
@@ -203,6 +190,19 @@ class PayloadStore:
             _log_left_over(
                 bucket, [str(error.get("Key"))], f"{error.get('Code')}: {error.get('Message')}"
             )
+
+
+def as_sent(message: Received, attributes: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Body and attributes that send ``message`` on as it came (dead letters, parking).
+
+    A resolved large payload goes on as its pointer, so the copy refers to the same S3
+    object (uploaded once, deleted once, when the last holder is acked).
+    """
+    if message.payload is None:
+        return message.body, dict(attributes)
+    sent = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
+    sent[SIZE_ATTRIBUTE] = size_attribute(len(message.body.encode("utf-8")))
+    return message.payload.to_body(), sent
 
 
 def _log_left_over(bucket: str, keys: list[str], reason: str) -> None:

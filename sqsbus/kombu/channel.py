@@ -26,6 +26,7 @@ from sqsbus.aws import call
 from sqsbus.engine import delays, operations
 from sqsbus.engine.messages import Received
 from sqsbus.engine.parking import home_attributes
+from sqsbus.engine.payloads import as_sent
 from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES
 from sqsbus.engine.receiver import BandGate, Inbox, Receiver
 from sqsbus.errors import (
@@ -522,11 +523,10 @@ class Channel(virtual.Channel):
         dead = self.directory.dead_letter_queue_of(source)
         if dead is None:
             return False
-        body, attributes = received.body, home_attributes(received)  # without parking ones
+        attributes = home_attributes(received)  # without parking attributes
         attributes.pop(delays.ETA_ATTRIBUTE, None)
-        if received.payload is not None:
-            # Move the pointer, not the payload: the copy refers to the same S3 object.
-            body, attributes = self.payloads.pointer_message(received, attributes)
+        # A large payload moves as its pointer: the copy refers to the same S3 object.
+        body, attributes = as_sent(received, attributes)
         for name, value in (
             (DEAD_LETTER_REASON_ATTRIBUTE, reason[:1024]),
             (DEAD_LETTER_SOURCE_ATTRIBUTE, source.name),
