@@ -16,6 +16,7 @@ import boto3
 import pytest
 from celery_app import AppSettings, create_app
 from celery_helpers import WorkerProcess, task, wait_for
+from kombu_helpers import queue_counts
 
 from sqsbus.local import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, LocalEndpoint
 
@@ -78,18 +79,6 @@ def large(endpoint: LocalEndpoint, tmp_path_factory: pytest.TempPathFactory) -> 
         worker.stop()
         app.close()
         print(worker.log_hint())
-
-
-def queue_counts(sqs_client: SQSClient, queue_name: str) -> tuple[int, int]:
-    url = sqs_client.get_queue_url(QueueName=queue_name)["QueueUrl"]
-    attributes = sqs_client.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
 
 
 @pytest.mark.parametrize("mebibytes", [2, 20])

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 import pytest
 from kombu import Connection
-from kombu_helpers import connect, consume, counts, direct_queue, publish, wait_until
+from kombu_helpers import connect, consume, counts, direct_queue, publish, url_of, wait_until
 
 from sqsbus import codec
 from sqsbus.engine.delays import ETA_ATTRIBUTE
@@ -74,15 +74,11 @@ def text_of(size: int) -> str:
     return (chunk * (size // len(chunk) + 1))[:size]
 
 
-def queue_url(sqs_client: Any, prefix: str, name: str) -> str:
-    return str(sqs_client.get_queue_url(QueueName=prefix + name)["QueueUrl"])
-
-
 # -- sqsbus to sqsbus -------------------------------------------------------------------
 
 
 def test_two_mib_message_goes_through_s3_and_its_object_is_deleted_after_ack(
-    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any, prefix: str
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any
 ) -> None:
     conn = conn_factory(large_payload_bucket=bucket)
     queue = direct_queue("big")
@@ -93,7 +89,7 @@ def test_two_mib_message_goes_through_s3_and_its_object_is_deleted_after_ack(
     [(body, _message)] = consume(conn, [queue], 1)
 
     assert body == {"data": data}
-    url = queue_url(sqs_client, prefix, "big")
+    url = url_of(conn, "big")
     assert wait_until(lambda: keys(s3, bucket) == [] and counts(sqs_client, url) == (0, 0))
     calls = conn.transport.stats.calls()
     assert (calls["s3.PutObject"], calls["s3.GetObject"], calls["s3.DeleteObject"]) == (1, 1, 1)
@@ -111,7 +107,7 @@ def test_small_messages_stay_in_sqs_when_a_bucket_is_set(
 
 
 def test_requeue_keeps_the_payload_and_reject_deletes_it(
-    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any, prefix: str
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any
 ) -> None:
     conn = conn_factory(large_payload_bucket=bucket, large_payload_threshold=1000)
     queue = direct_queue("settle")
@@ -128,12 +124,12 @@ def test_requeue_keeps_the_payload_and_reject_deletes_it(
     assert keys(s3, bucket) == [stored]
 
     message.reject()
-    url = queue_url(sqs_client, prefix, "settle")
+    url = url_of(conn, "settle")
     assert wait_until(lambda: keys(s3, bucket) == [] and counts(sqs_client, url) == (0, 0))
 
 
 def test_payload_is_kept_after_ack_when_delete_after_ack_is_off(
-    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any, prefix: str
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any
 ) -> None:
     conn = conn_factory(
         large_payload_bucket=bucket,
@@ -143,14 +139,14 @@ def test_payload_is_kept_after_ack_when_delete_after_ack_is_off(
     queue = direct_queue("keep")
     publish(conn, queue, [text_of(5000)])
     consume(conn, [queue], 1)
-    url = queue_url(sqs_client, prefix, "keep")
+    url = url_of(conn, "keep")
     assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
     conn.transport.acker.flush()
     assert len(keys(s3, bucket)) == 1
 
 
 def test_too_large_without_a_bucket_raises_naming_size_limit_and_fix(
-    conn_factory: Callable[..., Connection], sqs_client: Any, prefix: str
+    conn_factory: Callable[..., Connection], sqs_client: Any
 ) -> None:
     conn = conn_factory()
     queue = direct_queue("nobucket")
@@ -160,20 +156,19 @@ def test_too_large_without_a_bucket_raises_naming_size_limit_and_fix(
     text = str(raised.value)
     assert "1048576-byte limit" in text
     assert "large_payload_bucket" in text and "nothing was sent" in text
-    assert counts(sqs_client, queue_url(sqs_client, prefix, "nobucket")) == (0, 0)
+    assert counts(sqs_client, url_of(conn, "nobucket")) == (0, 0)
 
 
 def test_missing_object_leaves_the_message_in_the_queue_and_consuming_goes_on(
     conn_factory: Callable[..., Connection],
     bucket: str,
     sqs_client: Any,
-    prefix: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     conn = conn_factory()
     queue = direct_queue("missing")
     publish(conn, queue, [{"n": 1}])
-    url = queue_url(sqs_client, prefix, "missing")
+    url = url_of(conn, "missing")
     pointer = json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": "gone"}])
     sent = sqs_client.send_message(
         QueueUrl=url,
@@ -207,7 +202,6 @@ def test_message_written_in_the_extended_client_format_is_consumed(
     s3: Any,
     bucket: str,
     sqs_client: Any,
-    prefix: str,
     attribute: str,
     pointer_class: str,
     separators: tuple[str, str],
@@ -221,7 +215,7 @@ def test_message_written_in_the_extended_client_format_is_consumed(
     pointer = json.dumps(
         [pointer_class, {"s3BucketName": bucket, "s3Key": "orders/7"}], separators=separators
     )
-    url = queue_url(sqs_client, prefix, "foreign")
+    url = url_of(conn, "foreign")
     sqs_client.send_message(
         QueueUrl=url,
         MessageBody=pointer,
@@ -239,14 +233,14 @@ def test_message_written_in_the_extended_client_format_is_consumed(
 
 
 def test_what_sqsbus_offloads_reads_back_by_the_documented_format(
-    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any, prefix: str
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any
 ) -> None:
     conn = conn_factory(
         large_payload_bucket=bucket, large_payload_always=True, large_payload_prefix="kombu/"
     )
     queue = direct_queue("documented")
     publish(conn, queue, [{"tiny": True}])
-    url = queue_url(sqs_client, prefix, "documented")
+    url = url_of(conn, "documented")
 
     [raw] = sqs_client.receive_message(
         QueueUrl=url, MessageAttributeNames=["All"], WaitTimeSeconds=1
@@ -298,12 +292,11 @@ def test_python_extended_client_message_is_consumed(
     s3: Any,
     bucket: str,
     sqs_client: Any,
-    prefix: str,
 ) -> None:
     conn = conn_factory()
     queue = direct_queue("from-extended")
     publish(conn, queue, [{"warm": "up"}])
-    url = queue_url(sqs_client, prefix, "from-extended")
+    url = url_of(conn, "from-extended")
     text = text_of(400_000)  # over the extended client's 256 KiB threshold
     extended_client.send_message(QueueUrl=url, MessageBody=text)
     assert len(keys(s3, bucket)) == 1
@@ -320,13 +313,12 @@ def test_python_extended_client_reads_what_sqsbus_offloaded(
     s3: Any,
     bucket: str,
     sqs_client: Any,
-    prefix: str,
 ) -> None:
     conn = conn_factory(large_payload_bucket=bucket)
     queue = direct_queue("to-extended")
     data = text_of(TWO_MIB)
     publish(conn, queue, [{"data": data}])
-    url = queue_url(sqs_client, prefix, "to-extended")
+    url = url_of(conn, "to-extended")
 
     answer = extended_client.receive_message(
         QueueUrl=url, MessageAttributeNames=["All"], WaitTimeSeconds=1
@@ -363,14 +355,14 @@ def test_offloaded_message_keeps_its_attributes_but_may_have_only_nine(
 
 
 def test_reserved_attribute_names_are_refused_at_publish(
-    conn_factory: Callable[..., Connection], sqs_client: Any, prefix: str
+    conn_factory: Callable[..., Connection], sqs_client: Any
 ) -> None:
     conn = conn_factory()
     queue = direct_queue("reserved")
     size = {"SQSLargePayloadSize": {"DataType": "Number", "StringValue": "5"}}
     with pytest.raises(ConfigurationError, match=r"'SQSLargePayloadSize'.*reserved"):
         publish(conn, queue, ["hello"], message_attributes=size)
-    assert counts(sqs_client, queue_url(sqs_client, prefix, "reserved")) == (0, 0)
+    assert counts(sqs_client, url_of(conn, "reserved")) == (0, 0)
 
 
 # -- dead letters and delays move the pointer, not the payload --------------------------
@@ -379,7 +371,7 @@ REDRIVE = {"dead_letter_queue": "dead", "max_receive_count": 3}
 
 
 def test_rejected_large_message_moves_to_the_dead_letter_queue_with_its_payload(
-    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any, prefix: str
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any
 ) -> None:
     conn = conn_factory(
         large_payload_bucket=bucket, large_payload_threshold=1000, redrive_policy=REDRIVE
@@ -392,7 +384,7 @@ def test_rejected_large_message_moves_to_the_dead_letter_queue_with_its_payload(
 
     message.reject()
 
-    url = queue_url(sqs_client, prefix, "poison")
+    url = url_of(conn, "poison")
     assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
     assert keys(s3, bucket) == [stored]  # the dead-letter copy points to it
     [(dead_body, dead)] = consume(conn, [direct_queue("dead")], 1)
@@ -404,19 +396,19 @@ def test_rejected_large_message_moves_to_the_dead_letter_queue_with_its_payload(
 
 
 def test_pointer_to_a_missing_object_goes_to_the_dead_letter_queue(
-    conn_factory: Callable[..., Connection], bucket: str, sqs_client: Any, prefix: str
+    conn_factory: Callable[..., Connection], bucket: str, sqs_client: Any
 ) -> None:
     conn = conn_factory(redrive_policy=REDRIVE)
     queue = direct_queue("lost")
     publish(conn, queue, ["warm up"])
-    url = queue_url(sqs_client, prefix, "lost")
+    url = url_of(conn, "lost")
     pointer = json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": "gone"}])
     size = {"ExtendedPayloadSize": {"DataType": "Number", "StringValue": "9"}}
     sqs_client.send_message(QueueUrl=url, MessageBody=pointer, MessageAttributes=size)
 
     assert [body for body, _ in consume(conn, [queue], 1)] == ["warm up"]
 
-    dead = queue_url(sqs_client, prefix, "dead")
+    dead = url_of(conn, "dead")
     assert wait_until(
         lambda: counts(sqs_client, dead)[0] == 1 and counts(sqs_client, url) == (0, 0)
     )
@@ -427,13 +419,13 @@ def test_pointer_to_a_missing_object_goes_to_the_dead_letter_queue(
 
 
 def test_delayed_large_message_hops_with_its_pointer_until_due(
-    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any, prefix: str
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any
 ) -> None:
     conn = conn_factory()
     queue = direct_queue("later")
     publish(conn, queue, ["warm up"])
     consume(conn, [queue], 1)
-    url = queue_url(sqs_client, prefix, "later")
+    url = url_of(conn, "later")
     payload = text_of(2_000_000)
     s3.put_object(Bucket=bucket, Key="later/1", Body=payload.encode())
     eta = time.time() + 3  # as if sent 15 minutes ago for an ETA still ahead
