@@ -25,9 +25,9 @@ from sqsbus.admin.describe import MessageSummary, summarize
 from sqsbus.admin.inventory import dead_letter_policy
 from sqsbus.admin.session import AdminSession
 from sqsbus.engine import operations
+from sqsbus.engine.forwarding import DEAD_LETTER_REASON_ATTRIBUTE, DEAD_LETTER_SOURCE_ATTRIBUTE
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError
-from sqsbus.kombu.channel import DEAD_LETTER_REASON_ATTRIBUTE, DEAD_LETTER_SOURCE_ATTRIBUTE
 from sqsbus.queues import QueueRef
 
 __all__ = ["PeekRefused", "PeekResult", "PeekedMessage", "peek"]

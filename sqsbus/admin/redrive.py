@@ -17,9 +17,9 @@ from sqsbus.admin.inventory import dead_letter_policy
 from sqsbus.admin.session import AdminSession
 from sqsbus.admin.transfer import Mover, ProgressCallback, Route, TransferResult, move
 from sqsbus.aws import call
+from sqsbus.engine.forwarding import DEAD_LETTER_SOURCE_ATTRIBUTE
 from sqsbus.engine.messages import Received
 from sqsbus.errors import QueueError, SQSBusError
-from sqsbus.kombu.channel import DEAD_LETTER_SOURCE_ATTRIBUTE
 from sqsbus.queues import QueueRef, name_from_url
 
 __all__ = ["dead_letter_sources", "redrive"]

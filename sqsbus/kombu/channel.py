@@ -24,9 +24,8 @@ from kombu.transport.base import to_rabbitmq_queue_arguments
 from sqsbus import codec
 from sqsbus.aws import call
 from sqsbus.engine import delays, operations
+from sqsbus.engine.forwarding import Forwarder
 from sqsbus.engine.messages import Received
-from sqsbus.engine.parking import home_attributes
-from sqsbus.engine.payloads import as_sent
 from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES
 from sqsbus.engine.receiver import BandGate, Inbox, Receiver
 from sqsbus.errors import (
@@ -51,12 +50,6 @@ logger = logging.getLogger(__name__)
 BASIC_GET_WAIT_SECONDS = 1
 
 
-#: Message attributes telling why and from where a message was dead-lettered.
-DEAD_LETTER_REASON_ATTRIBUTE = "sqsbus.dead-letter-reason"
-DEAD_LETTER_SOURCE_ATTRIBUTE = "sqsbus.dead-letter-source"
-#: Seconds a message waits before another try when its move to the DLQ failed.
-DEAD_LETTER_RETRY_SECONDS = 30
-
 #: Exchange types whose bindings are shared by every process, as SNS subscriptions.
 SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic"})
 
@@ -80,6 +73,7 @@ class Channel(virtual.Channel):
         self.acker = connection.acker
         self.leases = connection.leases
         self.payloads = connection.payloads
+        self.forwarder = Forwarder(connection.directory, connection.publisher, connection.acker)
         self.router = connection.router
         # Created now: receiver threads read QoS and must not race its creation.
         self._channel_qos = self.qos
@@ -346,39 +340,11 @@ class Channel(virtual.Channel):
         """Receiver hook (its thread): hop delayed messages that surfaced early, read
         large payloads from S3, delete no-ack messages."""
         if self.options.native_delays:
-            messages = [m for m in messages if not self._hopped(m)]
+            messages = [m for m in messages if not self.forwarder.hop_if_early(m)]
         messages = self._resolve_payloads(messages)
         if messages and messages[0].name in self._noack_queues:
             self.acker.delete(messages)
         return messages
-
-    def _hopped(self, received: Received) -> bool:
-        """Send ``received`` again with its remaining delay if it is not due yet."""
-        remaining = delays.surfaced_early(received)
-        if remaining is None:
-            return False
-        eta = time.time() + remaining
-        try:
-            self.publisher.send(
-                received.queue,
-                received.body,
-                message_attributes=delays.resendable_attributes(received),
-                delay_seconds=delays.delay_for(eta),
-                confirm=True,
-            )
-        except SQSBusError as exc:
-            # Keep the original out of sight instead (counts one more receive).
-            logger.warning(
-                "could not re-send delayed message %s of queue %s (%s); hiding it for "
-                "its remaining delay instead",
-                received.message_id,
-                received.queue.name,
-                exc,
-            )
-            self.acker.set_visibility([received], delays.delay_for(eta))
-            return True
-        self.acker.delete([received])
-        return True
 
     def _resolve_payloads(self, messages: list[Received]) -> list[Received]:
         """Replace S3 pointers by their payloads; hold back messages whose payload failed.
@@ -395,7 +361,7 @@ class Channel(virtual.Channel):
             except UnreadablePayload as exc:
                 self._discard_unreadable(message, str(exc))
             except SQSBusError as exc:
-                moved = isinstance(exc, PayloadMissing) and self._dead_letter(
+                moved = isinstance(exc, PayloadMissing) and self.forwarder.dead_letter(
                     message, f"payload missing: {exc}"
                 )
                 if not moved and self.leases is not None:
@@ -502,7 +468,7 @@ class Channel(virtual.Channel):
                 received.body,
             )
             return
-        if self._dead_letter(received, f"unreadable: {reason}"):
+        if self.forwarder.dead_letter(received, f"unreadable: {reason}"):
             return
         logger.error(
             "message %s on queue %s is unreadable: %s; deleting it. Body: %.200r",
@@ -512,58 +478,6 @@ class Channel(virtual.Channel):
             received.body,
         )
         self.acker.delete([received])
-
-    def _dead_letter(self, received: Received, reason: str) -> bool:
-        """Move ``received`` to its queue's dead-letter queue with ``reason``.
-
-        False if the queue has none (or it cannot be reached): the caller decides.
-        The copy is confirmed by SQS before the original is deleted.
-        """
-        source = received.home or received.queue
-        dead = self.directory.dead_letter_queue_of(source)
-        if dead is None:
-            return False
-        attributes = home_attributes(received)  # without parking attributes
-        attributes.pop(delays.ETA_ATTRIBUTE, None)
-        # A large payload moves as its pointer: the copy refers to the same S3 object.
-        body, attributes = as_sent(received, attributes)
-        for name, value in (
-            (DEAD_LETTER_REASON_ATTRIBUTE, reason[:1024]),
-            (DEAD_LETTER_SOURCE_ATTRIBUTE, source.name),
-        ):
-            if len(attributes) < MAX_MESSAGE_ATTRIBUTES:
-                attributes[name] = {"DataType": "String", "StringValue": value}
-        try:
-            self.publisher.send(
-                dead,
-                body,
-                message_attributes=attributes,
-                group_id=received.attributes.get("MessageGroupId"),
-                deduplication_id=received.message_id if dead.is_fifo else None,
-                confirm=True,
-            )
-        except SQSBusError as exc:
-            logger.error(
-                "could not move message %s of queue %s to dead-letter queue %s (%s); "
-                "trying again when it is delivered again (SQS moves it after its "
-                "maximum receives)",
-                received.message_id,
-                received.queue.name,
-                dead.name,
-                exc,
-            )
-            self.acker.set_visibility([received], DEAD_LETTER_RETRY_SECONDS)
-            return True
-        logger.warning(
-            "moved message %s of queue %s to dead-letter queue %s: %s",
-            received.message_id,
-            received.queue.name,
-            dead.name,
-            reason,
-        )
-        received.payload = None  # its S3 object now belongs to the dead-letter copy
-        self.acker.delete([received])
-        return True
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         # A consumer of the same queue may already hold it in the prefetch buffer.
@@ -599,7 +513,7 @@ class Channel(virtual.Channel):
                 continue
             if self.leases is not None:
                 self.leases.hold(messages)
-            if self.options.native_delays and self._hopped(messages[0]):
+            if self.options.native_delays and self.forwarder.hop_if_early(messages[0]):
                 return None
             messages = self._resolve_payloads(messages)
             if not messages:
@@ -640,7 +554,7 @@ class Channel(virtual.Channel):
         )
         if received.name in self._noack_queues:
             return True  # deleted on receipt already
-        if not self._dead_letter(received, f"expired (TTL {ttl:.0f} ms)"):
+        if not self.forwarder.dead_letter(received, f"expired (TTL {ttl:.0f} ms)"):
             self.acker.delete([received])
         return True
 
@@ -685,7 +599,7 @@ class Channel(virtual.Channel):
         backoff = self._backoff_seconds(delivery_tag, received)
         if backoff is not None:
             self.acker.set_visibility([received], backoff)
-        elif not self._dead_letter(received, "rejected without requeue"):
+        elif not self.forwarder.dead_letter(received, "rejected without requeue"):
             self.acker.delete([received])
 
     def _backoff_seconds(self, delivery_tag: str, received: Received) -> int | None:

@@ -1,0 +1,119 @@
+"""Sending a received message on instead of delivering it: delay hops and dead letters.
+
+Both send a copy (confirmed by SQS) before the original is deleted, so a failure
+can only repeat a message, never lose it.  A large payload travels as its S3
+pointer, so the copy refers to the same object.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Final
+
+from sqsbus.engine import delays
+from sqsbus.engine.acker import Acker
+from sqsbus.engine.messages import Received
+from sqsbus.engine.parking import home_attributes
+from sqsbus.engine.payloads import as_sent
+from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, Publisher
+from sqsbus.errors import SQSBusError
+from sqsbus.queues import QueueDirectory
+
+logger = logging.getLogger(__name__)
+
+#: Message attributes telling why and from where a message was dead-lettered.
+DEAD_LETTER_REASON_ATTRIBUTE: Final = "sqsbus.dead-letter-reason"
+DEAD_LETTER_SOURCE_ATTRIBUTE: Final = "sqsbus.dead-letter-source"
+#: Seconds a message waits before another try when its move to the DLQ failed.
+DEAD_LETTER_RETRY_SECONDS: Final = 30
+
+
+class Forwarder:
+    """Hops early delayed messages and moves messages to dead-letter queues."""
+
+    def __init__(self, directory: QueueDirectory, publisher: Publisher, acker: Acker) -> None:
+        self.directory = directory
+        self.publisher = publisher
+        self.acker = acker
+
+    def hop_if_early(self, received: Received) -> bool:
+        """Send ``received`` again with its remaining delay if it is not due yet (a native
+        delay longer than SQS's 15 minutes); True if it was taken out of delivery."""
+        remaining = delays.surfaced_early(received)
+        if remaining is None:
+            return False
+        eta = time.time() + remaining
+        try:
+            self.publisher.send(
+                received.queue,
+                received.body,
+                message_attributes=delays.resendable_attributes(received),
+                delay_seconds=delays.delay_for(eta),
+                confirm=True,
+            )
+        except SQSBusError as exc:
+            # Keep the original out of sight instead (counts one more receive).
+            logger.warning(
+                "could not re-send delayed message %s of queue %s (%s); hiding it for "
+                "its remaining delay instead",
+                received.message_id,
+                received.queue.name,
+                exc,
+            )
+            self.acker.set_visibility([received], delays.delay_for(eta))
+            return True
+        self.acker.delete([received])
+        return True
+
+    def dead_letter(self, received: Received, reason: str) -> bool:
+        """Move ``received`` to its queue's dead-letter queue with ``reason``.
+
+        False if the queue has none (or it cannot be reached): the caller decides.
+        The copy is confirmed by SQS before the original is deleted.
+        """
+        source = received.home or received.queue
+        dead = self.directory.dead_letter_queue_of(source)
+        if dead is None:
+            return False
+        attributes = home_attributes(received)  # without parking attributes
+        attributes.pop(delays.ETA_ATTRIBUTE, None)
+        # A large payload moves as its pointer: the copy refers to the same S3 object.
+        body, attributes = as_sent(received, attributes)
+        for name, value in (
+            (DEAD_LETTER_REASON_ATTRIBUTE, reason[:1024]),
+            (DEAD_LETTER_SOURCE_ATTRIBUTE, source.name),
+        ):
+            if len(attributes) < MAX_MESSAGE_ATTRIBUTES:
+                attributes[name] = {"DataType": "String", "StringValue": value}
+        try:
+            self.publisher.send(
+                dead,
+                body,
+                message_attributes=attributes,
+                group_id=received.attributes.get("MessageGroupId"),
+                deduplication_id=received.message_id if dead.is_fifo else None,
+                confirm=True,
+            )
+        except SQSBusError as exc:
+            logger.error(
+                "could not move message %s of queue %s to dead-letter queue %s (%s); "
+                "trying again when it is delivered again (SQS moves it after its "
+                "maximum receives)",
+                received.message_id,
+                received.queue.name,
+                dead.name,
+                exc,
+            )
+            self.acker.set_visibility([received], DEAD_LETTER_RETRY_SECONDS)
+            return True
+        logger.warning(
+            "moved message %s of queue %s to dead-letter queue %s: %s",
+            received.message_id,
+            received.queue.name,
+            dead.name,
+            reason,
+        )
+        received.payload = None  # its S3 object now belongs to the dead-letter copy
+        self.acker.delete([received])
+        return True
