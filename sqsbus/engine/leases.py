@@ -12,8 +12,8 @@ messages, each time its lease is half used.  So:
 
 A message settled within half a lease (the common case) costs no extra request.
 SQS caps a message's total visibility at 12 hours after its receive; the keeper
-extends up to that cap and then reports the message through ``on_cap`` (the
-Kombu layer re-publishes it, see :mod:`sqsbus.kombu.channel`).
+extends up to that cap and then hands the message to ``on_cap`` (the transport
+parks it, see :mod:`sqsbus.engine.parking`).
 """
 
 from __future__ import annotations
