@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: How many messages may wait in a buffer whose consumer has no prefetch limit.
 UNLIMITED_BUFFER: Final = 10
+#: Room for this many messages is worth a receive while the buffer is not empty.
+REFILL_BATCH: Final = 10
 #: Consecutive failed receives tolerated (with backoff) before the error is raised
 #: to the consuming thread, which makes Kombu/Celery reconnect and log it.
 FAILURES_BEFORE_RAISE: Final = 3
@@ -118,13 +120,26 @@ class Inbox:
             return max(0, limit - len(self._items))
 
     def wait_for_room(self, stopped: threading.Event, timeout: float = 1.0) -> int:
-        """Wait (up to ``timeout``) until there is room; return it (0 if none)."""
+        """Wait (up to ``timeout``) until a receive is worth making; return the room (0: not).
+
+        While the buffer still holds messages, wait until there is room for a fair batch
+        (half the limit, up to 10): receiving one message each time one is acked would
+        cost a request per message.  An empty buffer takes whatever room there is.
+        """
         with self._cond:
-            room = self.room()
+            room = self._room_worth_receiving()
             if room or stopped.is_set():
                 return room
             self._cond.wait(timeout)
-        return self.room()
+            return self._room_worth_receiving()
+
+    def _room_worth_receiving(self) -> int:
+        demand = self._demand()
+        limit = UNLIMITED_BUFFER if demand is None else demand + len(self._items)
+        room = self.room()
+        if not self._items:
+            return room
+        return room if room >= min(REFILL_BATCH, max(1, limit // 2)) else 0
 
     def notify(self) -> None:
         """Tell waiting receivers that demand may have grown (after an ack)."""
