@@ -26,6 +26,7 @@ from botocore.exceptions import (
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
+    SSLError,
 )
 from botocore.exceptions import (
     ConnectionError as BotocoreConnectionError,
@@ -195,6 +196,13 @@ def translate_error(exc: BaseException, action: str) -> SQSBusError:
             f"{action}: no AWS credentials found. Put them in the broker URL "
             "(sqsbus://KEY:SECRET@...), set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
             "or configure a profile or instance role."
+        )
+    if isinstance(exc, SSLError):
+        # Retrying cannot fix a certificate: say so instead of reconnecting forever.
+        return ConfigurationError(
+            f"{action}: the endpoint's TLS certificate could not be verified ({exc}). "
+            "sqsbus verifies certificates: give the endpoint a certificate your system "
+            "trusts, point AWS_CA_BUNDLE at its CA, or use http:// for a local test endpoint."
         )
     if isinstance(exc, BotocoreConnectionError | HTTPClientError | OSError):
         return TransientError(f"{action}: cannot reach the endpoint ({type(exc).__name__}: {exc})")

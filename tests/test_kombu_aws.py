@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import http.server
 import logging
+import shutil
 import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,3 +124,54 @@ def test_secrets_never_appear_in_reprs_errors_or_debug_logs(
     text = "\n".join([*shown, caplog.text])
     assert CANARY_SECRET not in text
     assert CANARY_TOKEN not in text
+
+
+@pytest.fixture
+def untrusted_https_endpoint(tmp_path: Path) -> Iterator[str]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate nobody trusts."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_certificates_are_verified_by_default(untrusted_https_endpoint: str) -> None:
+    """Even on a loopback address, an https endpoint must present a trusted certificate."""
+    conn = Connection(
+        "sqsbus://k:s@",
+        transport_options={
+            "endpoint_url": untrusted_https_endpoint,
+            "client-config": {"retries": {"max_attempts": 0}, "connect_timeout": 2},
+        },
+    )
+    with pytest.raises(ConfigurationError, match="TLS certificate could not be verified"):
+        conn.connect()
