@@ -283,7 +283,17 @@ def produce(start: int, stop: int, published: Path) -> int:
 
 
 def format_table(outcomes: Sequence[Outcome]) -> str:
-    header = ("scenario", "published", "delivered", "lost", "duplicated", "recovery s", "notes")
+    header = (
+        "scenario",
+        "published",
+        "delivered",
+        "lost",
+        "duplicated",
+        "recovery s",
+        "worker CPU in outage",
+        "seconds",
+        "notes",
+    )
     rows = [
         (
             o.scenario,
@@ -292,13 +302,16 @@ def format_table(outcomes: Sequence[Outcome]) -> str:
             str(o.lost),
             str(o.duplicated),
             "-" if o.recovery_s is None else f"{o.recovery_s:g}",
+            "-" if o.worker_cpu_during_outage is None else f"{o.worker_cpu_during_outage:.3f} s/s",
+            f"{o.seconds:g}",
             o.notes,
         )
         for o in outcomes
     ]
-    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in (header, *rows)
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in (header, *rows)
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
