@@ -337,14 +337,18 @@ class Channel(virtual.Channel):
         return result
 
     def _on_received(self, messages: list[Received]) -> list[Received]:
-        """Receiver hook (its thread): hop delayed messages that surfaced early, read
-        large payloads from S3, delete no-ack messages."""
-        if self.options.native_delays:
-            messages = [m for m in messages if not self.forwarder.hop_if_early(m)]
-        messages = self._resolve_payloads(messages)
+        """Receiver hook (its thread): prepare the messages, delete no-ack ones."""
+        messages = self._prepare(messages)
         if messages and messages[0].name in self._noack_queues:
             self.acker.delete(messages)
         return messages
+
+    def _prepare(self, messages: list[Received]) -> list[Received]:
+        """Of just received messages, those to deliver: delayed ones that surfaced early
+        hop, large payloads are read from S3."""
+        if self.options.native_delays:
+            messages = [m for m in messages if not self.forwarder.hop_if_early(m)]
+        return self._resolve_payloads(messages)
 
     def _resolve_payloads(self, messages: list[Received]) -> list[Received]:
         """Replace S3 pointers by their payloads; hold back messages whose payload failed.
@@ -513,12 +517,8 @@ class Channel(virtual.Channel):
                 continue
             if self.leases is not None:
                 self.leases.hold(messages)
-            if self.options.native_delays and self.forwarder.hop_if_early(messages[0]):
-                return None
-            messages = self._resolve_payloads(messages)
-            if not messages:
-                return None
-            return messages[0]
+            prepared = self._prepare(messages)
+            return prepared[0] if prepared else None
         return None
 
     def _expired(self, received: Received, payload: dict[str, Any]) -> bool:
