@@ -610,10 +610,74 @@ def _stop_worker(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
         process.wait(5)
 
 
+def _start_celery_worker(
+    transport: Transport, env: dict[str, str], concurrency: int, log_path: Path
+) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.celery_app",
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={concurrency}",
+        "--loglevel=warning",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--hostname=bench-{transport}@%h",
+    ]
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(Path(__file__).resolve().parent.parent),
+            start_new_session=True,
+        )
+
+
+def _wait_ready(worker: subprocess.Popen[bytes], ready_file: Path, log_path: Path) -> float:
+    """Seconds until the worker consumes (its ready file exists)."""
+    started = time.monotonic()
+    while not ready_file.exists():
+        if worker.poll() is not None:
+            raise ScenarioError(
+                f"the Celery worker exited with {worker.returncode}; see {log_path}"
+            )
+        if time.monotonic() - started > 60:
+            raise ScenarioError(f"the Celery worker did not start; see {log_path}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _wait_done(
+    done: Callable[[], int], target: int, worker: subprocess.Popen[bytes], log_path: Path
+) -> float:
+    """Wait until ``target`` tasks ran; return the monotonic time it happened."""
+    deadline = time.monotonic() + CONSUME_TIMEOUT
+    while (count := done()) < target:
+        if time.monotonic() > deadline:
+            raise ScenarioError(f"only {count} of {target} tasks ran within {CONSUME_TIMEOUT:g} s")
+        if worker.poll() is not None:
+            raise ScenarioError(f"the worker exited; see {log_path}")
+        time.sleep(0.005)
+    return time.monotonic()
+
+
 def run_celery(
     transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
 ) -> Result:
-    """A worker (prefork, ``concurrency``) runs ``tasks`` trivial tasks published by a group."""
+    """A worker (prefork, ``concurrency``) runs ``tasks`` trivial tasks published by a group.
+
+    By default the group is published while the worker runs (end to end: the one-thread
+    publish of a group bounds both transports).  With ``backlog`` the group is published
+    first and the worker started afterwards: tasks/s is then the worker's own rate, from its
+    first task run to its last.
+    """
     # A Celery worker consumes from Kombu's SQS through pycurl (its asynchronous client).
     if transport == "kombu" and importlib.util.find_spec("pycurl") is None:
         return {
@@ -630,12 +694,17 @@ def run_celery(
 
     tasks = int(params["tasks"])
     concurrency = int(params["concurrency"])
+    backlog = bool(params.get("backlog"))
     done_file = workdir / "celery-done"
     ready_file = workdir / "celery-ready"
     stats_file = workdir / "celery-stats"
     done_file.write_bytes(b"")
     for stale in (ready_file, stats_file):
         stale.unlink(missing_ok=True)
+
+    def done() -> int:
+        return done_file.stat().st_size
+
     with open_endpoint(kind, workdir) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = broker_url(transport, endpoint.port)
@@ -650,83 +719,57 @@ def run_celery(
                 stats_file=stats_file,
             ),
         }
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bench.celery_app",
-            "worker",
-            "--pool=prefork",
-            f"--concurrency={concurrency}",
-            "--loglevel=warning",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--hostname=bench-{transport}@%h",
-        ]
         worker_log = workdir / f"celery-worker-{transport}.log"
-        with worker_log.open("ab") as log:
-            worker = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(Path(__file__).resolve().parent.parent),
-                start_new_session=True,
-            )
+        celery_app.configure(url, {**options, **_producer_options(transport, params)})
+        worker: subprocess.Popen[bytes] | None = None
         try:
-            started = time.monotonic()
-            while not ready_file.exists():
-                if worker.poll() is not None:
-                    raise ScenarioError(
-                        f"the Celery worker exited with {worker.returncode}; see {worker_log}"
-                    )
-                if time.monotonic() - started > 60:
-                    raise ScenarioError(f"the Celery worker did not start; see {worker_log}")
-                time.sleep(0.05)
-            ready_after = time.monotonic() - started
-            celery_app.configure(url, {**options, **_producer_options(transport, params)})
-
-            def done() -> int:
-                return done_file.stat().st_size
-
-            # One task first: the producer's connection and queue are set up, the path works.
-            celery_app.noop.delay(-1)
-            deadline = time.monotonic() + 60
-            while done() < 1:
-                if time.monotonic() > deadline:
-                    raise ScenarioError(f"the warm-up task did not run; see {worker_log}")
-                time.sleep(0.02)
-            queue_url = harness.client.get_queue_url(QueueName=celery_app.QUEUE)["QueueUrl"]
-            harness.wait_empty([queue_url], timeout=30)
-            time.sleep(0.2)
-
-            cpu_before = _tree_cpu(worker.pid)
-            worker_before = _read_worker_requests(stats_file)
-            counter = PhaseCounter(endpoint, harness, transport)
-            counter.start()
-            with DepthSampler(harness, queue_url) as depth:
+            if backlog:
                 publish_started = time.monotonic()
                 group(celery_app.noop.s(i) for i in range(tasks)).apply_async()
                 publish_seconds = time.monotonic() - publish_started
-                deadline = time.monotonic() + CONSUME_TIMEOUT
-                while done() < tasks + 1:
-                    if time.monotonic() > deadline:
-                        raise ScenarioError(
-                            f"only {done() - 1} of {tasks} tasks ran within {CONSUME_TIMEOUT:g} s"
-                        )
-                    if worker.poll() is not None:
-                        raise ScenarioError(f"the worker exited; see {worker_log}")
-                    time.sleep(0.01)
-            harness.wait_empty([queue_url], timeout=60)
-            measured = counter.stop(settle=0.15)
+                queue_url = harness.client.get_queue_url(QueueName=celery_app.QUEUE)["QueueUrl"]
+                worker = _start_celery_worker(transport, env, concurrency, worker_log)
+                ready_after = _wait_ready(worker, ready_file, worker_log)
+                first = _wait_done(done, 1, worker, worker_log)
+                cpu_before = _tree_cpu(worker.pid)
+                worker_before = _read_worker_requests(stats_file)
+                counter = PhaseCounter(endpoint, harness, transport)
+                counter.start()
+                with DepthSampler(harness, queue_url) as depth:
+                    last = _wait_done(done, tasks, worker, worker_log)
+                harness.wait_empty([queue_url], timeout=60)
+                measured = counter.stop(settle=0.15)
+                measured_tasks = tasks - 1
+                rate = measured_tasks / (last - first)
+            else:
+                worker = _start_celery_worker(transport, env, concurrency, worker_log)
+                ready_after = _wait_ready(worker, ready_file, worker_log)
+                # One task first: the producer's connection and queue are set up, the path works.
+                celery_app.noop.delay(-1)
+                _wait_done(done, 1, worker, worker_log)
+                queue_url = harness.client.get_queue_url(QueueName=celery_app.QUEUE)["QueueUrl"]
+                harness.wait_empty([queue_url], timeout=30)
+                time.sleep(0.2)
+
+                cpu_before = _tree_cpu(worker.pid)
+                worker_before = _read_worker_requests(stats_file)
+                counter = PhaseCounter(endpoint, harness, transport)
+                counter.start()
+                with DepthSampler(harness, queue_url) as depth:
+                    publish_started = time.monotonic()
+                    group(celery_app.noop.s(i) for i in range(tasks)).apply_async()
+                    publish_seconds = time.monotonic() - publish_started
+                    _wait_done(done, tasks + 1, worker, worker_log)
+                harness.wait_empty([queue_url], timeout=60)
+                measured = counter.stop(settle=0.15)
+                measured_tasks = tasks
+                rate = tasks / measured.seconds
             worker_cpu = _tree_cpu(worker.pid) - cpu_before
             worker_after = _read_worker_requests(stats_file)
         finally:
             _close_quietly(celery_app.app.close)
-            _stop_worker(worker)
+            if worker is not None:
+                _stop_worker(worker)
     worker_ops: dict[str, int] | None = None
     if worker_after is not None and worker_before is not None:
         worker_ops = {
@@ -742,10 +785,10 @@ def run_celery(
     )
     return {
         "figures": {
-            "tasks_per_s": tasks / measured.seconds,
-            "requests_per_task": measured.transport_requests / tasks,
-            "sqsbus_requests_per_task": None if own is None else own / tasks,
-            "worker_cpu_s_per_10k": worker_cpu / tasks * 10_000,
+            "tasks_per_s": rate,
+            "requests_per_task": measured.transport_requests / measured_tasks,
+            "sqsbus_requests_per_task": None if own is None else own / measured_tasks,
+            "worker_cpu_s_per_10k": worker_cpu / measured_tasks * 10_000,
         },
         "details": {
             "measured": measured.as_dict(),
