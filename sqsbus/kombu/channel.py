@@ -58,9 +58,27 @@ class UnsupportedExchangeType(SQSBusError, NotImplementedError):
     """The exchange type is not available on this transport."""
 
 
+class Message(virtual.Message):
+    """A received message that tells its channel when its body cannot be decoded.
+
+    Celery acknowledges a message it cannot decode (so that it does not loop); the
+    channel then moves it to the dead-letter queue instead of deleting it, if there is one.
+    """
+
+    channel: Channel
+
+    def _decode(self) -> Any:
+        try:
+            return super()._decode()
+        except Exception as exc:
+            self.channel.note_undecodable(self.delivery_tag, f"{type(exc).__name__}: {exc}")
+            raise
+
+
 class Channel(virtual.Channel):
     """A Kombu channel whose queues are SQS queues."""
 
+    Message = Message
     connection: Transport
     do_restore = True
     supports_fanout = True
@@ -83,6 +101,8 @@ class Channel(virtual.Channel):
         self._noack_queues: set[str] = set()
         #: delivery tag -> message, for messages handed to the application.
         self._unsettled: dict[str, Received] = {}
+        #: delivery tag -> why its body could not be decoded (see :class:`Message`).
+        self._undecodable: dict[str, str] = {}
 
     # -- queues ---------------------------------------------------------------
 
@@ -439,6 +459,10 @@ class Channel(virtual.Channel):
         properties = payload.setdefault("properties", {})
         if not isinstance(properties.get("delivery_info"), dict):
             properties["delivery_info"] = {}
+        problem = _envelope_problem(payload)
+        if problem is not None:
+            self._discard_unreadable(received, problem)
+            return None
         try:
             if payload.get("body"):
                 self.decode_body(payload["body"], properties.get("body_encoding"))
@@ -574,10 +598,21 @@ class Channel(virtual.Channel):
 
     # -- settling -------------------------------------------------------------
 
+    def note_undecodable(self, delivery_tag: str, reason: str) -> None:
+        """The body of the delivered message ``delivery_tag`` could not be decoded."""
+        if delivery_tag in self._unsettled:
+            self._undecodable[delivery_tag] = reason
+
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         received = self._unsettled.pop(delivery_tag, None)
+        undecodable = self._undecodable.pop(delivery_tag, None)
         try:
-            if received is not None:
+            if received is not None and undecodable is not None:
+                # Acknowledged because it cannot be read (Celery does so): keep it aside.
+                reason = f"unreadable: its body cannot be decoded ({undecodable})"
+                if not self.forwarder.dead_letter(received, reason):
+                    self.acker.delete([received])
+            elif received is not None:
                 self.acker.delete([received])
         finally:
             super().basic_ack(delivery_tag, multiple)
@@ -590,6 +625,7 @@ class Channel(virtual.Channel):
         finally:
             super().basic_reject(delivery_tag, requeue=requeue)
             self._unsettled.pop(delivery_tag, None)
+            self._undecodable.pop(delivery_tag, None)
             self._on_demand_changed()
 
     def _settle_rejected(self, delivery_tag: str) -> None:
@@ -619,6 +655,7 @@ class Channel(virtual.Channel):
     def _restore(self, message: Any) -> None:
         """Requeue: make the SQS message visible again now (no re-send, no copy)."""
         received = self._unsettled.pop(message.delivery_tag, None)
+        self._undecodable.pop(message.delivery_tag, None)
         if received is None:
             delivery_info = message.delivery_info
             for key in ("sqs_message", "sqs_queue"):
@@ -644,6 +681,24 @@ class Channel(virtual.Channel):
         # it at close so that they are released rather than left invisible.
         if transport is not None:
             transport.stopping_receivers.extend(receivers)
+
+
+def _envelope_problem(payload: dict[str, Any]) -> str | None:
+    """Why a Kombu envelope cannot become a Kombu message (wrong field types), or None."""
+    body = payload.get("body")
+    if body is not None and not isinstance(body, str):
+        return f"its body is a JSON {type(body).__name__}, not a string"
+    headers = payload.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        return f"its headers are a JSON {type(headers).__name__}, not an object"
+    for key in ("content-type", "content-encoding"):
+        value = payload.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"its {key} is a JSON {type(value).__name__}, not a string"
+    encoding = payload["properties"].get("body_encoding")
+    if encoding is not None and not isinstance(encoding, str):
+        return f"its body_encoding is a JSON {type(encoding).__name__}, not a string"
+    return None
 
 
 def _native_delay(
