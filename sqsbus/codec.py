@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,10 +20,24 @@ KOMBU: Final = "kombu"
 FOREIGN_JSON: Final = "json"
 FOREIGN_TEXT: Final = "text"
 
+#: Characters SQS refuses in a message body or attribute value (anything but #x9, #xA,
+#: #xD, #x20-#xD7FF, #xE000-#xFFFD, #x10000-#x10FFFF), lone surrogates included.
+REFUSED_CHARACTERS: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
 
 def encode_body(envelope: dict[str, Any], *, base64_encoding: bool) -> str:
-    """Serialize a Kombu message envelope for SQS."""
+    """Serialize a Kombu message envelope for SQS.
+
+    Characters SQS refuses (U+FFFE, U+FFFF, lone surrogates, which UTF-8 cannot
+    carry either) are written as JSON ``\\uXXXX`` escapes: the same JSON, legal on
+    the wire with or without base64.
+    """
     text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    text = REFUSED_CHARACTERS.sub(_json_escape, text)
     if base64_encoding:
         return base64.b64encode(text.encode("utf-8")).decode("ascii")
     return text
