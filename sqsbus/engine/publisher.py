@@ -9,10 +9,12 @@ bucket (then only its small pointer joins a batch); otherwise it is refused.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
+from sqsbus.codec import REFUSED_CHARACTERS
 from sqsbus.engine.delays import MAX_DELAY_SECONDS
 from sqsbus.engine.group_commit import GROUP_COMMIT
 from sqsbus.engine.payloads import PayloadStore
@@ -24,6 +26,61 @@ logger = logging.getLogger(__name__)
 
 #: SQS accepts at most 10 message attributes per message.
 MAX_MESSAGE_ATTRIBUTES: Final = 10
+#: Longest message attribute name SQS accepts.
+MAX_ATTRIBUTE_NAME_LENGTH: Final = 256
+_ATTRIBUTE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]+")
+_ATTRIBUTE_TYPE: Final = re.compile(r"(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?")
+
+
+def check_message_attributes(queue: str, attributes: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigurationError` for what SQS would refuse in message attributes.
+
+    SQS's rules: at most 10; names of letters, digits, ``_``, ``-`` and ``.`` (not at
+    either end, never two in a row), at most 256 long, not starting with ``AWS.`` or
+    ``Amazon.``; a type of ``String``, ``Number`` or ``Binary`` (with an optional custom
+    suffix) and its value; string values of the characters SQS accepts in a body.
+    """
+    if len(attributes) > MAX_MESSAGE_ATTRIBUTES:
+        raise ConfigurationError(
+            f"message for queue {queue!r} has {len(attributes)} message attributes; "
+            f"SQS allows at most {MAX_MESSAGE_ATTRIBUTES}. Move the rest into the body."
+        )
+    for name, value in attributes.items():
+        where = f"message attribute {name!r} of a message for queue {queue!r}"
+        if (
+            not isinstance(name, str)
+            or len(name) > MAX_ATTRIBUTE_NAME_LENGTH
+            or not _ATTRIBUTE_NAME.fullmatch(name)
+            or name.startswith(".")
+            or name.endswith(".")
+            or ".." in name
+            or name.lower().startswith(("aws.", "amazon."))
+        ):
+            raise ConfigurationError(
+                f"{where}: SQS takes names of at most {MAX_ATTRIBUTE_NAME_LENGTH} letters, "
+                "digits, '_', '-' and '.' ('.' not first, last or doubled), not starting "
+                "with 'AWS.' or 'Amazon.'; rename it"
+            )
+        data_type = value.get("DataType") if isinstance(value, Mapping) else None
+        if not isinstance(data_type, str) or not _ATTRIBUTE_TYPE.fullmatch(data_type):
+            raise ConfigurationError(
+                f"{where} must be a dict like {{'DataType': 'String', 'StringValue': '...'}} "
+                "(DataType String, Number or Binary)"
+            )
+        assert isinstance(value, Mapping)
+        if data_type.startswith("Binary"):
+            if not isinstance(value.get("BinaryValue"), bytes | bytearray):
+                raise ConfigurationError(f"{where} is Binary: give its bytes as 'BinaryValue'")
+            continue
+        text = value.get("StringValue")
+        if not isinstance(text, str) or not text:
+            raise ConfigurationError(f"{where} is {data_type}: give a non-empty 'StringValue'")
+        refused = REFUSED_CHARACTERS.search(text)
+        if refused is not None:
+            raise ConfigurationError(
+                f"{where} contains the character U+{ord(refused.group()):04X}, which SQS "
+                "refuses; send such values in the body or as a Binary attribute"
+            )
 
 
 def message_size(body: str, attributes: Mapping[str, Any]) -> int:
@@ -95,11 +152,7 @@ class Publisher:
         where the original is deleted next).
         """
         attributes = dict(message_attributes or {})
-        if len(attributes) > MAX_MESSAGE_ATTRIBUTES:
-            raise ConfigurationError(
-                f"message for queue {queue.name!r} has {len(attributes)} message attributes; "
-                f"SQS allows at most {MAX_MESSAGE_ATTRIBUTES}. Move the rest into the body."
-            )
+        check_message_attributes(queue.name, attributes)
         forwarded = _is_forwarded_pointer(queue, body, attributes)
         limit = self.directory.max_message_size(queue)
         size = message_size(body, attributes)
