@@ -43,6 +43,34 @@ DEFAULT_ORPHAN_QUEUE_PATTERNS: Final = ("*-pidbox", "celeryev-*", "amq-gen-*", "
 MAX_LARGE_PAYLOAD_PREFIX: Final = 1024 - 36
 #: Largest ``large_payload_threshold`` accepted (the queue's own limit caps it anyway).
 MAX_LARGE_PAYLOAD_THRESHOLD: Final = 16 * 1_048_576
+#: botocore's rule for region names (it refuses others with an InvalidRegionError).
+_REGION_NAME: Final = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+#: Numeric CreateQueue attributes and the bounds SQS enforces.
+_CREATION_ATTRIBUTE_BOUNDS: Final = {
+    "DelaySeconds": (0, 900),
+    "MaximumMessageSize": (1024, 1_048_576),
+    "MessageRetentionPeriod": (60, 1_209_600),
+    "ReceiveMessageWaitTimeSeconds": (0, 20),
+    "VisibilityTimeout": (0, 43_200),
+    "KmsDataKeyReusePeriodSeconds": (60, 86_400),
+}
+#: Every attribute CreateQueue accepts.
+CREATION_ATTRIBUTES: Final = frozenset(
+    {
+        *_CREATION_ATTRIBUTE_BOUNDS,
+        "Policy",
+        "RedrivePolicy",
+        "RedriveAllowPolicy",
+        "KmsMasterKeyId",
+        "SqsManagedSseEnabled",
+        "FifoQueue",
+        "ContentBasedDeduplication",
+        "DeduplicationScope",
+        "FifoThroughputLimit",
+    }
+)
+#: SQS's limits of a MessageGroupId: 1 to 128 printable ASCII characters.
+_GROUP_ID: Final = re.compile(r"[!-~]{1,128}")
 _BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_CHARACTERS: Final = re.compile(r"[A-Za-z0-9./_-]*")
 
@@ -171,7 +199,7 @@ Validator = Callable[[str, Any], Any]
 def _fail(name: str, expected: str, value: Any) -> ConfigurationError:
     """``name`` is an option name or a path such as ``predefined_queues['q'].region``."""
     label = repr(name) if name in _OPTIONS else name
-    if "secret" in name or "token" in name or name in _MAPPING_OPTIONS:
+    if "secret" in name or "session_token" in name or name in _MAPPING_OPTIONS:
         shown = f"a {type(value).__name__}"  # never echo what may hold credentials
     else:
         shown = repr(value)
@@ -248,6 +276,34 @@ def _string_map(name: str, value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise _fail(name, "a dict with string keys", value)
     return {key: str(val) for key, val in value.items()}
+
+
+def _region(name: str, value: Any) -> str:
+    if not isinstance(value, str) or (value and not _REGION_NAME.fullmatch(value)):
+        raise _fail(name, "an AWS region name such as 'eu-west-1'", value)
+    return value
+
+
+def _group_id(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not _GROUP_ID.fullmatch(value):
+        raise _fail(name, "1 to 128 printable ASCII characters without spaces", value)
+    return value
+
+
+def _creation_attributes(name: str, value: Any) -> dict[str, str]:
+    """CreateQueue attributes: names SQS knows, numbers within SQS's bounds."""
+    attributes = _string_map(name, value)
+    for key, text in attributes.items():
+        if key not in CREATION_ATTRIBUTES:
+            raise ConfigurationError(
+                f"transport option {name!r} has unknown queue attribute {key!r}"
+                f"{_suggest(key, CREATION_ATTRIBUTES)}; SQS accepts: "
+                f"{', '.join(sorted(CREATION_ATTRIBUTES))}"
+            )
+        bounds = _CREATION_ATTRIBUTE_BOUNDS.get(key)
+        if bounds is not None:
+            _int_range(*bounds)(f"{name}[{key!r}]", text)
+    return attributes
 
 
 def _client_config(name: str, value: Any) -> dict[str, Any]:
@@ -449,7 +505,7 @@ def _ignored(name: str, value: Any) -> Any:
 
 #: Transport option name -> (Options field or None when Kombu consumes it, validator).
 _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
-    "region": ("region", _string),
+    "region": ("region", _region),
     "is_secure": ("is_secure", _boolean),
     "endpoint_url": ("endpoint_url", _optional_string),
     "session_token": ("session_token", _secret),
@@ -467,11 +523,11 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     ),
     "sts_token_buffer_time": ("sts_token_buffer_time", _int_range(0, MAX_STS_TOKEN_TIMEOUT)),
     "client-config": ("client_config", _client_config),
-    "sqs-creation-attributes": ("creation_attributes", _string_map),
+    "sqs-creation-attributes": ("creation_attributes", _creation_attributes),
     "queue_tags": ("queue_tags", _string_map),
     "sqs_base64_encoding": ("base64_encoding", _boolean),
     "fetch_message_attributes": ("fetch_message_attributes", _fetch_message_attributes),
-    "fifo_message_group_id": ("fifo_message_group_id", _string),
+    "fifo_message_group_id": ("fifo_message_group_id", _group_id),
     "publish_linger_ms": ("publish_linger_ms", _int_range(0, 60_000)),
     "receive_coalesce_ms": ("receive_coalesce_ms", _int_range(0, 10_000)),
     "lease_seconds": ("lease_seconds", _int_range(0, MAX_VISIBILITY_TIMEOUT)),
