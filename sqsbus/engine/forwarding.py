@@ -16,7 +16,7 @@ from sqsbus.engine.acker import Acker
 from sqsbus.engine.messages import Received
 from sqsbus.engine.parking import home_attributes
 from sqsbus.engine.payloads import as_sent
-from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, Publisher
+from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, Publisher, message_size
 from sqsbus.errors import SQSBusError
 from sqsbus.queues import QueueDirectory
 
@@ -80,12 +80,19 @@ class Forwarder:
         attributes.pop(delays.ETA_ATTRIBUTE, None)
         # A large payload moves as its pointer: the copy refers to the same S3 object.
         body, attributes = as_sent(received, attributes)
+        # Reason and source as attributes where they fit (SQS: 10 attributes, and the
+        # message must stay within the dead-letter queue's size limit); the log has both.
+        limit = self.directory.max_message_size(dead)
         for name, value in (
             (DEAD_LETTER_REASON_ATTRIBUTE, reason[:1024]),
             (DEAD_LETTER_SOURCE_ATTRIBUTE, source.name),
         ):
-            if len(attributes) < MAX_MESSAGE_ATTRIBUTES:
-                attributes[name] = {"DataType": "String", "StringValue": value}
+            extra = {name: {"DataType": "String", "StringValue": value}}
+            if (
+                len(attributes) < MAX_MESSAGE_ATTRIBUTES
+                and message_size(body, {**attributes, **extra}) <= limit
+            ):
+                attributes.update(extra)
         try:
             self.publisher.send(
                 dead,
