@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import binascii
 import logging
+import sys
 import time
 from datetime import datetime
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
+from kombu.exceptions import DecodeError
+from kombu.serialization import loads
 from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
@@ -66,6 +69,17 @@ class Message(virtual.Message):
     """
 
     channel: Channel
+
+    def __init__(self, payload: Any, channel: Any = None, **kwargs: Any) -> None:
+        super().__init__(payload, channel=channel, **kwargs)
+        problem = _task_shape_problem(self)
+        if problem is not None:
+            # Consumers report it through on_decode_error (Celery logs and acks it).
+            try:
+                raise DecodeError(f"malformed Celery task message: {problem}")
+            except DecodeError as exc:
+                self.errors.append(sys.exc_info())
+                channel.note_undecodable(self.delivery_tag, str(exc))
 
     def _decode(self) -> Any:
         try:
@@ -681,6 +695,30 @@ class Channel(virtual.Channel):
         # it at close so that they are released rather than left invisible.
         if transport is not None:
             transport.stopping_receivers.extend(receivers)
+
+
+def _task_shape_problem(message: Any) -> str | None:
+    """What is wrong with a JSON Celery task message (protocol 2: ``task`` and ``id``
+    headers), whose body must be ``[args, kwargs, embed]``; None if nothing is.
+
+    Celery's worker dies on such a body instead of rejecting it.
+    """
+    headers = message.headers
+    if not ("task" in headers and "id" in headers) or message.content_type != "application/json":
+        return None
+    try:
+        body = loads(message.body, message.content_type, message.content_encoding)
+    except Exception as exc:
+        return f"its body cannot be decoded ({exc})"
+    if not (
+        isinstance(body, list)
+        and len(body) == 3
+        and isinstance(body[0], list)
+        and isinstance(body[1], dict)
+        and isinstance(body[2], dict | None)
+    ):
+        return f"its body must be [args, kwargs, embed], got {str(body)[:100]}"
+    return None
 
 
 def _envelope_problem(payload: dict[str, Any]) -> str | None:
