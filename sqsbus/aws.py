@@ -176,6 +176,11 @@ def translate_error(exc: BaseException, action: str) -> SQSBusError:
         code = str(error.get("Code", ""))
         message = str(error.get("Message", "")) or code
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code not in CREDENTIAL_CODES | ACCESS_DENIED_CODES and status in (400, 403):
+            # An answer botocore could not parse (e.g. XML to a JSON-protocol request):
+            # find the error code in its text.
+            known = [c for c in CREDENTIAL_CODES | ACCESS_DENIED_CODES if f">{c}<" in message]
+            code = known[0] if known else code
         if code in TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientError(f"{action}: AWS asked to retry ({code}: {message})")
         if code in CREDENTIAL_CODES:
