@@ -27,6 +27,7 @@ from sqsbus.engine.payloads import PayloadStore
 from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
 from sqsbus.errors import (
+    ConfigurationError,
     QueueDoesNotExist,
     SQSBusError,
     TransientError,
@@ -43,6 +44,22 @@ logger = logging.getLogger(__name__)
 #: Seconds between idle wake-ups of Kombu's hub, so a Celery worker notices a
 #: shutdown request promptly even when no message arrives.
 HUB_TICK_SECONDS = 1.0
+
+
+def unknown_region_error(options: Options, exc: TransientError) -> ConfigurationError | None:
+    """A clear error for an unreachable AWS endpoint of a region botocore does not know
+    (a typo, most likely); None if an endpoint is set or the region is known."""
+    if options.endpoint_url:
+        return None
+    known = botocore.session.get_session().get_available_regions("sqs")
+    if options.region in known:
+        return None
+    return ConfigurationError(
+        f"region {options.region!r} is not an AWS region botocore knows, and its SQS "
+        f"endpoint cannot be reached ({exc}). Check the 'region' transport option "
+        "(or AWS_DEFAULT_REGION / the profile's region); for a new region, upgrade botocore "
+        "or set endpoint_url."
+    )
 
 
 def _noop() -> None:
@@ -148,7 +165,10 @@ class Transport(virtual.Transport):
             self.acker = self._new_acker()
         require_credentials(self.aws)
         if not self.options.predefined_queues:
-            self.directory.refresh()
+            try:
+                self.directory.refresh()
+            except TransientError as exc:
+                raise unknown_region_error(self.options, exc) or exc
         return super().establish_connection()
 
     def _new_acker(self) -> Acker:
