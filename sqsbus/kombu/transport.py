@@ -168,7 +168,10 @@ class Transport(virtual.Transport):
             try:
                 self.directory.refresh()
             except TransientError as exc:
-                raise unknown_region_error(self.options, exc) or exc
+                clearer = unknown_region_error(self.options, exc)
+                if clearer is None:
+                    raise
+                raise clearer from exc
         return super().establish_connection()
 
     def _new_acker(self) -> Acker:
