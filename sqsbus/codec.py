@@ -37,7 +37,8 @@ def encode_body(envelope: dict[str, Any], *, base64_encoding: bool) -> str:
     the wire with or without base64.
     """
     text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-    text = REFUSED_CHARACTERS.sub(_json_escape, text)
+    if not text.isascii():  # ASCII is always accepted; skip the scan
+        text = REFUSED_CHARACTERS.sub(_json_escape, text)
     if base64_encoding:
         return base64.b64encode(text.encode("utf-8")).decode("ascii")
     return text
