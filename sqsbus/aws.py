@@ -8,6 +8,7 @@ one counted place (:class:`RequestStats`) and every error is translated into the
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import threading
@@ -19,7 +20,6 @@ from typing import Any, Final
 
 import botocore.session
 from botocore.config import Config as BotocoreConfig
-from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -32,6 +32,12 @@ from botocore.exceptions import (
     ConnectionError as BotocoreConnectionError,
 )
 
+from sqsbus.assumed_role import (
+    EXPIRED_CODES,
+    AssumedRoleCredentials,
+    Grant,
+    retry_after_renewal,
+)
 from sqsbus.config import Options, Secret, is_loopback
 from sqsbus.errors import (
     AccessDeniedError,
@@ -183,6 +189,12 @@ def translate_error(exc: BaseException, action: str) -> SQSBusError:
             code = known[0] if known else code
         if code in TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientError(f"{action}: AWS asked to retry ({code}: {message})")
+        if code in EXPIRED_CODES:
+            return CredentialsError(
+                f"{action}: AWS rejected the credentials as expired ({code}). Give a fresh "
+                "session token (session_token, AWS_SESSION_TOKEN) or use sts_role_arn, which "
+                "renews them; check that this host's clock is right."
+            )
         if code in CREDENTIAL_CODES:
             return CredentialsError(
                 f"{action}: AWS rejected the credentials ({code}). Check the key pair in the "
@@ -236,7 +248,7 @@ class AWS:
         self.stats = stats or RequestStats(parent=GLOBAL_STATS)
         self._session = botocore.session.get_session()
         self._clients: dict[tuple[str, str, CredentialSource], Any] = {}
-        self._assumed: dict[CredentialSource, RefreshableCredentials] = {}
+        self._assumed: dict[CredentialSource, AssumedRoleCredentials] = {}
         self._lock = threading.Lock()
 
     @property
@@ -264,9 +276,11 @@ class AWS:
 
     def _new_client(self, service: str, region: str, source: CredentialSource) -> Any:
         session = botocore.session.Session()
+        assumed: AssumedRoleCredentials | None = None
         if self.options.sts_role_arn:
+            assumed = self._assumed_role(source, region)
             # botocore has no public setter for refreshable credentials.
-            session._credentials = self._assumed_role(source, region)  # type: ignore[attr-defined]
+            session._credentials = assumed  # type: ignore[attr-defined]
         elif source.access_key_id and source.secret_access_key:
             session.set_credentials(
                 source.access_key_id,
@@ -286,6 +300,12 @@ class AWS:
             kwargs["endpoint_url"] = self.options.endpoint_url
         client = session.create_client(service, **kwargs)
         self._count(client, service)
+        if assumed is not None:
+            # An answer "these credentials expired" renews them and retries, once per call.
+            hook: Any = functools.partial(retry_after_renewal, assumed)
+            client.meta.events.register(
+                f"needs-retry.{client.meta.service_model.service_id.hyphenize()}", hook
+            )
         credentials = session.get_credentials()
         if credentials is not None:  # e.g. AWS_SESSION_TOKEN from the environment
             frozen = credentials.get_frozen_credentials()
@@ -310,7 +330,7 @@ class AWS:
             f"before-send.{client.meta.service_model.service_id.hyphenize()}", on_send
         )
 
-    def _assumed_role(self, source: CredentialSource, region: str) -> RefreshableCredentials:
+    def _assumed_role(self, source: CredentialSource, region: str) -> AssumedRoleCredentials:
         """One set of assumed-role credentials per source, shared by every service client."""
         credentials = self._assumed.get(source)
         if credentials is None:
@@ -319,8 +339,8 @@ class AWS:
 
     def _assumed_role_credentials(
         self, source: CredentialSource, region: str
-    ) -> RefreshableCredentials:
-        """Credentials from ``sts:AssumeRole`` that botocore refreshes before expiry."""
+    ) -> AssumedRoleCredentials:
+        """Credentials from ``sts:AssumeRole``, renewed before the expiry STS granted."""
         options = self.options
         role_arn = options.sts_role_arn
         assert role_arn is not None
@@ -337,7 +357,7 @@ class AWS:
         sts = base.create_client("sts", **sts_kwargs)
         self._count(sts, "sts")
 
-        def refresh() -> dict[str, str]:
+        def assume() -> Grant:
             answer = call(
                 sts,
                 "assume_role",
@@ -348,43 +368,19 @@ class AWS:
             )
             creds = answer["Credentials"]
             expiry = creds["Expiration"]
-            if isinstance(expiry, datetime.datetime):
-                expiry = expiry.isoformat()
+            if not isinstance(expiry, datetime.datetime):
+                expiry = _parse_expiry(str(expiry))
             register_secret(creds["SecretAccessKey"])
             register_secret(creds["SessionToken"])
-            logger.debug("assumed role %s until %s", role_arn, expiry)
-            return {
-                "access_key": creds["AccessKeyId"],
-                "secret_key": creds["SecretAccessKey"],
-                "token": creds["SessionToken"],
-                "expiry_time": str(expiry),
-            }
+            logger.debug("assumed role %s until %s", role_arn, expiry.isoformat())
+            return Grant(
+                access_key=creds["AccessKeyId"],
+                secret_key=creds["SecretAccessKey"],
+                token=creds["SessionToken"],
+                expiry=expiry,
+            )
 
-        first = refresh()
-        refresh_before = sts_refresh_margin(
-            options.sts_token_timeout, options.sts_token_buffer_time
-        )
-        return RefreshableCredentials(
-            access_key=first["access_key"],
-            secret_key=first["secret_key"],
-            token=first["token"],
-            expiry_time=_parse_expiry(first["expiry_time"]),
-            refresh_using=refresh,
-            method="sts-assume-role",
-            advisory_timeout=refresh_before,
-            mandatory_timeout=max(refresh_before // 2, 1),
-        )
-
-
-def sts_refresh_margin(token_timeout: int, buffer_time: int) -> int:
-    """Seconds before expiry at which assumed-role credentials are renewed.
-
-    ``sts_token_buffer_time`` when set; otherwise a tenth of the session (at least
-    30 s), so renewal never lands after expiry nor on every request.
-    """
-    if buffer_time:
-        return buffer_time
-    return max(30, token_timeout // 10)
+        return AssumedRoleCredentials(assume, buffer_time=options.sts_token_buffer_time)
 
 
 def _parse_expiry(value: str) -> datetime.datetime:

@@ -32,6 +32,18 @@ def register_secret(value: str | None) -> None:
     _install()
 
 
+def forget_secret(value: str | None) -> None:
+    """Stop scrubbing ``value`` (a renewed credential that no request uses any more).
+
+    Keeps the set of secrets from growing without bound in a long-running process whose
+    temporary credentials are renewed every few minutes.
+    """
+    if not value:
+        return
+    with _lock:
+        _secrets.discard(value)
+
+
 def scrub(text: str) -> str:
     """``text`` with every registered secret replaced by ``***``."""
     with _lock:

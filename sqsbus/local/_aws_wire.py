@@ -37,6 +37,7 @@ __all__ = [
     "add_failed_entries",
     "batch_entry_ids",
     "error_answer",
+    "expired_token_answer",
     "failed_batch_answer",
     "identify",
     "throttle_answer",
@@ -60,6 +61,10 @@ _ERROR_MESSAGES: Final = {
     500: "We encountered an internal error. Please try again.",
     503: "Service is unable to handle request.",
 }
+#: What AWS says about a request signed with credentials whose session has ended.
+EXPIRED_TOKEN_CODE: Final = "ExpiredToken"
+EXPIRED_TOKEN_MESSAGE: Final = "The security token included in the request is expired"
+_S3_EXPIRED_TOKEN_MESSAGE: Final = "The provided token has expired."
 #: Code and message of a batch entry the proxy failed.
 ENTRY_FAILURE_CODE: Final = "InternalError"
 ENTRY_FAILURE_MESSAGE: Final = "We encountered an internal error. Please try again."
@@ -105,14 +110,23 @@ def _request_id() -> str:
     return str(uuid.uuid4())
 
 
-def _json_error(status: int, code: str, fault: str, message: str, service: str) -> Response:
-    error_type = f"com.amazonaws.{service}#{code}"
+def _json_error(
+    status: int,
+    code: str,
+    fault: str,
+    message: str,
+    service: str,
+    *,
+    error_type: str | None = None,
+    query_code: str | None = "",
+) -> Response:
+    """A JSON-protocol error; ``query_code`` is the query-protocol code of the
+    ``x-amzn-query-error`` header ("": ``code``; None: no header)."""
+    error_type = error_type or f"com.amazonaws.{service}#{code}"
     body = json.dumps({"__type": error_type, "message": message}).encode()
-    headers = [
-        ("Content-Type", _JSON_CONTENT_TYPE),
-        ("x-amzn-RequestId", _request_id()),
-        ("x-amzn-query-error", f"{code};{fault}"),
-    ]
+    headers = [("Content-Type", _JSON_CONTENT_TYPE), ("x-amzn-RequestId", _request_id())]
+    if query_code is not None:
+        headers.append(("x-amzn-query-error", f"{query_code or code};{fault}"))
     return Response(status, headers, body)
 
 
@@ -147,6 +161,31 @@ def throttle_answer(operation: Operation) -> Response:
     if operation.protocol == "query":
         return _query_error(400, "Throttling", "Sender", "Rate exceeded", operation.service)
     return _rest_xml_error(503, "SlowDown", "Please reduce your request rate.")
+
+
+def expired_token_answer(operation: Operation) -> Response:
+    """The answer AWS gives to a request signed with expired temporary credentials.
+
+    SQS and SNS (and STS) answer ``ExpiredToken`` with HTTP 403: over SQS's JSON protocol as
+    a common (front-end) ``ExpiredTokenException`` whose ``x-amzn-query-error`` header names
+    the query-protocol code ``ExpiredToken``, which botocore reports. S3 answers
+    ``ExpiredToken`` with HTTP 400. botocore retries none of them.
+    """
+    if operation.protocol == "json":
+        return _json_error(
+            403,
+            "ExpiredTokenException",
+            "Sender",
+            EXPIRED_TOKEN_MESSAGE,
+            operation.service,
+            error_type="com.amazon.coral.service#ExpiredTokenException",
+            query_code=EXPIRED_TOKEN_CODE if operation.service == "sqs" else None,
+        )
+    if operation.protocol == "query":
+        return _query_error(
+            403, EXPIRED_TOKEN_CODE, "Sender", EXPIRED_TOKEN_MESSAGE, operation.service
+        )
+    return _rest_xml_error(400, EXPIRED_TOKEN_CODE, _S3_EXPIRED_TOKEN_MESSAGE)
 
 
 def error_answer(operation: Operation, status: int) -> Response:

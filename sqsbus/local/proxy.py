@@ -4,8 +4,10 @@
 :class:`~sqsbus.local.LocalEndpoint`) and can, per request: add latency, reset the
 connection before or after forwarding, answer a 5xx error or a throttling error in AWS's
 own wire shape, or fail some entries of an SQS batch. A full outage resets every
-connection until it ends. It counts requests per operation at the wire (what AWS would
-bill, botocore's retries included) and the faults it injected.
+connection until it ends. Optionally it checks temporary credentials as AWS does: sessions
+handed out by STS through it (shortened on request) end, and requests signed with an
+expired one get AWS's ``ExpiredToken`` answer. It counts requests per operation at the
+wire (what AWS would bill, botocore's retries included) and the faults it injected.
 
 It runs on its own thread and event loop, so tests and benchmarks drive it from ordinary
 code; faults can be changed at any time with :attr:`FaultProxy.faults`::
@@ -46,6 +48,7 @@ from sqsbus.local._aws_wire import (
     add_failed_entries,
     batch_entry_ids,
     error_answer,
+    expired_token_answer,
     failed_batch_answer,
     identify,
     throttle_answer,
@@ -63,6 +66,7 @@ from sqsbus.local._http import (
     write_response,
 )
 from sqsbus.local._ports import connect_host
+from sqsbus.local._sessions import SessionBook
 
 __all__ = ["FAULT_KINDS", "FaultProxy", "Faults", "main"]
 
@@ -77,6 +81,7 @@ FAULT_KINDS: Final = (
     "partial",  # batch requests with some entries failed by the proxy
     "partial_entries",  # entries failed by the proxy (not forwarded, reported in Failed)
     "outage",  # connections reset and requests refused during an outage
+    "expired_token",  # requests signed with expired temporary credentials, answered ExpiredToken
 )
 #: Seconds to wait for the upstream's answer (long polls last up to 20 s).
 UPSTREAM_TIMEOUT: Final = 120.0
@@ -187,6 +192,14 @@ class FaultProxy:
         faults: initial faults; change them any time through :attr:`faults`.
         seed: seed of the random generator behind every fault decision, for reproducible
             runs (the order of concurrent requests can still vary).
+        check_credentials: play AWS's credential check (off by default; moto checks
+            nothing): note the temporary credentials STS answers hand out through the proxy
+            (``AssumeRole``, ``GetSessionToken``, ...) and answer ``ExpiredToken``, without
+            forwarding, to any later request signed with one whose session has ended.
+            Static keys pass.
+        session_seconds: with ``check_credentials``, hand out sessions of at most this
+            many seconds (the STS answer's ``Expiration`` is rewritten), so that
+            credentials expire many times during a run. Giving it turns the check on.
 
     Clients connect to :attr:`url` (use it as boto3's ``endpoint_url`` or sqsbus's
     ``endpoint_url`` transport option). The ``Host`` header is forwarded unchanged, so
@@ -201,6 +214,8 @@ class FaultProxy:
         port: int = 0,
         faults: Faults | None = None,
         seed: int | None = None,
+        check_credentials: bool = False,
+        session_seconds: float | None = None,
     ) -> None:
         parts = urlsplit(upstream_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -217,10 +232,16 @@ class FaultProxy:
         self._host = host
         self._port = port
         self._faults = faults or Faults()
+        self._sessions = (
+            SessionBook(session_seconds)
+            if check_credentials or session_seconds is not None
+            else None
+        )
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._requests: Counter[str] = Counter()
         self._injected: Counter[str] = Counter()
+        self._expired: Counter[str] = Counter()
         self._upstream_errors = 0
         self._outage_until: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -318,6 +339,30 @@ class FaultProxy:
         with self._lock:
             return {kind: self._injected[kind] for kind in FAULT_KINDS}
 
+    def expired_token_counts(self) -> dict[str, int]:
+        """Requests answered ``ExpiredToken``, per operation (``sqs.ReceiveMessage``, ...)."""
+        with self._lock:
+            return dict(self._expired)
+
+    @property
+    def checks_credentials(self) -> bool:
+        """Whether the proxy enforces the expiry of temporary credentials."""
+        return self._sessions is not None
+
+    @property
+    def sessions_granted(self) -> int:
+        """Temporary credentials STS handed out through the proxy (0 if not checking)."""
+        return self._sessions.granted if self._sessions is not None else 0
+
+    def expire_credentials(self) -> int:
+        """End every session handed out so far, as a revoked role or a client clock running
+        late would; returns how many were still valid. Needs ``check_credentials``."""
+        if self._sessions is None:
+            raise RuntimeError(
+                "the proxy does not check credentials: create it with check_credentials=True"
+            )
+        return self._sessions.expire_all()
+
     @property
     def upstream_errors(self) -> int:
         """Requests the upstream could not answer (answered 502/504 to the client)."""
@@ -329,6 +374,7 @@ class FaultProxy:
         with self._lock:
             self._requests.clear()
             self._injected.clear()
+            self._expired.clear()
             self._upstream_errors = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -476,6 +522,12 @@ class FaultProxy:
             self._count_fault("outage")
             reset(writer)
             return False
+        sessions = self._sessions
+        if sessions is not None and sessions.expired(request):
+            with self._lock:
+                self._injected["expired_token"] += 1
+                self._expired[operation.key] += 1
+            return await self._reply(request, writer, expired_token_answer(operation))
         faults = self._faults
         kind: str | None = None
         failed: list[str] = []
@@ -499,10 +551,18 @@ class FaultProxy:
                 response = await self._forward_batch(request, failed)
             else:
                 response = await self._forward(request)
+            if sessions is not None:
+                response = sessions.observe(operation, response)
             if kind == "reset_after":
                 self._count_fault(kind)
                 reset(writer)
                 return False
+        return await self._reply(request, writer, response)
+
+    async def _reply(
+        self, request: Request, writer: asyncio.StreamWriter, response: Response
+    ) -> bool:
+        """Send ``response``; True if the connection stays open for the next request."""
         keep_alive = request.keep_alive
         write_response(writer, response, method=request.method, keep_alive=keep_alive)
         await writer.drain()
@@ -640,6 +700,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OPERATION",
         help="fault only this operation (repeatable), e.g. SendMessageBatch or sns.Publish",
     )
+    parser.add_argument(
+        "--check-credentials",
+        action="store_true",
+        help="answer ExpiredToken to requests signed with temporary credentials (from STS "
+        "through the proxy) whose session has ended, as AWS does",
+    )
+    parser.add_argument(
+        "--session-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="hand out STS sessions of at most S seconds (implies --check-credentials)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (reproducible runs)")
     return parser
 
@@ -679,8 +752,20 @@ def _print_counts(proxy: FaultProxy) -> None:
         print(f"  {operation:<40} {count}")
     injected = {kind: n for kind, n in proxy.fault_counts().items() if n}
     print("faults injected: " + (", ".join(f"{k} {n}" for k, n in injected.items()) or "none"))
+    if proxy.checks_credentials:
+        expired = proxy.expired_token_counts()
+        print(
+            f"sessions handed out: {proxy.sessions_granted}; ExpiredToken answers: "
+            + (", ".join(f"{op} {n}" for op, n in sorted(expired.items())) or "none")
+        )
     if proxy.upstream_errors:
         print(f"upstream errors: {proxy.upstream_errors}")
+
+
+def _credential_mode(args: argparse.Namespace) -> str:
+    if args.session_seconds is None:
+        return "; credentials checked"
+    return f"; credentials checked, sessions of at most {args.session_seconds:g} s"
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -690,7 +775,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     try:
         faults = _faults_from(args)
         proxy = FaultProxy(
-            args.upstream, host=args.host, port=args.port, faults=faults, seed=args.seed
+            args.upstream,
+            host=args.host,
+            port=args.port,
+            faults=faults,
+            seed=args.seed,
+            check_credentials=args.check_credentials,
+            session_seconds=args.session_seconds,
         )
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
@@ -710,7 +801,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(proxy.url, flush=True)
         print(
             f"forwarding to {proxy.upstream_url}; faults: {faults.describe()}"
-            + (f"; seed {args.seed}" if args.seed is not None else ""),
+            + (f"; seed {args.seed}" if args.seed is not None else "")
+            + (_credential_mode(args) if proxy.checks_credentials else ""),
             flush=True,
         )
         while not stop.wait(0.5):
