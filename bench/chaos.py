@@ -1,6 +1,7 @@
 """Chaos harness: Celery workers and producers through a fault-injecting proxy, losses counted.
 
-``python -m bench.chaos [--messages N] [--scenarios steady,outage,kill-worker,kill-producer]``
+``python -m bench.chaos [--messages N] [--scenarios steady,outage,kill-worker,kill-producer,
+expiring-credentials]``
 
 Each scenario gets a fresh local endpoint (moto's server) with a
 :class:`~sqsbus.local.proxy.FaultProxy` in front; every process talks to the proxy.
@@ -11,7 +12,10 @@ shared file.  The checker then counts, for every scenario:
 
 * *lost*: numbers whose publish returned but that never ran (must be 0);
 * *duplicated*: extra runs (expected only around crashes and lost answers);
-* *recovery*: after an outage, seconds from its end to the next task run.
+* *recovery*: after an outage, seconds from its end to the next task run;
+* *renewals* and *expired answers*, with expiring credentials: how often the processes
+  assumed their role again (``sts:AssumeRole`` requests at the proxy) and how many
+  requests the proxy refused as signed with expired credentials.
 """
 
 from __future__ import annotations
@@ -34,12 +38,16 @@ from sqsbus.local import LocalEndpoint
 from sqsbus.local.proxy import FaultProxy, Faults
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-SCENARIOS: Final = ("steady", "outage", "kill-worker", "kill-producer")
+SCENARIOS: Final = ("steady", "outage", "kill-worker", "kill-producer", "expiring-credentials")
 #: About 5 % of requests faulty (throttling, 5xx, lost answers, partial batches).
 STEADY_FAULTS: Final = Faults(throttle=0.02, error=0.01, reset_after=0.01, partial=0.01)
 LEASE_SECONDS: Final = 5
 WORKERS: Final = 2
 CONCURRENCY: Final = 4
+#: The role workers and producers assume in the expiring-credentials scenario.
+ROLE_ARN: Final = "arn:aws:iam::123456789012:role/sqsbus-chaos"
+#: Length of the sessions the proxy hands out there: a scaled-down 15-minute session.
+SESSION_SECONDS: Final = 20.0
 
 
 @dataclass
@@ -55,6 +63,8 @@ class Outcome:
     recovery_s: float | None = None
     worker_cpu_during_outage: float | None = None
     faults: dict[str, int] = field(default_factory=dict)
+    renewals: int | None = None
+    expired_answers: int | None = None
     notes: str = ""
 
 
@@ -75,11 +85,11 @@ def _numbers(path: Path) -> list[int]:
 class Cluster:
     """An endpoint, its proxy, the workers and the files they write."""
 
-    def __init__(self, workdir: Path, messages: int) -> None:
+    def __init__(self, workdir: Path, messages: int, session_seconds: float | None = None) -> None:
         self.workdir = workdir
         self.messages = messages
         self.endpoint = LocalEndpoint(log_file=workdir / "endpoint.log").start()
-        self.proxy = FaultProxy(self.endpoint.url).start()
+        self.proxy = FaultProxy(self.endpoint.url, session_seconds=session_seconds).start()
         self.done_file = workdir / "done"
         self.done_file.write_bytes(b"")
         self.published_file = workdir / "published"
@@ -91,6 +101,8 @@ class Cluster:
             "lease_seconds": LEASE_SECONDS,
             "region": "us-east-1",
         }
+        if session_seconds is not None:
+            self.options["sts_role_arn"] = ROLE_ARN
         self.env = {
             **os.environ,
             **self.endpoint.env(),
@@ -191,10 +203,17 @@ def _tree_cpu(pid: int) -> float:
 
 
 def run_scenario(
-    name: str, messages: int, workdir: Path, outage_s: float, kill_every: float = 5.0
+    name: str,
+    messages: int,
+    workdir: Path,
+    outage_s: float,
+    kill_every: float = 5.0,
+    session_s: float = SESSION_SECONDS,
 ) -> Outcome:
-    """Run scenario ``name`` over ``messages`` tasks; ``kill_every``: seconds between kills."""
-    cluster = Cluster(workdir, messages)
+    """Run scenario ``name`` over ``messages`` tasks; ``kill_every``: seconds between kills;
+    ``session_s``: length of the STS sessions with expiring credentials."""
+    expiring = name == "expiring-credentials"
+    cluster = Cluster(workdir, messages, session_seconds=session_s if expiring else None)
     started = time.monotonic()
     recovery: float | None = None
     outage_cpu: float | None = None
@@ -240,6 +259,14 @@ def run_scenario(
         cluster.wait_for(set(published), 600)
         time.sleep(2 * LEASE_SECONDS)  # late duplicates, if any, arrive by now
         delivered, lost, duplicated = count(published, cluster.runs())
+        renewals = expired = None
+        if expiring:
+            renewals = cluster.proxy.request_counts().get("sts.AssumeRole", 0)
+            expired = sum(cluster.proxy.expired_token_counts().values())
+            notes = (
+                f"sessions of {session_s:g} s: {renewals} sts:AssumeRole, "
+                f"{expired} requests answered ExpiredToken"
+            )
         return Outcome(
             scenario=name,
             published=len(set(published)),
@@ -250,6 +277,8 @@ def run_scenario(
             recovery_s=None if recovery is None else round(recovery, 1),
             worker_cpu_during_outage=None if outage_cpu is None else round(outage_cpu, 3),
             faults=cluster.proxy.fault_counts(),
+            renewals=renewals,
+            expired_answers=expired,
             notes=notes,
         )
     finally:
@@ -325,6 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--outage", type=float, default=30.0, help="outage seconds")
+    parser.add_argument(
+        "--session",
+        type=float,
+        default=SESSION_SECONDS,
+        help="STS session seconds with expiring-credentials",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default: bench/results/chaos-*.json)")
     options = parser.parse_args(args)
     chosen = [s.strip() for s in options.scenarios.split(",") if s.strip()]
@@ -339,7 +374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in chosen:
         with tempfile.TemporaryDirectory(prefix=f"sqsbus-chaos-{name}-") as workdir:
             print(f"chaos: {name}, {options.messages} messages ...", file=sys.stderr, flush=True)
-            outcomes.append(run_scenario(name, options.messages, Path(workdir), options.outage))
+            outcomes.append(
+                run_scenario(
+                    name, options.messages, Path(workdir), options.outage, session_s=options.session
+                )
+            )
     print(format_table(outcomes))
     out = options.out or ROOT / "bench" / "results" / f"chaos-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
