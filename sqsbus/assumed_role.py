@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -40,6 +41,12 @@ EXPIRED_CODES: Final = frozenset(
 MIN_DEFAULT_MARGIN: Final = 30
 #: ``request_dict["context"]`` key marking a request already retried after a renewal.
 _RETRIED: Final = "sqsbus_renewed_credentials"
+
+#: The secret parts of an STS answer (XML of the query protocol, or JSON).
+_SECRETS_IN_ANSWER: Final = re.compile(
+    rb"<(?:SecretAccessKey|SessionToken)>\s*([^<\s]+)\s*<"
+    rb'|"(?:SecretAccessKey|SessionToken)"\s*:\s*"([^"]+)"'
+)
 
 _ALL: weakref.WeakSet[AssumedRoleCredentials] = weakref.WeakSet()
 
@@ -247,6 +254,17 @@ def retry_after_renewal(
     )
     credentials.renew_after_rejection()
     return 0
+
+
+def scrub_sts_answer(response_dict: dict[str, Any] | None = None, **_: Any) -> None:
+    """botocore ``before-parse`` hook of STS clients: register the secrets of an answer
+    before botocore's parser logs its body (at DEBUG level)."""
+    body = (response_dict or {}).get("body")
+    if not isinstance(body, bytes):
+        return
+    for found in _SECRETS_IN_ANSWER.finditer(body):
+        secret = found.group(1) or found.group(2)
+        register_secret(secret.decode("utf-8", errors="replace"))
 
 
 def _after_fork_in_child() -> None:

@@ -37,6 +37,7 @@ from sqsbus.assumed_role import (
     AssumedRoleCredentials,
     Grant,
     retry_after_renewal,
+    scrub_sts_answer,
 )
 from sqsbus.config import Options, Secret, is_loopback
 from sqsbus.errors import (
@@ -356,6 +357,7 @@ class AWS:
             sts_kwargs["endpoint_url"] = options.endpoint_url
         sts = base.create_client("sts", **sts_kwargs)
         self._count(sts, "sts")
+        sts.meta.events.register("before-parse.sts", scrub_sts_answer)
 
         def assume() -> Grant:
             answer = call(

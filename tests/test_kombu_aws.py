@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import logging
 import shutil
@@ -13,13 +12,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import boto3
 import pytest
 from kombu import Connection
 from kombu_helpers import connect, consume, direct_queue, publish
 
 from sqsbus.errors import ConfigurationError, CredentialsError, TransientError
 from sqsbus.local import LocalEndpoint
+from sqsbus.local.proxy import FaultProxy
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/sqsbus-test"
 CANARY_SECRET = "canary-SECRET-4f1e"
@@ -30,28 +32,82 @@ def credentials_of(client: Any) -> Any:
     return client._request_signer._credentials
 
 
-def test_sts_role_is_assumed_and_refreshed_before_expiry(
-    endpoint: LocalEndpoint, prefix: str
-) -> None:
+def test_sts_role_is_assumed_once_for_every_client(endpoint: LocalEndpoint, prefix: str) -> None:
     with connect(endpoint, prefix, sts_role_arn=ROLE_ARN, sts_token_timeout=900) as conn:
         queue = direct_queue("sts")
         publish(conn, queue, ["as role"])
         [(body, _)] = consume(conn, [queue], 1)
         assert body == "as role"
-        stats = conn.transport.stats
-        assert stats.calls()["sts.AssumeRole"] == 1
+        assert conn.transport.stats.calls()["sts.AssumeRole"] == 1
         credentials = credentials_of(conn.transport.aws.client("sqs"))
         assert credentials.method == "sts-assume-role"
-        first_key = credentials.get_frozen_credentials().access_key
-        assert first_key != "testing"
-        # Credentials close to expiry are renewed by the next call, transparently.
-        credentials._expiry_time = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-            seconds=20
+        assert credentials.get_frozen_credentials().access_key != "testing"
+        # 900 s granted: renewed 90 s before expiry.
+        assert (credentials.expiry - credentials.renew_at).total_seconds() == pytest.approx(
+            90, abs=1
         )
-        publish(conn, queue, ["after refresh"])
-        assert stats.calls()["sts.AssumeRole"] == 2
-        [(body, _)] = consume(conn, [queue], 1)
-        assert body == "after refresh"
+
+
+def test_short_sessions_are_renewed_before_they_expire(
+    endpoint: LocalEndpoint, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Asked for 900 s, granted 4 s by the proxy, which refuses expired credentials as AWS does.
+    queue = direct_queue("renewed")
+    sent: list[str] = []
+    received: list[str] = []
+    with (
+        caplog.at_level(logging.DEBUG),
+        FaultProxy(endpoint.url, session_seconds=4) as proxy,
+        connect(endpoint, prefix, endpoint_url=proxy.url, sts_role_arn=ROLE_ARN) as conn,
+    ):
+        while proxy.request_counts().get("sts.AssumeRole", 0) < 4:
+            body = f"message {len(sent)}"
+            publish(conn, queue, [body])
+            sent.append(body)
+            received += [body for body, _ in consume(conn, [queue], 1)]
+        frozen = credentials_of(conn.transport.aws.client("sqs")).get_frozen_credentials()
+    assert received == sent
+    assert proxy.expired_token_counts() == {}  # renewed ahead of expiry every time
+    assert frozen.secret_key not in caplog.text
+    assert frozen.token not in caplog.text
+
+
+def test_credentials_rejected_as_expired_are_renewed_and_the_call_retried(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    queue = direct_queue("revoked")
+    with (
+        FaultProxy(endpoint.url, check_credentials=True) as proxy,
+        connect(endpoint, prefix, endpoint_url=proxy.url, sts_role_arn=ROLE_ARN) as conn,
+    ):
+        publish(conn, queue, ["before"])
+        # The session ends long before its expiry (revoked, or this host's clock is late).
+        proxy.expire_credentials()
+        publish(conn, queue, ["after"])
+        assert proxy.expired_token_counts() == {"sqs.SendMessageBatch": 1}
+        assert proxy.request_counts()["sts.AssumeRole"] == 2
+        assert sorted(body for body, _ in consume(conn, [queue], 2)) == ["after", "before"]
+
+
+def test_static_credentials_rejected_as_expired_are_a_clear_error(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    with FaultProxy(endpoint.url, check_credentials=True) as proxy:
+        sts = boto3.client("sts", endpoint_url=proxy.url, region_name="us-east-1")
+        keys = sts.assume_role(RoleArn=ROLE_ARN, RoleSessionName="static-test")["Credentials"]
+        url = f"sqsbus://{keys['AccessKeyId']}:{quote(keys['SecretAccessKey'], safe='')}@x"
+        options = {
+            "endpoint_url": proxy.url,
+            "session_token": keys["SessionToken"],
+            "queue_name_prefix": prefix,
+        }
+        with Connection(url, transport_options=options) as conn:
+            publish(conn, direct_queue("static"), ["valid"])
+            proxy.expire_credentials()
+            with pytest.raises(CredentialsError, match=r"as expired \(ExpiredToken\)"):
+                publish(conn, direct_queue("static"), ["expired"])
+        assert proxy.expired_token_counts() == {"sqs.SendMessageBatch": 1}  # not retried
+        assert proxy.request_counts()["sts.AssumeRole"] == 1  # nothing to renew
 
 
 def test_session_token_is_used(endpoint: LocalEndpoint, prefix: str) -> None:

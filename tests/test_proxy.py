@@ -7,6 +7,7 @@ test sees what really reached the endpoint, not what the proxy claims.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import http.client
 import io
 import os
@@ -355,6 +356,113 @@ def test_chunked_and_100_continue_uploads_reach_the_endpoint_whole(
     assert answer.status == 200
     assert s3.get_object(Bucket=bucket, Key="continued")["Body"].read() == b"c" * 70_000
     assert s3.get_object(Bucket=bucket, Key="chunked")["Body"].read() == b"abc" + b"d" * 70_000
+
+
+# -- temporary credentials checked as AWS does ---------------------------------------------
+
+ROLE_ARN = "arn:aws:iam::123456789012:role/sqsbus-proxy-test"
+EXPIRED_MESSAGE = "The security token included in the request is expired"
+
+
+def assume_role(proxy: FaultProxy) -> dict[str, Any]:
+    """Credentials of a 15-minute session asked of STS through the proxy."""
+    answer = client(proxy, "sts").assume_role(
+        RoleArn=ROLE_ARN, RoleSessionName="proxy-test", DurationSeconds=900
+    )
+    return dict(answer["Credentials"])
+
+
+def as_role(proxy: FaultProxy, service: str, credentials: dict[str, Any]) -> Any:
+    """A client through ``proxy`` signing with temporary ``credentials`` (3 attempts)."""
+    return boto3.client(
+        service,
+        endpoint_url=proxy.url,
+        region_name=DEFAULT_REGION,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        config=Config(retries={"total_max_attempts": 3, "mode": "standard"}),
+    )
+
+
+def test_credential_check_settings(endpoint: LocalEndpoint, proxy: FaultProxy) -> None:
+    assert not proxy.checks_credentials  # off by default: moto checks nothing
+    with pytest.raises(RuntimeError, match="check_credentials=True"):
+        proxy.expire_credentials()
+    with pytest.raises(ValueError, match="session_seconds must be positive"):
+        FaultProxy(endpoint.url, session_seconds=0)
+    assert FaultProxy(endpoint.url, session_seconds=5).checks_credentials
+
+
+def test_requests_with_an_ended_session_get_expired_token_and_are_not_forwarded(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    with FaultProxy(endpoint.url, check_credentials=True) as proxy:
+        credentials = assume_role(proxy)
+        sqs = as_role(proxy, "sqs", credentials)
+        url = sqs.create_queue(QueueName=f"{prefix}expiring")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="while valid")
+        assert proxy.sessions_granted == 1
+
+        assert proxy.expire_credentials() == 1  # as a revoked session or a late clock would
+        with pytest.raises(ClientError) as raised:
+            sqs.send_message(QueueUrl=url, MessageBody="after expiry")
+        answer = raised.value.response
+        assert answer["Error"]["Code"] == "ExpiredToken"
+        assert answer["Error"]["Message"] == EXPIRED_MESSAGE
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert answer["ResponseMetadata"]["RetryAttempts"] == 0  # botocore does not retry it
+        assert bodies_in(sqs_client, url) == ["while valid"]
+        assert proxy.expired_token_counts() == {"sqs.SendMessage": 1}
+        assert proxy.fault_counts()["expired_token"] == 1
+
+        # Static keys and a new session pass.
+        client(proxy, "sqs").send_message(QueueUrl=url, MessageBody="static keys")
+        as_role(proxy, "sqs", assume_role(proxy)).send_message(QueueUrl=url, MessageBody="new")
+        assert sorted(bodies_in(sqs_client, url)) == ["new", "static keys"]
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "status", "message"),
+    [
+        ("sns", lambda c: c.list_topics(), 403, EXPIRED_MESSAGE),
+        ("sts", lambda c: c.get_caller_identity(), 403, EXPIRED_MESSAGE),
+        ("s3", lambda c: c.list_buckets(), 400, "The provided token has expired."),
+    ],
+)
+def test_expired_token_has_each_services_wire_shape(
+    endpoint: LocalEndpoint, service: str, operation: Any, status: int, message: str
+) -> None:
+    with FaultProxy(endpoint.url, check_credentials=True) as proxy:
+        aws = as_role(proxy, service, assume_role(proxy))
+        operation(aws)
+        proxy.expire_credentials()
+        with pytest.raises(ClientError) as raised:
+            operation(aws)
+    answer = raised.value.response
+    assert (answer["Error"]["Code"], answer["Error"]["Message"]) == ("ExpiredToken", message)
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 0
+
+
+def test_sessions_are_shortened_and_end_on_time(endpoint: LocalEndpoint) -> None:
+    with FaultProxy(endpoint.url, session_seconds=2) as proxy:
+        asked_at = datetime.datetime.now(datetime.UTC)
+        credentials = assume_role(proxy)
+        lifetime = (credentials["Expiration"] - asked_at).total_seconds()
+        assert 0 < lifetime <= 2  # moto granted the 900 s asked for; the proxy 2 s
+        sqs = as_role(proxy, "sqs", credentials)
+        sqs.list_queues()
+
+        def rejected() -> bool:
+            try:
+                sqs.list_queues()
+            except ClientError as exc:
+                return exc.response["Error"]["Code"] == "ExpiredToken"
+            return False
+
+        assert wait_until(rejected, timeout=10, interval=0.2)
+        assert proxy.expired_token_counts() == {"sqs.ListQueues": 1}
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Unit tests of ``sqsbus.aws``: error translation, request counting, STS refresh margin.
+"""Unit tests of ``sqsbus.aws``: error translation and request counting.
 
 Pure: botocore exceptions are built by hand; no client, no endpoint, no network.
 """
@@ -18,7 +18,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from sqsbus.aws import RequestStats, call, sts_refresh_margin, translate_error
+from sqsbus.aws import RequestStats, call, translate_error
 from sqsbus.errors import (
     AccessDeniedError,
     CredentialsError,
@@ -92,6 +92,14 @@ def test_credential_codes_raise_credentials_error(code: str) -> None:
     assert not isinstance(error, TransientError)  # retrying will not help
     assert code in str(error)
     assert "credential" in str(error).lower()
+
+
+@pytest.mark.parametrize("code", ["ExpiredToken", "ExpiredTokenException", "RequestExpired"])
+def test_expired_credentials_say_how_to_get_fresh_ones(code: str) -> None:
+    error = translate_error(client_error(code, 403), "send to queue 'jobs'")
+    assert isinstance(error, CredentialsError)
+    assert f"as expired ({code})" in str(error)
+    assert "sts_role_arn" in str(error) and "clock" in str(error)
 
 
 @pytest.mark.parametrize("code", ["AccessDenied", "AccessDeniedException"])
@@ -315,25 +323,3 @@ def test_reset_clears_only_that_instance() -> None:
     child.record_call("sqs.SendMessage", None)
     assert child.calls() == {"sqs.SendMessage": 1}
     assert parent.calls() == {"sqs.SendMessage": 2}
-
-
-# -- sts_refresh_margin ---------------------------------------------------------
-
-
-def test_buffer_time_is_used_when_set() -> None:
-    assert sts_refresh_margin(900, 120) == 120
-    assert sts_refresh_margin(3600, 1) == 1
-
-
-@pytest.mark.parametrize(("timeout", "margin"), [(900, 90), (3600, 360), (43_200, 4_320)])
-def test_default_margin_is_a_tenth_of_the_session(timeout: int, margin: int) -> None:
-    assert sts_refresh_margin(timeout, 0) == margin
-
-
-def test_default_margin_is_at_least_30_seconds() -> None:
-    assert sts_refresh_margin(100, 0) == 30
-
-
-@pytest.mark.parametrize("timeout", [900, 1800, 3600, 43_200])
-def test_default_margin_renews_before_expiry(timeout: int) -> None:
-    assert 0 < sts_refresh_margin(timeout, 0) < timeout
