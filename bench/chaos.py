@@ -48,6 +48,9 @@ CONCURRENCY: Final = 4
 ROLE_ARN: Final = "arn:aws:iam::123456789012:role/sqsbus-chaos"
 #: Length of the sessions the proxy hands out there: a scaled-down 15-minute session.
 SESSION_SECONDS: Final = 20.0
+#: There, every so many seconds every session is revoked early (as a late client clock
+#: would see it), so that AWS's ExpiredToken answer meets requests under load.
+REVOKE_EVERY: Final = 30.0
 
 
 @dataclass
@@ -209,14 +212,17 @@ def run_scenario(
     outage_s: float,
     kill_every: float = 5.0,
     session_s: float = SESSION_SECONDS,
+    revoke_every: float = REVOKE_EVERY,
 ) -> Outcome:
     """Run scenario ``name`` over ``messages`` tasks; ``kill_every``: seconds between kills;
-    ``session_s``: length of the STS sessions with expiring credentials."""
+    ``session_s``: length of the STS sessions with expiring credentials, revoked early every
+    ``revoke_every`` seconds."""
     expiring = name == "expiring-credentials"
     cluster = Cluster(workdir, messages, session_seconds=session_s if expiring else None)
     started = time.monotonic()
     recovery: float | None = None
     outage_cpu: float | None = None
+    revoked = 0
     notes = ""
     try:
         for number in range(WORKERS):
@@ -254,6 +260,17 @@ def run_scenario(
             sent = cluster.published()
             notes = f"producer killed after {len(sent)} confirmed publishes"
             producer = cluster.producer(max(sent) + 1 if sent else 0, messages)
+        elif expiring:
+            next_revoke = time.monotonic() + revoke_every
+            deadline = time.monotonic() + 1800
+            while producer.poll() is None or len(set(cluster.runs())) < messages:
+                if time.monotonic() > deadline:
+                    break  # stalled: the checks below report what was lost
+                time.sleep(0.5)
+                if time.monotonic() >= next_revoke:
+                    cluster.proxy.expire_credentials()
+                    revoked += 1
+                    next_revoke += revoke_every
         producer.wait()
         published = cluster.published()
         cluster.wait_for(set(published), 600)
@@ -264,8 +281,8 @@ def run_scenario(
             renewals = cluster.proxy.request_counts().get("sts.AssumeRole", 0)
             expired = sum(cluster.proxy.expired_token_counts().values())
             notes = (
-                f"sessions of {session_s:g} s: {renewals} sts:AssumeRole, "
-                f"{expired} requests answered ExpiredToken"
+                f"sessions of {session_s:g} s, all revoked {revoked} times: {renewals} "
+                f"sts:AssumeRole, {expired} requests answered ExpiredToken"
             )
         return Outcome(
             scenario=name,

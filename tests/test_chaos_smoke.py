@@ -29,3 +29,19 @@ def test_short_chaos_run_loses_nothing(
         assert outcome.recovery_s is not None
     if scenario == "kill-worker":
         assert not outcome.notes.startswith("0 "), outcome.notes
+
+
+def test_short_run_with_expiring_and_revoked_credentials_loses_nothing(
+    tmp_path: Path, aws_test_environment: None
+) -> None:
+    # 4 s sessions expire about three times in the run; every 1.5 s all of them are revoked.
+    outcome = run_scenario(
+        "expiring-credentials", 300, tmp_path, outage_s=3, session_s=4, revoke_every=1.5
+    )
+    assert outcome.published == 300
+    assert (outcome.lost, outcome.delivered) == (0, 300), outcome
+    assert outcome.renewals is not None and outcome.expired_answers is not None
+    # Requests met ExpiredToken answers (and were retried: nothing lost), and the three
+    # processes (two workers, the producer) each assumed the role again, more than once.
+    assert outcome.expired_answers > 0, outcome
+    assert outcome.renewals >= 3 * 3, outcome
