@@ -68,7 +68,17 @@ class Outcome:
     faults: dict[str, int] = field(default_factory=dict)
     renewals: int | None = None
     expired_answers: int | None = None
+    #: Messages whose send was done by SQS but whose answer the proxy cut off: the sender
+    #: cannot know, sends again, and each is a duplicate no standard queue can avoid.
+    unanswered_sends: int = 0
     notes: str = ""
+
+
+def unanswered_sends(by_operation: dict[str, dict[str, int]]) -> int:
+    """Messages sent whose answer was lost, from the proxy's faults per operation."""
+    single = by_operation.get("sqs.SendMessage", {}).get("reset_after", 0)
+    batched = by_operation.get("sqs.SendMessageBatch", {}).get("reset_after_entries", 0)
+    return single + batched
 
 
 def count(published: Sequence[int], runs: Sequence[int]) -> tuple[int, int, int]:
@@ -294,6 +304,7 @@ def run_scenario(
             recovery_s=None if recovery is None else round(recovery, 1),
             worker_cpu_during_outage=None if outage_cpu is None else round(outage_cpu, 3),
             faults=cluster.proxy.fault_counts(),
+            unanswered_sends=unanswered_sends(cluster.proxy.fault_counts_by_operation()),
             renewals=renewals,
             expired_answers=expired,
             notes=notes,
@@ -335,6 +346,7 @@ def format_table(outcomes: Sequence[Outcome]) -> str:
         "delivered",
         "lost",
         "duplicated",
+        "sends unanswered",
         "recovery s",
         "worker CPU in outage",
         "seconds",
@@ -347,6 +359,7 @@ def format_table(outcomes: Sequence[Outcome]) -> str:
             str(o.delivered),
             str(o.lost),
             str(o.duplicated),
+            str(o.unanswered_sends),
             "-" if o.recovery_s is None else f"{o.recovery_s:g}",
             "-" if o.worker_cpu_during_outage is None else f"{o.worker_cpu_during_outage:.3f} s/s",
             f"{o.seconds:g}",

@@ -241,6 +241,23 @@ def test_reset_after_forwarding_loses_only_the_answer(
     assert proxy.fault_counts()["reset_after"] == 1
 
 
+def test_faults_are_counted_per_operation_with_the_entries_whose_answer_was_lost(
+    proxy: FaultProxy, prefix: str, sqs_client: Any
+) -> None:
+    url = make_queue(sqs_client, f"{prefix}lost-batch")
+    sqs = client(proxy, "sqs", attempts=1)
+    proxy.faults = Faults(reset_after=1.0, operations=frozenset({"SendMessageBatch"}))
+    entries = [{"Id": str(i), "MessageBody": f"m{i}"} for i in range(7)]
+    with pytest.raises(CONNECTION_ERRORS):
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])  # no fault: not counted
+    # All 7 were stored, the sender heard of none: each would be sent again.
+    assert len(bodies_in(sqs_client, url)) == 7
+    assert proxy.fault_counts_by_operation() == {
+        "sqs.SendMessageBatch": {"reset_after": 1, "reset_after_entries": 7}
+    }
+
+
 def test_outage_fails_requests_until_cleared(proxy: FaultProxy) -> None:
     sqs = client(proxy, "sqs", attempts=2)
     sqs.list_queues()

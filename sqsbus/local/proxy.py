@@ -241,6 +241,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._requests: Counter[str] = Counter()
         self._injected: Counter[str] = Counter()
+        self._injected_by_operation: dict[str, Counter[str]] = {}
         self._expired: Counter[str] = Counter()
         self._upstream_errors = 0
         self._outage_until: float | None = None
@@ -339,6 +340,13 @@ class FaultProxy:
         with self._lock:
             return {kind: self._injected[kind] for kind in FAULT_KINDS}
 
+    def fault_counts_by_operation(self) -> dict[str, dict[str, int]]:
+        """Faults injected so far per operation (``sqs.SendMessageBatch``, ...) and kind;
+        only kinds that happened. Lost answers to sends, for one, are the duplicates SQS
+        cannot avoid: the message was stored, the sender never heard, and sent it again."""
+        with self._lock:
+            return {key: dict(kinds) for key, kinds in self._injected_by_operation.items()}
+
     def expired_token_counts(self) -> dict[str, int]:
         """Requests answered ``ExpiredToken``, per operation (``sqs.ReceiveMessage``, ...)."""
         with self._lock:
@@ -374,6 +382,7 @@ class FaultProxy:
         with self._lock:
             self._requests.clear()
             self._injected.clear()
+            self._injected_by_operation.clear()
             self._expired.clear()
             self._upstream_errors = 0
 
@@ -473,9 +482,12 @@ class FaultProxy:
             until = self._outage_until
         return until is not None and time.monotonic() < until
 
-    def _count_fault(self, kind: str, amount: int = 1) -> None:
+    def _count_fault(self, kind: str, amount: int = 1, operation: Operation | None = None) -> None:
         with self._lock:
             self._injected[kind] += amount
+            if operation is not None:
+                by_kind = self._injected_by_operation.setdefault(operation.key, Counter())
+                by_kind[kind] += amount
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -519,7 +531,7 @@ class FaultProxy:
         with self._lock:
             self._requests[operation.key] += 1
         if self._outage_now():
-            self._count_fault("outage")
+            self._count_fault("outage", operation=operation)
             reset(writer)
             return False
         sessions = self._sessions
@@ -537,24 +549,27 @@ class FaultProxy:
             if kind in (None, "reset_after") and operation.is_sqs_batch:
                 failed = self._choose_failed(faults, request)
         if kind == "reset_before":
-            self._count_fault(kind)
+            self._count_fault(kind, operation=operation)
             reset(writer)
             return False
         if kind == "throttle":
-            self._count_fault(kind)
+            self._count_fault(kind, operation=operation)
             response = throttle_answer(operation)
         elif kind == "error":
-            self._count_fault(kind)
+            self._count_fault(kind, operation=operation)
             response = error_answer(operation, 503 if self._rng.random() < 0.5 else 500)
         else:
             if failed:
-                response = await self._forward_batch(request, failed)
+                response = await self._forward_batch(request, failed, operation)
             else:
                 response = await self._forward(request)
             if sessions is not None:
                 response = sessions.observe(operation, response)
             if kind == "reset_after":
-                self._count_fault(kind)
+                self._count_fault(kind, operation=operation)
+                if operation.is_sqs_batch:  # every entry's outcome is unknown to the sender
+                    entries = len(batch_entry_ids(request))
+                    self._count_fault("reset_after_entries", entries, operation=operation)
                 reset(writer)
                 return False
         return await self._reply(request, writer, response)
@@ -595,9 +610,11 @@ class FaultProxy:
         failed = [entry_id for entry_id in ids if self._rng.random() < 0.5]
         return failed or [ids[self._rng.randrange(len(ids))]]
 
-    async def _forward_batch(self, request: Request, failed: Sequence[str]) -> Response:
-        self._count_fault("partial")
-        self._count_fault("partial_entries", len(failed))
+    async def _forward_batch(
+        self, request: Request, failed: Sequence[str], operation: Operation
+    ) -> Response:
+        self._count_fault("partial", operation=operation)
+        self._count_fault("partial_entries", len(failed), operation=operation)
         if len(failed) == len(batch_entry_ids(request)):
             return failed_batch_answer(failed)
         response = await self._forward(without_entries(request, failed))
