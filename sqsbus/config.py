@@ -151,7 +151,7 @@ class Options:
     fetch_message_attributes: tuple[str, ...] = ()
     fifo_message_group_id: str = "default"
     publish_linger_ms: int = 0
-    receive_coalesce_ms: int = 0
+    receive_coalesce_ms: int = 10
     #: Visibility (seconds) each receive asks for, extended while a message is held;
     #: 0 turns leases off (the queue's VisibilityTimeout applies, as in Kombu).
     lease_seconds: int = 60
