@@ -206,6 +206,7 @@ _LOCALSTACK_FULL: Final[dict[str, Any]] = {
     "messages": 10_000,
     "e2e": 5_000,
     "per_queue": 1_000,
+    "footprint_per_queue": 500,
 }
 
 PROFILES: Final[dict[str, dict[str, dict[str, Params]]]] = {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from sqsbus.engine.acker import Acker
+from sqsbus.engine.acker import MAX_BACKLOG, Acker
 from sqsbus.engine.messages import Received
 from sqsbus.queues import QueueRef
 
@@ -177,3 +177,30 @@ def test_on_deleted_gets_only_the_messages_sqs_confirmed_deleted() -> None:
     acker.close()
     # m1's receipt was stale (SQS may deliver it again); m2 succeeded on its retry.
     assert sorted(deleted) == ["m0", "m2", "m3"]
+
+
+def test_receivers_wait_while_acks_are_backlogged_and_resume_once_sent() -> None:
+    class SlowSQS(FakeSQS):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = threading.Event()
+
+        def delete_message_batch(
+            self, QueueUrl: str, Entries: list[dict[str, Any]]
+        ) -> dict[str, Any]:
+            self.gate.wait(10)
+            return super().delete_message_batch(QueueUrl, Entries)
+
+    client = SlowSQS()
+    acker = Acker(window=0.01)
+    backlog = messages(client, MAX_BACKLOG + 11)
+    acker.delete(backlog[:10])  # a full batch: sent at once, and SQS does not answer yet
+    acker.delete(backlog[10:])
+    assert not acker.wait_for_room(0.05), "a consumer ahead of its acks must pause receivers"
+    client.gate.set()
+    assert acker.wait_for_room(5)
+    assert acker.flush(5)
+    assert sorted(h for _, handles in client.calls for h in handles) == sorted(
+        m.receipt_handle for m in backlog
+    )
+    acker.close()

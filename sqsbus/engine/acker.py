@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds an entry may wait for others to share its batch.
 DEFAULT_WINDOW: Final = 0.05
+#: Queued deletes and visibility changes beyond which receivers pause
+#: (:meth:`Acker.wait_for_room`): a consumer that acks faster than SQS confirms must
+#: not pile up settled messages without bound, nor let their leases lapse.
+MAX_BACKLOG: Final = 100
 #: Attempts per entry before a transient failure is given up (and logged).
 MAX_ATTEMPTS: Final = 5
 MAX_BACKOFF_SECONDS: Final = 5.0
@@ -78,6 +82,10 @@ class Acker:
         self._cond = threading.Condition()
         self._busy = 0
         self._closed = False
+        #: Set while the backlog is at most MAX_BACKLOG (an Event: waiting receivers
+        #: are not woken by every ack, only when the backlog drains).
+        self._room = threading.Event()
+        self._room.set()
         self._thread: threading.Thread | None = None
 
     # -- API -------------------------------------------------------------------------------
@@ -85,6 +93,11 @@ class Acker:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until at most :data:`MAX_BACKLOG` entries wait to be
+        sent; True if so (receivers call this before fetching more)."""
+        return self._room.wait(timeout)
 
     def delete(self, messages: Sequence[Received]) -> None:
         """Delete ``messages`` from SQS soon (batched)."""
@@ -136,6 +149,7 @@ class Acker:
                 )
         with self._cond:
             self._closed = True
+            self._room.set()
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
@@ -161,6 +175,8 @@ class Acker:
             for message in messages:
                 lane = self._lanes.setdefault((message.queue.url, action), _Lane())
                 lane.entries.append(_Entry(message, due))
+            if self._pending() > MAX_BACKLOG:
+                self._room.clear()
             self._start()
             self._cond.notify_all()
 
@@ -214,6 +230,8 @@ class Acker:
                 finally:
                     self._cond.acquire()
                     self._busy -= 1
+                    if self._pending() <= MAX_BACKLOG:
+                        self._room.set()
                     self._cond.notify_all()
 
     def _send(self, url: str, action: Action, batch: list[_Entry]) -> None:

@@ -258,6 +258,7 @@ class Receiver:
         on_received: Callable[[list[Received]], list[Received]] | None = None,
         priority: int = 0,
         gate: BandGate | None = None,
+        acks_room: Callable[[float], bool] | None = None,
     ) -> None:
         self.inbox = inbox
         self.queue = queue
@@ -279,6 +280,10 @@ class Receiver:
         #: Called in the receiver thread before buffering (e.g. delete for no-ack);
         #: returns the messages to buffer.
         self.on_received = on_received
+        #: Waits (up to the seconds given) while the consumer's acks are backlogged;
+        #: False if they still are. Nothing more is received until they are sent
+        #: (bounds memory, keeps deletes ahead of lease expiry).
+        self.acks_room = acks_room
         self.stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"sqsbus-receiver-{queue.name}", daemon=True
@@ -332,6 +337,8 @@ class Receiver:
         while not self.stopped.is_set():
             if self.gate is not None and self.gate.higher_busy(self.priority):
                 self.stopped.wait(BAND_YIELD_SECONDS)
+                continue
+            if self.acks_room is not None and not self.acks_room(1.0):
                 continue
             room = self.inbox.wait_for_room(self.stopped)
             if not room or self.stopped.is_set():

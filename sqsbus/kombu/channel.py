@@ -353,6 +353,7 @@ class Channel(virtual.Channel):
                 on_received=self._on_received,
                 priority=step,
                 gate=gate,
+                acks_room=self.acker.wait_for_room,
             )
             for ref, step in zip(refs, steps, strict=True)
         ]
