@@ -142,13 +142,15 @@ def test_eta_messages_wait_in_sqs_not_in_the_consumer(
 ) -> None:
     queue = direct_queue("later")
     with connect(endpoint, prefix) as conn:
+        queue(conn.default_channel).declare()
+        # Far enough ahead that a slow (loaded) machine still sees it delayed.
         sent = time.time()
-        publish(conn, queue, ["due in 3 s"], headers=eta_headers(3))
+        publish(conn, queue, ["due in 6 s"], headers=eta_headers(6))
         attributes = queue_attributes(sqs_client, url_of(conn, "later"))
         assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
-        message = get_within(queue(conn.default_channel), 10)
-        assert message is not None and message.payload == "due in 3 s"
-        assert time.time() - sent >= 2  # whole seconds, never later than the ETA
+        message = get_within(queue(conn.default_channel), 15)
+        assert message is not None and message.payload == "due in 6 s"
+        assert time.time() - sent >= 5  # whole seconds, never later than the ETA
         message.ack()
 
 
