@@ -83,6 +83,30 @@ def test_concurrent_publishers_share_batches_and_each_gets_its_id() -> None:
     assert len(client.batches) < 20
 
 
+def test_publishers_that_keep_publishing_keep_sharing_batches() -> None:
+    """Eight threads publishing in a loop: each round trip carries about one from each,
+    throttling included, and every publisher gets each of its ids back."""
+    client = FakeSQS(delay=0.01)
+    commit = GroupCommit()
+    queue = ref(client)
+    ids: dict[str, str] = {}
+
+    def producer(n: int) -> None:
+        for i in range(25):
+            if n == 0 and i % 10 == 5:
+                client.throttle_next = 1
+            body = f"{n}-{i}"
+            ids[body] = commit.send(queue, {"MessageBody": body}, len(body))
+
+    threads = [threading.Thread(target=producer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert ids == {f"{n}-{i}": f"id-{n}-{i}" for n in range(8) for i in range(25)}
+    assert len(client.batches) <= 200 / 4
+
+
 def test_batches_respect_the_byte_limit() -> None:
     client = FakeSQS(delay=0.05)
     commit = GroupCommit()

@@ -6,9 +6,9 @@ latency for a lone publisher:
 
 * a publisher appends its entry to the queue's :class:`_Lane`;
 * if no batch is in flight, it sends the oldest pending entries (up to 10 and
-  1 MiB) itself — after waiting up to 2 ms for others if the previous batch was
-  larger than what is pending; otherwise it waits, and entries pile up for the
-  next batch;
+  1 MiB) itself — after waiting up to 2 ms for the publishers of the last round
+  to come back, ending the wait as soon as they have (a lone publisher never
+  waits); otherwise it waits, and entries pile up for the next batch;
 * a full batch may go while others are in flight (up to
   ``max_in_flight``), except on FIFO queues, where one batch at a time keeps
   the order of each message group;
@@ -41,8 +41,8 @@ MAX_BATCH_ENTRIES: Final = 10
 MAX_BATCH_BYTES: Final = 1_048_576
 #: Batches that may be in flight per standard queue when full batches are waiting.
 MAX_IN_FLIGHT: Final = 4
-#: Seconds a publisher waits for others to join its batch, and only when the last
-#: batch had more entries than are pending now (a lone publisher never waits).
+#: Seconds a publisher waits at most for others to join its batch, and only when
+#: fewer are pending than published in the last round (a lone publisher never waits).
 GATHER_SECONDS: Final = 0.002
 MAX_ATTEMPTS: Final = 5
 MAX_BACKOFF_SECONDS: Final = 5.0
@@ -65,11 +65,28 @@ class _Pending:
 class _Lane:
     fifo: bool
     queue: QueueRef
-    cond: threading.Condition = field(default_factory=threading.Condition)
+    cond: threading.Condition = field(init=False)
     pending: deque[_Pending] = field(default_factory=deque)
     in_flight: int = 0
-    #: Size of the last batch sent: how many publishers are likely to join the next.
-    last_batch: int = 1
+    #: Confirmed publishers inside :meth:`GroupCommit.send` now.
+    publishers: int = 0
+    #: Most publishers seen at once since the last batch was taken.
+    peak: int = 0
+    #: Publishers of the last round: how many are likely to join the next batch.
+    expected: int = 1
+    #: A publisher is waiting for the others to join its batch.
+    gathering: bool = False
+    #: Wakes the gathering publisher once the expected ones are pending.
+    gathered: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        lock = threading.Lock()
+        self.cond = threading.Condition(lock)
+        self.gathered = threading.Condition(lock)
+
+    def should_gather(self) -> bool:
+        """With ``cond`` held: whether to wait for more publishers before sending."""
+        return self.in_flight == 0 and len(self.pending) < min(self.expected, MAX_BATCH_ENTRIES)
 
     def wait_time(self, now: float) -> float | None:
         """Seconds until a pending entry becomes ready (None: wait for a notify)."""
@@ -101,6 +118,7 @@ class _Lane:
             else:
                 kept.append(entry)
         self.pending = kept
+        self.expected, self.peak = self.peak, self.publishers
         return batch
 
 
@@ -129,15 +147,28 @@ class GroupCommit:
         entry = _Pending(params=params, size=size)
         with lane.cond:
             lane.pending.append(entry)
-            gathered = False
-            while not entry.done:
-                if not gathered and lane.in_flight == 0 and len(lane.pending) < lane.last_batch:
-                    # Others published with us last time: give them a moment to join.
-                    gathered = True
-                    lane.cond.wait(GATHER_SECONDS)
-                    continue
-                if not self._pump(lane, queue):
-                    lane.cond.wait(lane.wait_time(time.monotonic()))
+            lane.publishers += 1
+            lane.peak = max(lane.peak, lane.publishers)
+            if lane.gathering and len(lane.pending) >= min(lane.expected, MAX_BATCH_ENTRIES):
+                lane.gathered.notify()
+            try:
+                gathered = False
+                while not entry.done:
+                    if lane.gathering:
+                        lane.cond.wait()  # the gathering publisher sends for us
+                        continue
+                    if not gathered and lane.should_gather():
+                        # Others published with us last time: give them a moment to join.
+                        gathered = lane.gathering = True
+                        lane.gathered.wait(GATHER_SECONDS)
+                        lane.gathering = False
+                        if not self._pump(lane, queue):
+                            lane.cond.notify_all()  # nothing sent: the others decide again
+                        continue
+                    if not self._pump(lane, queue):
+                        lane.cond.wait(lane.wait_time(time.monotonic()))
+            finally:
+                lane.publishers -= 1
         if entry.error is not None:
             raise entry.error
         return entry.message_id
@@ -178,7 +209,6 @@ class GroupCommit:
         if not lane.may_send(now):
             return False
         batch = lane.take(now)
-        lane.last_batch = len(batch)
         lane.in_flight += 1
         lane.cond.release()
         try:
