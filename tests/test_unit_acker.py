@@ -82,6 +82,38 @@ def test_a_partial_batch_goes_after_the_window() -> None:
     acker.close()
 
 
+def test_an_ack_is_not_held_back_by_an_earlier_one_waiting_for_its_retry() -> None:
+    client = FakeSQS()
+    first, second = messages(client, 2)
+    client.fail[first.receipt_handle] = ("InternalError", False)  # retried after 0.2 s
+    acker = Acker(window=0.01)
+    acker.delete([first])
+    deadline = time.monotonic() + 5
+    while not client.calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    acker.delete([second])
+    while len(client.calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert client.calls == [
+        ("delete", [first.receipt_handle]),
+        ("delete", [second.receipt_handle]),  # within its window, not with the retry
+        ("delete", [first.receipt_handle]),
+    ]
+    acker.close()
+
+
+def test_acks_one_at_a_time_go_in_full_batches() -> None:
+    client = FakeSQS()
+    acker = Acker(window=60)
+    for message in messages(client, 30):
+        acker.delete([message])
+    deadline = time.monotonic() + 5
+    while len(client.calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [len(handles) for _, handles in client.calls] == [10, 10, 10]
+    acker.close()
+
+
 def test_acks_from_many_threads_share_batches() -> None:
     client = FakeSQS()
     acker = Acker(window=0.1)

@@ -21,6 +21,7 @@ object outlives every delivery of its message.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +83,8 @@ class Acker:
         self._cond = threading.Condition()
         self._busy = 0
         self._closed = False
+        #: When the thread wakes up by itself (-inf while it is awake).
+        self._wakes_at = math.inf
         #: Set while the backlog is at most MAX_BACKLOG (an Event: waiting receivers
         #: are not woken by every ack, only when the backlog drains).
         self._room = threading.Event()
@@ -172,13 +175,18 @@ class Acker:
                 # After close nothing flushes in the background: settle right away.
                 self._send(messages[0].queue.url, action, [_Entry(m, due) for m in messages])
                 return
+            full = False
             for message in messages:
                 lane = self._lanes.setdefault((message.queue.url, action), _Lane())
                 lane.entries.append(_Entry(message, due))
+                full = full or len(lane.entries) % operations.MAX_BATCH == 0
             if self._pending() > MAX_BACKLOG:
                 self._room.clear()
             self._start()
-            self._cond.notify_all()
+            # Wake the thread only if it would sleep past these entries' due time or a
+            # batch is full: not at every ack (each wake-up costs a thread switch).
+            if full or due < self._wakes_at:
+                self._cond.notify_all()
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -220,7 +228,9 @@ class Acker:
                     if self._closed and not self._pending():
                         return
                     next_due = self._next_due()
+                    self._wakes_at = math.inf if next_due is None else next_due
                     self._cond.wait(None if next_due is None else max(0.0, next_due - now))
+                    self._wakes_at = -math.inf
                     continue
                 self._busy += 1
                 self._cond.release()

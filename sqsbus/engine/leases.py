@@ -19,6 +19,7 @@ parks it, see :mod:`sqsbus.engine.parking`).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +73,8 @@ class LeaseKeeper:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
+        #: When the thread wakes up by itself (-inf while it is awake).
+        self._wakes_at = math.inf
 
     def __len__(self) -> int:
         with self._cond:
@@ -85,12 +88,12 @@ class LeaseKeeper:
         with self._cond:
             if self._stopped:
                 return
+            renew_at = now + self.lease_seconds / 2
             for message in messages:
-                self._leases[message.receipt_handle] = _Lease(
-                    message, now, now + self.lease_seconds / 2
-                )
+                self._leases[message.receipt_handle] = _Lease(message, now, renew_at)
             self._start()
-            self._cond.notify_all()
+            if renew_at < self._wakes_at:  # not at every receive: the thread sleeps less
+                self._cond.notify_all()
 
     def forget(self, messages: Sequence[Received]) -> None:
         """Stop extending ``messages`` (settled, released or handed elsewhere)."""
@@ -131,7 +134,10 @@ class LeaseKeeper:
                 if not due:
                     upcoming = min((x.renew_at for x in self._leases.values()), default=None)
                     wait = MAX_SLEEP_SECONDS if upcoming is None else upcoming - now
-                    self._cond.wait(min(MAX_SLEEP_SECONDS, max(0.01, wait)))
+                    wait = min(MAX_SLEEP_SECONDS, max(0.01, wait))
+                    self._wakes_at = now + wait
+                    self._cond.wait(wait)
+                    self._wakes_at = -math.inf
                     continue
             self._renew(due, now)
 

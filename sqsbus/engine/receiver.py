@@ -112,6 +112,8 @@ class Inbox:
         self._prioritized = 0
         self._errors: deque[BaseException] = deque()
         self._cond = threading.Condition()
+        #: Receivers waiting in :meth:`wait_for_room`.
+        self._waiting = 0
 
     def room(self) -> int:
         demand = self._demand()
@@ -130,7 +132,11 @@ class Inbox:
             room = self._room_worth_receiving()
             if room or stopped.is_set():
                 return room
-            self._cond.wait(timeout)
+            self._waiting += 1
+            try:
+                self._cond.wait(timeout)
+            finally:
+                self._waiting -= 1
             return self._room_worth_receiving()
 
     def _room_worth_receiving(self) -> int:
@@ -144,6 +150,17 @@ class Inbox:
     def notify(self) -> None:
         """Tell waiting receivers that demand may have grown (after an ack)."""
         with self._cond:
+            self._wake_receivers()
+
+    def wake_all(self) -> None:
+        """Wake every waiting receiver (one is stopping)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _wake_receivers(self) -> None:
+        """With ``_cond`` held: wake waiting receivers once a receive is worth making
+        (not at every ack: each wake-up costs a thread switch)."""
+        if self._waiting and self._room_worth_receiving():
             self._cond.notify_all()
 
     def put(self, messages: list[Received]) -> None:
@@ -173,7 +190,7 @@ class Inbox:
             count = len(self._items) if limit is None else min(limit, len(self._items))
             taken = [self._pop_next() for _ in range(count)]
             if taken:
-                self._cond.notify_all()
+                self._wake_receivers()
         return taken
 
     def _pop_next(self) -> Received:
@@ -197,7 +214,7 @@ class Inbox:
             del self._items[index]
             if message.priority:
                 self._prioritized -= 1
-            self._cond.notify_all()
+            self._wake_receivers()
             return message
 
     def remove(self, name: str) -> list[Received]:
@@ -207,7 +224,7 @@ class Inbox:
             removed = [m for m in self._items if m.name == name]
             self._items = kept
             self._prioritized = sum(1 for m in kept if m.priority)
-            self._cond.notify_all()
+            self._wake_receivers()
         return removed
 
     def __len__(self) -> int:
@@ -294,7 +311,7 @@ class Receiver:
 
     def stop(self) -> None:
         self.stopped.set()
-        self.inbox.notify()
+        self.inbox.wake_all()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
