@@ -486,32 +486,6 @@ def test_base64_encoding_option(
     assert received == {"hello": "wörld"}
 
 
-def test_foreign_and_malformed_bodies_never_stop_the_consumer(
-    endpoint: LocalEndpoint, prefix: str, sqs_client: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    queue = direct_queue("foreign")
-    with connect(endpoint, prefix) as conn:
-        queue(conn.default_channel).declare()
-        url = url_of(conn, "foreign")
-        bad_inner = {"body": "%%% not base64 %%%", "properties": {"body_encoding": "base64"}}
-        for body in [
-            json.dumps({"order": 7}),
-            "plain text from another system",
-            "!!!!",
-            base64.b64encode(json.dumps(bad_inner).encode()).decode(),
-        ]:
-            sqs_client.send_message(QueueUrl=url, MessageBody=body)
-        publish(conn, queue, ["kombu message"])
-        with caplog.at_level(logging.WARNING, logger="sqsbus"):
-            received = consume(conn, [queue], 4, timeout=15)
-        bodies = sorted(str(body) for body, _ in received)
-        assert bodies == sorted(
-            ["{'order': 7}", "plain text from another system", "!!!!", "kombu message"]
-        )
-        assert "cannot be decoded" in caplog.text
-        assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
-
-
 def test_messages_from_kombus_own_sqs_transport_are_consumed(
     endpoint: LocalEndpoint, prefix: str
 ) -> None:

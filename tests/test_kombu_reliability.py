@@ -17,7 +17,6 @@ from kombu_helpers import (
     connect,
     counts,
     direct_queue,
-    drain_for,
     publish,
     queue_attributes,
     url_of,
@@ -255,26 +254,6 @@ def test_rejected_message_goes_to_the_dead_letter_queue_with_its_reason(
     assert envelope["headers"]["task"] == "app.poison"  # the whole message, unchanged
 
 
-def test_unreadable_message_goes_to_the_dead_letter_queue(
-    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
-) -> None:
-    queue = direct_queue("garbled")
-    with connect(endpoint, prefix, redrive_policy=REDRIVE) as conn:
-        publish(conn, queue, ["fine"])
-        url = url_of(conn, "garbled")
-        bad_body = json.dumps(
-            {"body": "%%% not base64 %%%", "properties": {"body_encoding": "base64"}}
-        )
-        sqs_client.send_message(QueueUrl=url, MessageBody=bad_body)
-        channel = conn.default_channel
-        assert drain_for(conn, [queue], 3) == ["fine"]
-        [letter] = dead_letters(sqs_client, url_of(conn, "dead"), 1)
-        assert letter["Body"] == bad_body
-        reason = letter["MessageAttributes"]["sqsbus.dead-letter-reason"]["StringValue"]
-        assert reason.startswith("unreadable")
-        assert channel.acker.failed == 0
-
-
 def test_message_failing_repeatedly_ends_in_the_dead_letter_queue(
     endpoint: LocalEndpoint, prefix: str, sqs_client: Any
 ) -> None:
@@ -312,38 +291,6 @@ def test_bad_redrive_policy_is_named(value: Any, problem: str) -> None:
 
     with pytest.raises(ConfigurationError, match=problem):
         parse_options({"redrive_policy": value})
-
-
-# -- foreign producers ----------------------------------------------------------------------
-
-
-def test_message_wrapped_by_a_non_raw_sns_subscription_is_delivered(
-    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
-) -> None:
-    import boto3
-
-    sns = boto3.client("sns", endpoint_url=endpoint.url, region_name="us-east-1")
-    queue = direct_queue("wrapped")
-    with connect(endpoint, prefix) as conn:
-        publish(conn, queue, [{"n": 0}])  # declares the queue; consumed below
-        url = url_of(conn, "wrapped")
-        arn = queue_attributes(sqs_client, url)["QueueArn"]
-        topic = sns.create_topic(Name=f"{prefix}legacy")["TopicArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)  # raw delivery off
-        kombu_wire = base64.b64encode(
-            json.dumps(
-                {
-                    "body": base64.b64encode(json.dumps({"n": 1}).encode()).decode(),
-                    "content-encoding": "utf-8",
-                    "content-type": "application/json",
-                    "headers": {},
-                    "properties": {"body_encoding": "base64", "delivery_info": {}},
-                }
-            ).encode()
-        ).decode()
-        sns.publish(TopicArn=topic, Message=kombu_wire)
-        bodies = drain_for(conn, [queue], 3)
-    assert sorted(bodies, key=lambda b: b["n"]) == [{"n": 0}, {"n": 1}]
 
 
 # -- the 12-hour cap: parking ---------------------------------------------------------------

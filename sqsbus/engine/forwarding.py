@@ -94,14 +94,7 @@ class Forwarder:
             ):
                 attributes.update(extra)
         try:
-            self.publisher.send(
-                dead,
-                body,
-                message_attributes=attributes,
-                group_id=received.attributes.get("MessageGroupId"),
-                deduplication_id=received.message_id if dead.is_fifo else None,
-                confirm=True,
-            )
+            self.publisher.resend(dead, received, body, attributes)
         except SQSBusError as exc:
             logger.error(
                 "could not move message %s of queue %s to dead-letter queue %s (%s); "

@@ -88,14 +88,7 @@ class Parking:
         token = uuid.uuid4().hex
         attributes[PARKED_FROM_ATTRIBUTE] = {"DataType": "String", "StringValue": home.url}
         attributes[PARKING_TOKEN_ATTRIBUTE] = {"DataType": "String", "StringValue": token}
-        self.publisher.send(
-            parking,
-            body,
-            message_attributes=attributes,
-            group_id=message.attributes.get("MessageGroupId"),
-            deduplication_id=token if parking.is_fifo else None,
-            confirm=True,
-        )
+        self.publisher.resend(parking, message, body, attributes, deduplication_id=token)
         copy = self._receive_copy(parking, message.name, token)
         if copy is None:
             logger.error(
@@ -176,14 +169,7 @@ def send_home(publisher: Publisher, message: Received, home: QueueRef) -> bool:
     """Send a parked copy to ``home`` (confirmed), then delete it; False if sending failed."""
     body, attributes = as_sent(message, home_attributes(message))
     try:
-        publisher.send(
-            home,
-            body,
-            message_attributes=attributes,
-            group_id=message.attributes.get("MessageGroupId"),
-            deduplication_id=message.message_id if home.is_fifo else None,
-            confirm=True,
-        )
+        publisher.resend(home, message, body, attributes)
     except SQSBusError as exc:
         logger.error(
             "could not send parked message %s home to queue %s (%s); it stays in %s",

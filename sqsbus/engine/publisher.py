@@ -17,6 +17,7 @@ from typing import Any, Final
 from sqsbus.codec import REFUSED_CHARACTERS
 from sqsbus.engine.delays import MAX_DELAY_SECONDS
 from sqsbus.engine.group_commit import GROUP_COMMIT
+from sqsbus.engine.messages import Received
 from sqsbus.engine.payloads import PayloadStore
 from sqsbus.engine.pointer import RESERVED_ATTRIBUTES, parse_pointer, reserved_attribute
 from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
@@ -179,6 +180,29 @@ class Publisher:
                 else:
                     self.payloads.discard([stored])  # SQS refused the pointer
             raise
+
+    def resend(
+        self,
+        queue: QueueRef,
+        message: Received,
+        body: str,
+        attributes: Mapping[str, Any],
+        *,
+        deduplication_id: str | None = None,
+    ) -> str:
+        """Send a copy of the received ``message`` to ``queue``, confirmed, in its message group.
+
+        On a FIFO queue the copy is deduplicated by ``deduplication_id`` (by default the
+        message's id), so sending it again after an unanswered call stores it once.
+        """
+        return self.send(
+            queue,
+            body,
+            message_attributes=attributes,
+            group_id=message.attributes.get("MessageGroupId"),
+            deduplication_id=(deduplication_id or message.message_id) if queue.is_fifo else None,
+            confirm=True,
+        )
 
     def _send(
         self,

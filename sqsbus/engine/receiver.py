@@ -69,8 +69,8 @@ class Waker:
 
     def clear(self) -> None:
         with self._lock:
-            if self._closed:
-                return
+            if self._closed or not self._pending:
+                return  # nothing was written since the last clear
             self._pending = False
             try:
                 while os.read(self._read, 512):
