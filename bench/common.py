@@ -16,6 +16,8 @@ import json
 import os
 import re
 import resource
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -298,15 +300,92 @@ class Endpoint:
         self.stop()
 
 
-def open_endpoint(kind: EndpointKind, workdir: Path) -> BenchEndpoint:
-    """A new (not yet started) endpoint of ``kind``: moto's server or LocalStack."""
+class DelayedEndpoint:
+    """``inner`` behind sqsbus's fault proxy adding ``latency_ms`` to every request.
+
+    Local endpoints answer in about a millisecond, AWS in several: this shows what
+    round trips cost each transport.  The proxy runs in its own process, so its CPU is
+    not counted as the client's; requests are still counted at ``inner``'s log.
+    """
+
+    def __init__(self, inner: BenchEndpoint, latency_ms: float) -> None:
+        self.inner = inner
+        self.latency_ms = latency_ms
+        self.log = inner.log
+        self._proxy: subprocess.Popen[str] | None = None
+        self._url = ""
+
+    @property
+    def port(self) -> int:
+        return int(self._url.rsplit(":", 1)[1])
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def pid(self) -> int | None:
+        return self.inner.pid
+
+    def start(self) -> Self:
+        self.inner.start()
+        self._proxy = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sqsbus.local.proxy",
+                "--upstream",
+                self.inner.url,
+                "--latency-ms",
+                f"{self.latency_ms:g}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self._proxy.stdout is not None
+        line = self._proxy.stdout.readline().strip()
+        if not line.startswith("http://"):
+            self.stop()
+            raise RuntimeError(f"the latency proxy did not start (it printed {line!r})")
+        self._url = line
+        return self
+
+    def stop(self) -> None:
+        if self._proxy is not None:
+            self._proxy.terminate()
+            try:
+                self._proxy.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proxy.kill()
+            self._proxy = None
+        self.inner.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def open_endpoint(kind: EndpointKind, workdir: Path, latency_ms: float = 0.0) -> BenchEndpoint:
+    """A new (not yet started) endpoint of ``kind``: moto's server or LocalStack, behind a
+    proxy adding ``latency_ms`` to every request if that is not 0."""
+    inner: BenchEndpoint
     if kind == "moto":
-        return Endpoint(workdir)
-    if kind == "localstack":
+        inner = Endpoint(workdir)
+    elif kind == "localstack":
         from bench.localstack import LocalStackEndpoint
 
-        return LocalStackEndpoint(workdir)
-    raise ValueError(f"unknown endpoint {kind!r}; use one of {', '.join(ENDPOINT_KINDS)}")
+        inner = LocalStackEndpoint(workdir)
+    else:
+        raise ValueError(f"unknown endpoint {kind!r}; use one of {', '.join(ENDPOINT_KINDS)}")
+    return DelayedEndpoint(inner, latency_ms) if latency_ms else inner
 
 
 class HarnessSQS:

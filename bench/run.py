@@ -253,6 +253,16 @@ def profile_for(name: str, kind: EndpointKind) -> dict[str, dict[str, Params]]:
     return PROFILES[name]
 
 
+def with_latency(
+    profile: dict[str, dict[str, Params]], latency_ms: float
+) -> dict[str, dict[str, Params]]:
+    """``profile`` with every run's endpoint behind a proxy adding ``latency_ms`` per request."""
+    return {
+        scenario: {name: {**params, "latency_ms": latency_ms} for name, params in runs.items()}
+        for scenario, runs in profile.items()
+    }
+
+
 #: Scenarios whose runs go on in the background while the next ones are measured.
 BACKGROUND: Final = frozenset({"idle"})
 ORDER: Final = ("ceiling", "e2e", "publish", "consume", "celery", "idle", "latency", "footprint")
@@ -1091,6 +1101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the local endpoint: moto's server (default) or LocalStack (needs Python 3.13; "
         "its venv is made once under ~/.cache/sqsbus-bench)",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="put sqsbus's fault proxy in front of the endpoint, adding MS milliseconds to "
+        "every request (for both transports), to see what AWS's round trips cost each",
+    )
     parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/<ts>.json)")
     parser.add_argument("--keep", action="store_true", help="keep every run's logs")
     parser.add_argument(
@@ -1103,6 +1121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     profile = profile_for(name, args.endpoint)
+    if args.latency_ms < 0:
+        print("--latency-ms must be zero or more", file=sys.stderr)
+        return 2
+    if args.latency_ms:
+        profile = with_latency(profile, args.latency_ms)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(ORDER))
     if unknown:
@@ -1116,11 +1139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"cannot use the {args.endpoint} endpoint: {exc}", file=sys.stderr)
         return 2
+    where = f"{args.endpoint} endpoint"
+    if args.latency_ms:
+        endpoint["latency_ms"] = args.latency_ms
+        where += f" behind a proxy adding {args.latency_ms:g} ms per request"
     workdir = Path(tempfile.mkdtemp(prefix="sqsbus-bench-"))
     env = bench_environment(workdir)
     runner = Runner(workdir, env, args.timeout, args.endpoint)
     print(
-        f"sqsbus bench ({name}): {len(jobs)} runs, each on a fresh {args.endpoint} endpoint",
+        f"sqsbus bench ({name}): {len(jobs)} runs, each on a fresh {where}",
         flush=True,
     )
     started = time.monotonic()
@@ -1179,7 +1206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in figures:
         for transport, note in row["notes"].items():
             print(f"note: {row['id']} {LABELS[transport]}: {note}")
-    print(f"\n{name} run on {args.endpoint}: {wall:.0f} s wall; JSON: {out}")
+    print(f"\n{name} run on {where}: {wall:.0f} s wall; JSON: {out}")
     if failed:
         print("FAILED runs:\n  " + "\n  ".join(failed), file=sys.stderr)
         print(f"logs kept in {workdir}", file=sys.stderr)

@@ -86,6 +86,11 @@ def _kombu(module: str = "kombu") -> Any:
 # -- helpers -----------------------------------------------------------------------------------
 
 
+def _latency_ms(params: Params) -> float:
+    """Milliseconds the endpoint's proxy adds to each request (``--latency-ms``; 0: no proxy)."""
+    return float(params.get("latency_ms", 0))
+
+
 def _connection(transport: Transport, endpoint: BenchEndpoint, **options: Any) -> Any:
     """A connected Kombu Connection of ``transport`` to ``endpoint``."""
     if transport == "sqsbus":
@@ -264,7 +269,7 @@ def run_ceiling(
     pad = int(params["pad"])
     figures: Params = {}
     details: Params = {}
-    with open_endpoint(kind, workdir) as endpoint:
+    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(PUBLISH_QUEUE)
         bodies = [kombu_wire_body(make_payload(i, pad), PUBLISH_QUEUE) for i in range(messages)]
@@ -379,7 +384,7 @@ def run_e2e(
     producers = int(params["producers"])
     pad = int(params["pad"])
     name = "bench-e2e"
-    with open_endpoint(kind, workdir) as endpoint:
+    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(name)
         queue = _queue(name)
@@ -469,7 +474,7 @@ def run_publish(
     total = int(params["messages"])
     threads_count = int(params["threads"])
     pad = int(params["pad"])
-    with open_endpoint(kind, workdir) as endpoint:
+    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(PUBLISH_QUEUE)
         queue = _queue(PUBLISH_QUEUE)
@@ -527,7 +532,7 @@ def run_consume(
     queues = int(params["queues"])
     per_queue = int(params["per_queue"])
     total = queues * per_queue
-    with open_endpoint(kind, workdir) as endpoint:
+    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
         harness = HarnessSQS(endpoint.url)
         names = [f"bench-consume-{i}" for i in range(queues)]
         urls = _fill(harness, names, per_queue, int(params["pad"]))
@@ -705,7 +710,7 @@ def run_celery(
     def done() -> int:
         return done_file.stat().st_size
 
-    with open_endpoint(kind, workdir) as endpoint:
+    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = broker_url(transport, endpoint.port)
         options = transport_options(transport)
@@ -892,7 +897,7 @@ def run_latency(
     target = names[-1]
     latencies: dict[int, float] = {}
     lock = threading.Lock()
-    with open_endpoint(kind, workdir) as endpoint:
+    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
         harness = HarnessSQS(endpoint.url)
         for name in names:
             harness.create_queue(name)
@@ -981,7 +986,7 @@ def run_idle(
     if params.get("polling_interval") is not None:
         options["polling_interval"] = float(params["polling_interval"])
     names = [f"bench-idle-{i}" for i in range(queues)]
-    with open_endpoint(kind, workdir) as endpoint:
+    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
         harness = HarnessSQS(endpoint.url)
         for name in names:
             harness.create_queue(name)
@@ -1047,7 +1052,7 @@ def run_footprint(
     queues = int(params["queues"])
     per_queue = int(params["per_queue"])
     total = queues * per_queue
-    with open_endpoint(kind, workdir) as endpoint:
+    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
         harness = HarnessSQS(endpoint.url)
         names = [f"bench-footprint-{i}" for i in range(queues)]
         urls = _fill(harness, names, per_queue, int(params["pad"]))

@@ -109,8 +109,13 @@ def decode_body(raw: str) -> DecodedBody:
     return _decode(raw, unwrap_sns=True)
 
 
+#: What a JSON text can start with; base64 (Kombu's default body encoding) of a JSON
+#: object starts with ``e``, so such a body skips a JSON parse that would fail.
+_JSON_STARTS: Final = frozenset('{["-0123456789tfn \t\r\n')
+
+
 def _decode(raw: str, *, unwrap_sns: bool) -> DecodedBody:
-    found = _from_json(raw, unwrap_sns=unwrap_sns)
+    found = _from_json(raw, unwrap_sns=unwrap_sns) if raw[:1] in _JSON_STARTS else None
     if found is None:
         decoded = _unbase64(raw)
         found = _from_json(decoded, unwrap_sns=unwrap_sns) if decoded is not None else None

@@ -11,10 +11,14 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+
+from bench.common import ACCESS_KEY, REGION, SECRET_KEY, open_endpoint
 
 pytest.importorskip("moto.server")
 pytest.importorskip("celery")
@@ -83,3 +87,23 @@ def test_sqsbus_requests_are_counted(report: dict[str, Any]) -> None:
     e2e = report["runs"]["e2e"]["sqsbus"]["details"]["measured"]
     assert e2e["sqsbus_requests"] > 0 and e2e["transport_requests"] > 0
     assert sum(e2e["sqsbus_by_operation"].values()) == e2e["sqsbus_requests"]
+
+
+def test_latency_option_puts_a_delaying_proxy_in_front_of_the_endpoint(tmp_path: Path) -> None:
+    """``--latency-ms``: every request reaches the endpoint (and its count) through a proxy
+    that holds it at least that long."""
+    with open_endpoint("moto", tmp_path, latency_ms=200) as endpoint:
+        client = boto3.client(
+            "sqs",
+            endpoint_url=endpoint.url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+        before = endpoint.log.poll()
+        started = time.monotonic()
+        client.list_queues()
+        elapsed = time.monotonic() - started
+        time.sleep(0.2)  # the endpoint logs a request just after answering it
+        assert endpoint.log.poll() == before + 1
+    assert elapsed >= 0.2

@@ -183,6 +183,19 @@ def test_a_failed_call_raises_to_every_publisher_in_it(code: str) -> None:
     assert all(isinstance(result, Exception) for result in results.values())
 
 
+def test_an_unforeseen_error_reaches_every_publisher_of_the_batch() -> None:
+    class Broken(FakeSQS):
+        def send_message_batch(
+            self, QueueUrl: str, Entries: list[dict[str, Any]]
+        ) -> dict[str, Any]:
+            time.sleep(0.02)
+            raise RuntimeError("bug")
+
+    commit = GroupCommit()
+    results = publish_concurrently(commit, ref(Broken()), [f"m{i}" for i in range(8)])
+    assert all(isinstance(result, RuntimeError) for result in results.values())
+
+
 def test_lingering_publishes_return_at_once_and_go_in_full_batches() -> None:
     client = FakeSQS(delay=0)
     commit = GroupCommit()

@@ -213,6 +213,10 @@ class GroupCommit:
         lane.cond.release()
         try:
             retry = self._send_batch(queue, batch)
+        except Exception as exc:  # unforeseen: still answer every publisher of the batch
+            for entry in batch:
+                entry.error, entry.done = exc, True
+            retry = []
         finally:
             lane.cond.acquire()
             lane.in_flight -= 1
