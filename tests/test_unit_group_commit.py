@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from sqsbus.engine.group_commit import GroupCommit
+from sqsbus.engine.group_commit import MAX_IN_FLIGHT, GroupCommit
 from sqsbus.errors import DeliveryError
 from sqsbus.queues import QueueRef
 
@@ -209,6 +209,61 @@ def test_lingering_publishes_return_at_once_and_go_in_full_batches() -> None:
     # A standard queue: batches may go out in parallel, so only the set is certain.
     assert sorted(b for batch in client.batches for b in batch) == sorted(
         f"m{i}" for i in range(25)
+    )
+
+
+class CountingSQS(FakeSQS):
+    """Also records the most batch calls in flight at once."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return super().send_message_batch(QueueUrl, Entries)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+@pytest.mark.parametrize(("name", "most"), [("q", MAX_IN_FLIGHT), ("orders.fifo", 1)])
+def test_full_lingering_batches_go_several_at_once_except_on_fifo_queues(
+    name: str, most: int
+) -> None:
+    client = CountingSQS(delay=0.05)
+    commit = GroupCommit()
+    queue = ref(client, name)
+    for i in range(200):
+        params = {"MessageBody": f"m{i}", "MessageGroupId": "g"} if name.endswith(".fifo") else {}
+        commit.send_later(queue, params or {"MessageBody": f"m{i}"}, 2, linger=0.01)
+    assert commit.flush(30)
+    sent = [b for batch in client.batches for b in batch]
+    assert sorted(sent) == sorted(f"m{i}" for i in range(200))
+    assert client.most_in_flight == most
+    if name.endswith(".fifo"):
+        assert sent == [f"m{i}" for i in range(200)]
+
+
+def test_lingering_publishers_wait_for_room_when_sqs_falls_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sqsbus.engine.group_commit.MAX_PENDING", 30)
+    client = FakeSQS(delay=0.02)
+    commit = GroupCommit()
+    queue = ref(client)
+    most_pending = 0
+    for i in range(300):
+        commit.send_later(queue, {"MessageBody": f"m{i}"}, 2, linger=1.0)
+        most_pending = max(most_pending, len(commit._lane(queue).pending))
+    assert commit.flush(30)
+    assert most_pending <= 30
+    assert sorted(b for batch in client.batches for b in batch) == sorted(
+        f"m{i}" for i in range(300)
     )
 
 

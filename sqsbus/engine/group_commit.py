@@ -10,10 +10,15 @@ latency for a lone publisher:
   to come back, ending the wait as soon as they have (a lone publisher never
   waits); otherwise it waits, and entries pile up for the next batch;
 * a full batch may go while others are in flight (up to
-  ``max_in_flight``), except on FIFO queues, where one batch at a time keeps
+  ``MAX_IN_FLIGHT``), except on FIFO queues, where one batch at a time keeps
   the order of each message group;
 * entries SQS refuses for transient reasons are retried with backoff; other
   refusals are raised to that entry's publisher only.
+
+With ``publish_linger_ms`` (:meth:`GroupCommit.send_later`) the publisher returns
+at once; a flusher thread hands due batches to a few sender threads (so full
+batches go ``MAX_IN_FLIGHT`` at a time), and a publisher waits for room while
+``MAX_PENDING`` entries of its queue are waiting.
 
 Lanes are shared by every connection in the process that uses the same queue
 with the same endpoint and credentials (:attr:`QueueRef.scope`).
@@ -28,6 +33,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any, Final
 
 from sqsbus.aws import call
@@ -46,6 +52,11 @@ MAX_IN_FLIGHT: Final = 4
 GATHER_SECONDS: Final = 0.002
 MAX_ATTEMPTS: Final = 5
 MAX_BACKOFF_SECONDS: Final = 5.0
+#: Threads sending lingering batches (for all queues).
+LINGER_SENDERS: Final = 8
+#: Entries a queue's lane holds at most: beyond, lingering publishes wait for room
+#: (memory stays bounded when producers outpace SQS).
+MAX_PENDING: Final = 1000
 
 
 @dataclass
@@ -162,10 +173,10 @@ class GroupCommit:
                         gathered = lane.gathering = True
                         lane.gathered.wait(GATHER_SECONDS)
                         lane.gathering = False
-                        if not self._pump(lane, queue):
+                        if not self._pump(lane):
                             lane.cond.notify_all()  # nothing sent: the others decide again
                         continue
-                    if not self._pump(lane, queue):
+                    if not self._pump(lane):
                         lane.cond.wait(lane.wait_time(time.monotonic()))
             finally:
                 lane.publishers -= 1
@@ -182,10 +193,13 @@ class GroupCommit:
         lane = self._lane(queue)
         entry = _Pending(params=params, size=size, not_before=time.monotonic() + linger)
         entry.lingering = True
+        self._start_flusher()
         with lane.cond:
+            while len(lane.pending) >= MAX_PENDING:
+                self._wake.set()  # full batches are waiting: the flusher sends them
+                lane.cond.wait(0.1)
             lane.pending.append(entry)
             lane.cond.notify_all()
-        self._start_flusher()
         self._wake.set()
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -199,33 +213,48 @@ class GroupCommit:
                 while any(e.lingering for e in lane.pending) or lane.in_flight:
                     if time.monotonic() >= deadline:
                         return False
-                    if not self._pump(lane, lane.queue):
+                    if not self._pump(lane):
                         lane.cond.wait(min(0.1, lane.wait_time(time.monotonic()) or 0.1))
         return True
 
-    def _pump(self, lane: _Lane, queue: QueueRef) -> bool:
+    def _pump(self, lane: _Lane) -> bool:
         """With ``lane.cond`` held: send one batch if the lane allows; True if sent."""
-        now = time.monotonic()
-        if not lane.may_send(now):
+        batch = self._take_batch(lane)
+        if batch is None:
             return False
-        batch = lane.take(now)
-        lane.in_flight += 1
         lane.cond.release()
         try:
-            retry = self._send_batch(queue, batch)
+            self._send_and_settle(lane, batch)
+        finally:
+            lane.cond.acquire()
+        return True
+
+    def _take_batch(self, lane: _Lane) -> list[_Pending] | None:
+        """With ``lane.cond`` held: the next batch if the lane allows one (then in flight)."""
+        now = time.monotonic()
+        if not lane.may_send(now):
+            return None
+        batch = lane.take(now)
+        lane.in_flight += 1
+        return batch
+
+    def _send_and_settle(self, lane: _Lane, batch: list[_Pending]) -> None:
+        """Without ``lane.cond``: send a batch taken by :meth:`_take_batch`, then settle it."""
+        try:
+            retry = self._send_batch(lane.queue, batch)
         except Exception as exc:  # unforeseen: still answer every publisher of the batch
             for entry in batch:
                 entry.error, entry.done = exc, True
             retry = []
-        finally:
-            lane.cond.acquire()
+        with lane.cond:
             lane.in_flight -= 1
-        lane.pending.extendleft(reversed(retry))
-        for entry in batch:
-            if entry.done and entry.lingering and entry.error is not None:
-                self._report_lost(queue, entry)
-        lane.cond.notify_all()
-        return True
+            lane.pending.extendleft(reversed(retry))
+            for entry in batch:
+                if entry.done and entry.lingering and entry.error is not None:
+                    self._report_lost(lane.queue, entry)
+            lane.cond.notify_all()
+        if any(entry.lingering for entry in batch):
+            self._wake.set()  # the flusher may send the next lingering batch now
 
     def _report_lost(self, queue: QueueRef, entry: _Pending) -> None:
         self.lost += 1
@@ -244,19 +273,37 @@ class GroupCommit:
                 self._flusher.start()
 
     def _flush_forever(self) -> None:
-        """Background sender of lingering messages whose time has come."""
+        """Background scheduler of lingering messages whose time has come: their batches go
+        to the sender threads, so full batches of a standard queue go up to
+        ``MAX_IN_FLIGHT`` at once."""
+        outbox: SimpleQueue[tuple[_Lane, list[_Pending]]] = SimpleQueue()
+        for number in range(LINGER_SENDERS):
+            threading.Thread(
+                target=self._send_forever,
+                args=(outbox,),
+                name=f"sqsbus-linger-send-{number}",
+                daemon=True,
+            ).start()
         while True:
             timeout: float | None = None
             for lane in list(self._lanes.values()):
                 with lane.cond:
-                    while any(e.lingering for e in lane.pending) and self._pump(lane, lane.queue):
-                        pass
+                    while any(e.lingering for e in lane.pending):
+                        batch = self._take_batch(lane)
+                        if batch is None:
+                            break
+                        outbox.put((lane, batch))
                     if any(e.lingering for e in lane.pending):
                         wait = lane.wait_time(time.monotonic())
                         wait = 0.05 if wait is None else wait
                         timeout = wait if timeout is None else min(timeout, wait)
             self._wake.wait(timeout)
             self._wake.clear()
+
+    def _send_forever(self, outbox: SimpleQueue[tuple[_Lane, list[_Pending]]]) -> None:
+        while True:
+            lane, batch = outbox.get()
+            self._send_and_settle(lane, batch)
 
     def _send_batch(self, queue: QueueRef, batch: list[_Pending]) -> list[_Pending]:
         """One ``SendMessageBatch``; resolves entries, returns those to retry."""
