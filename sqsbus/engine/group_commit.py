@@ -171,7 +171,12 @@ class GroupCommit:
                     if not gathered and lane.should_gather():
                         # Others published with us last time: give them a moment to join.
                         gathered = lane.gathering = True
-                        lane.gathered.wait(GATHER_SECONDS)
+                        try:
+                            lane.gathered.wait(GATHER_SECONDS)
+                        except BaseException:  # e.g. KeyboardInterrupt: the others go on
+                            lane.gathering = False
+                            lane.cond.notify_all()
+                            raise
                         lane.gathering = False
                         if not self._pump(lane):
                             lane.cond.notify_all()  # nothing sent: the others decide again
