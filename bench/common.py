@@ -260,7 +260,28 @@ class BenchEndpoint(Protocol):
     ) -> None: ...
 
 
-class Endpoint:
+class Managed:
+    """``with`` for an endpoint: :meth:`start` on entry, :meth:`stop` on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Endpoint(Managed):
     """A fresh moto server (:class:`sqsbus.local.LocalEndpoint`) logging to ``workdir``."""
 
     def __init__(self, workdir: Path) -> None:
@@ -288,19 +309,8 @@ class Endpoint:
     def stop(self) -> None:
         self.local.stop()
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class DelayedEndpoint:
+class DelayedEndpoint(Managed):
     """``inner`` behind sqsbus's fault proxy adding ``latency_ms`` to every request.
 
     Local endpoints answer in about a millisecond, AWS in several: this shows what
@@ -360,17 +370,6 @@ class DelayedEndpoint:
                 self._proxy.kill()
             self._proxy = None
         self.inner.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def open_endpoint(kind: EndpointKind, workdir: Path, latency_ms: float = 0.0) -> BenchEndpoint:

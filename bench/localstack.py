@@ -38,9 +38,9 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
+from bench.common import Managed
 from sqsbus.local._ports import pick_free_port
 
 __all__ = [
@@ -407,7 +407,7 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class LocalStackEndpoint:
+class LocalStackEndpoint(Managed):
     """A fresh LocalStack server on a free loopback port, its log in ``workdir``.
 
     Its request log is ``log`` (a :class:`bench.common.EndpointLog` reading LocalStack's
@@ -522,17 +522,6 @@ class LocalStackEndpoint:
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _die_with_parent() -> None:
