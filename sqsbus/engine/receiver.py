@@ -140,10 +140,14 @@ class Inbox:
             return self._room_worth_receiving()
 
     def _room_worth_receiving(self) -> int:
+        """With ``_cond`` held (it runs at every message taken): asks ``demand`` once."""
         demand = self._demand()
-        limit = UNLIMITED_BUFFER if demand is None else demand + len(self._items)
-        room = self.room()
-        if not self._items:
+        buffered = len(self._items)
+        if demand is None:
+            limit, room = UNLIMITED_BUFFER, max(0, UNLIMITED_BUFFER - buffered)
+        else:
+            limit, room = demand + buffered, max(0, demand - buffered)
+        if not buffered:
             return room
         return room if room >= min(REFILL_BATCH, max(1, limit // 2)) else 0
 
