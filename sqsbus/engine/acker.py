@@ -80,6 +80,8 @@ class Acker:
         #: Entries given up after a non-transient failure or too many attempts.
         self.failed = 0
         self._lanes: dict[tuple[str, Action], _Lane] = {}
+        #: Entries in all lanes (kept, not summed: it is read at every ack).
+        self._count = 0
         self._cond = threading.Condition()
         self._busy = 0
         self._closed = False
@@ -160,7 +162,7 @@ class Acker:
     # -- internals -------------------------------------------------------------------------
 
     def _pending(self) -> int:
-        return sum(len(lane.entries) for lane in self._lanes.values())
+        return self._count
 
     def _add(self, messages: Sequence[Received], action: Action) -> None:
         if not messages:
@@ -180,6 +182,7 @@ class Acker:
                 lane = self._lanes.setdefault((message.queue.url, action), _Lane())
                 lane.entries.append(_Entry(message, due))
                 full = full or len(lane.entries) % operations.MAX_BATCH == 0
+            self._count += len(messages)
             if self._pending() > MAX_BACKLOG:
                 self._room.clear()
             self._start()
@@ -213,6 +216,7 @@ class Acker:
             if chosen:
                 taken = {id(e) for e in chosen}
                 lane.entries = [e for e in lane.entries if id(e) not in taken]
+                self._count -= len(chosen)
         return batches
 
     def _next_due(self) -> float | None:
@@ -309,6 +313,7 @@ class Acker:
                 entry.attempts += 1
                 entry.due = time.monotonic() + delay
                 lane.entries.append(entry)
+            self._count += len(again)
             self._cond.notify_all()
 
     def _give_up(self, action: Action, entries: list[_Entry], reason: str) -> None:

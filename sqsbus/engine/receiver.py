@@ -151,10 +151,12 @@ class Inbox:
             return room
         return room if room >= min(REFILL_BATCH, max(1, limit // 2)) else 0
 
-    def notify(self) -> None:
-        """Tell waiting receivers that demand may have grown (after an ack)."""
+    def notify(self) -> int:
+        """Tell waiting receivers that demand may have grown (after an ack); return how
+        many messages are buffered."""
         with self._cond:
             self._wake_receivers()
+            return len(self._items)
 
     def wake_all(self) -> None:
         """Wake every waiting receiver (one is stopping)."""

@@ -96,6 +96,8 @@ class Channel(virtual.Channel):
     connection: Transport
     do_restore = True
     supports_fanout = True
+    #: (encoded body, decoded body) of the message being delivered: decoded once.
+    _last_decoded: tuple[Any, Any] | None = None
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
@@ -480,7 +482,9 @@ class Channel(virtual.Channel):
             return None
         try:
             if payload.get("body"):
-                self.decode_body(payload["body"], properties.get("body_encoding"))
+                decoded_body = self.decode_body(payload["body"], properties.get("body_encoding"))
+                # Kombu's Message decodes the same body again next: it gets this result.
+                self._last_decoded = (payload["body"], decoded_body)
         except (binascii.Error, ValueError, TypeError, AttributeError) as exc:
             self._discard_unreadable(received, f"its body cannot be decoded ({exc})")
             return None
@@ -499,6 +503,13 @@ class Channel(virtual.Channel):
         )
         properties["delivery_tag"] = received.receipt_handle
         return payload
+
+    def decode_body(self, body: Any, encoding: str | None = None) -> Any:
+        last = self._last_decoded
+        if last is not None and last[0] is body:
+            self._last_decoded = None
+            return last[1]
+        return super().decode_body(body, encoding)
 
     def _discard_unreadable(self, received: Received, reason: str) -> None:
         """Take an unreadable message out of circulation without losing it silently."""
@@ -607,8 +618,7 @@ class Channel(virtual.Channel):
         self._on_demand_changed()
 
     def _on_demand_changed(self) -> None:
-        self.inbox.notify()
-        if len(self.inbox):
+        if self.inbox.notify():
             self.connection.waker.wake()
 
     # -- settling -------------------------------------------------------------
