@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from sqsbus.engine.group_commit import MAX_IN_FLIGHT, GroupCommit
+from sqsbus.engine.group_commit import MAX_ATTEMPTS, MAX_IN_FLIGHT, GroupCommit
 from sqsbus.errors import DeliveryError
 from sqsbus.queues import QueueRef
 
@@ -290,3 +290,17 @@ def test_a_lingering_message_that_cannot_be_sent_is_counted_and_logged(
         assert commit.flush(5)
     assert commit.lost == 1
     assert "publish_linger_ms" in caplog.text and "InvalidMessageContents" in caplog.text
+    assert "was refused and is lost" in caplog.text
+
+
+def test_a_lingering_message_never_confirmed_is_reported_as_possibly_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FakeSQS(delay=0)
+    client.throttle_next = MAX_ATTEMPTS
+    commit = GroupCommit()
+    with caplog.at_level("ERROR", logger="sqsbus"):
+        commit.send_later(ref(client), {"MessageBody": "m"}, 1, linger=0.01)
+        assert commit.flush(15)
+    assert commit.lost == 1
+    assert f"was not confirmed after {MAX_ATTEMPTS} attempts and may be lost" in caplog.text

@@ -263,9 +263,15 @@ class GroupCommit:
 
     def _report_lost(self, queue: QueueRef, entry: _Pending) -> None:
         self.lost += 1
+        if isinstance(entry.error, TransientError):
+            # No answer (or only "retry") to the last attempt: SQS may have stored it anyway.
+            outcome = f"was not confirmed after {entry.attempts} attempts and may be lost"
+        else:
+            outcome = "was refused and is lost"
         logger.error(
-            "a message published with publish_linger_ms to queue %s was not sent and is lost: %s",
+            "a message published with publish_linger_ms to queue %s %s: %s",
             queue.name,
+            outcome,
             entry.error,
         )
 
