@@ -174,8 +174,11 @@ class CredentialSource:
         return f"CredentialSource({kind})"
 
 
-def translate_error(exc: BaseException, action: str) -> SQSBusError:
-    """Map a botocore exception to the sqsbus error a caller can act on."""
+def translate_error(exc: BaseException, action: str, region: str | None = None) -> SQSBusError:
+    """Map a botocore exception to the sqsbus error a caller can act on.
+
+    ``region`` is the region the call went to (named when a queue is not found there).
+    """
     if isinstance(exc, SQSBusError):
         return exc
     if isinstance(exc, ClientError):
@@ -207,7 +210,11 @@ def translate_error(exc: BaseException, action: str) -> SQSBusError:
                 "action on the queue."
             )
         if code in MISSING_QUEUE_CODES:
-            return QueueDoesNotExist(f"{action}: the queue does not exist ({message})")
+            where = f" in region {region}" if region else ""
+            return QueueDoesNotExist(
+                f"{action}: the queue does not exist{where} ({message}). Check the queue's "
+                "name, the region and the account of its URL."
+            )
         return SQSBusError(f"{action}: {code}: {message}")
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return CredentialsError(
@@ -237,7 +244,7 @@ def call(client: Any, operation: str, action: str, **params: Any) -> dict[str, A
     try:
         result: dict[str, Any] = getattr(client, operation)(**params)
     except (BotoCoreError, ClientError, OSError) as exc:
-        raise translate_error(exc, action) from exc
+        raise translate_error(exc, action, getattr(client.meta, "region_name", None)) from exc
     return result
 
 

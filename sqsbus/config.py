@@ -71,6 +71,11 @@ CREATION_ATTRIBUTES: Final = frozenset(
 )
 #: SQS's limits of a MessageGroupId: 1 to 128 printable ASCII characters.
 _GROUP_ID: Final = re.compile(r"[!-~]{1,128}")
+#: SQS queue tags: characters allowed in keys and values, and their limits.
+_TAG_TEXT: Final = re.compile(r"[\w\s.:/=+\-@]*")
+MAX_QUEUE_TAGS: Final = 50
+#: Key prefixes reserved by AWS, and by sqsbus for its bookkeeping (see ``expiry``).
+RESERVED_TAG_PREFIXES: Final = ("aws:", "sqsbus:")
 _BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_CHARACTERS: Final = re.compile(r"[A-Za-z0-9./_-]*")
 
@@ -276,6 +281,29 @@ def _string_map(name: str, value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise _fail(name, "a dict with string keys", value)
     return {key: str(val) for key, val in value.items()}
+
+
+def _queue_tags(name: str, value: Any) -> dict[str, str]:
+    """Tags for the queues sqsbus creates, within SQS's limits (checked now, not at the
+    first CreateQueue)."""
+    tags = _string_map(name, value)
+    if len(tags) > MAX_QUEUE_TAGS:
+        raise ConfigurationError(
+            f"transport option {name!r} has {len(tags)} tags; SQS allows {MAX_QUEUE_TAGS} per queue"
+        )
+    for key, text in tags.items():
+        problem = None
+        if not 1 <= len(key) <= 128 or not _TAG_TEXT.fullmatch(key):
+            problem = "keys must be 1 to 128 letters, digits, spaces or _.:/=+-@"
+        elif key.lower().startswith(RESERVED_TAG_PREFIXES):
+            problem = "keys starting with 'aws:' or 'sqsbus:' are reserved"
+        elif len(text) > 256 or not _TAG_TEXT.fullmatch(text):
+            problem = "values must be at most 256 letters, digits, spaces or _.:/=+-@"
+        if problem:
+            raise ConfigurationError(
+                f"transport option {name!r} has an invalid tag {key!r}: {problem}"
+            )
+    return tags
 
 
 def _region(name: str, value: Any) -> str:
@@ -524,7 +552,7 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "sts_token_buffer_time": ("sts_token_buffer_time", _int_range(0, MAX_STS_TOKEN_TIMEOUT)),
     "client-config": ("client_config", _client_config),
     "sqs-creation-attributes": ("creation_attributes", _creation_attributes),
-    "queue_tags": ("queue_tags", _string_map),
+    "queue_tags": ("queue_tags", _queue_tags),
     "sqs_base64_encoding": ("base64_encoding", _boolean),
     "fetch_message_attributes": ("fetch_message_attributes", _fetch_message_attributes),
     "fifo_message_group_id": ("fifo_message_group_id", _group_id),

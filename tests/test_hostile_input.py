@@ -25,7 +25,7 @@ import boto3
 import pytest
 from celery_app import AppSettings, create_app
 from celery_helpers import WorkerProcess, task
-from kombu import Connection, Consumer, Message
+from kombu import Connection, Consumer, Exchange, Message, Queue
 from kombu_helpers import connect, counts, direct_queue, publish, queue_attributes, url_of
 
 from sqsbus.codec import REFUSED_CHARACTERS
@@ -371,6 +371,41 @@ def test_attributes_sqs_would_refuse_fail_at_publish_naming_the_attribute(
         assert counts(sqs_client, url_of(conn, "work")) == (1, 0)
 
 
+def test_exchange_messages_sns_or_bound_queues_would_refuse_fail_before_sending(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    """Through SNS a refused delivery to a queue is lost without an answer: check first."""
+    fanout, topic = Exchange("bcast", type="fanout"), Exchange("events", type="topic")
+    node, listener = Queue("node", fanout), Queue("listener", topic, "order.*")
+    with connect(endpoint, prefix) as conn:
+        node(conn.default_channel).declare()
+        listener(conn.default_channel).declare()
+        with conn.Producer() as producer:
+            with pytest.raises(
+                MessageTooLarge,
+                match=r"over the 262144-byte limit of SNS for exchange 'bcast'; nothing was sent",
+            ):
+                producer.publish("x" * 250_000, exchange=fanout)
+            with pytest.raises(ConfigurationError, match="routed by key may have at most 9"):
+                producer.publish(
+                    "y",
+                    exchange=topic,
+                    routing_key="order.new",
+                    message_attributes=string_attributes(10),
+                )
+            producer.publish(
+                "z",
+                exchange=topic,
+                routing_key="order.new",
+                message_attributes=string_attributes(9),
+            )
+        assert conn.transport.stats.calls().get("sns.Publish") == 1
+        message = conn.SimpleQueue(listener).get(timeout=10)
+        assert message.payload == "z"
+        message.ack()
+        assert counts(sqs_client, url_of(conn, "node")) == (0, 0)
+
+
 @pytest.mark.parametrize("base64_encoding", [True, False], ids=["base64", "plain-json"])
 def test_characters_sqs_refuses_are_escaped_on_the_wire_and_arrive_intact(
     endpoint: LocalEndpoint, prefix: str, sqs_client: Any, base64_encoding: bool
@@ -683,6 +718,8 @@ def test_queue_of_another_region_does_not_exist(endpoint: LocalEndpoint, prefix:
     options = {"region": "eu-west-1", "predefined_queues": {"east": {"url": url}}}
     with (
         connect(endpoint, prefix, **options) as conn,
-        pytest.raises(QueueDoesNotExist, match="queue 'east': the queue does not exist"),
+        pytest.raises(
+            QueueDoesNotExist, match="queue 'east': the queue does not exist in region eu-west-1"
+        ),
     ):
         conn.SimpleQueue("east").put("y")

@@ -485,38 +485,64 @@ def test_sessions_are_shortened_and_end_on_time(endpoint: LocalEndpoint) -> None
 # -- command line ----------------------------------------------------------------------------
 
 
-def test_command_line_prints_its_url_and_the_counts(endpoint: LocalEndpoint) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "sqsbus.local.proxy",
-        "--upstream",
-        endpoint.url,
-        "--latency-ms",
-        "1",
-        "--throttle",
-        "0",
-        "--seed",
-        "1",
-    ]
+@contextlib.contextmanager
+def proxy_command(endpoint: LocalEndpoint, *flags: str) -> Iterator[tuple[str, str, list[str]]]:
+    """Run ``python -m sqsbus.local.proxy`` with ``flags``; yield its URL, its description
+    line and a list that gets its output after the block (stopped with Ctrl-C)."""
+    command = [sys.executable, "-m", "sqsbus.local.proxy", "--upstream", endpoint.url, *flags]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    output: list[str] = []
     try:
         assert process.stdout is not None
         url = process.stdout.readline().decode().strip()
         assert url.startswith("http://127.0.0.1:"), url
-        described = process.stdout.readline().decode()
-        boto3.client("sqs", endpoint_url=url, region_name=DEFAULT_REGION).list_queues()
+        yield url, process.stdout.readline().decode(), output
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=15)
     finally:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
     assert process.returncode == 0, err.decode()
-    text = out.decode()
+    output += [out.decode(), err.decode()]
+
+
+def test_command_line_prints_its_url_and_the_counts(endpoint: LocalEndpoint) -> None:
+    flags = ("--latency-ms", "1", "--throttle", "0", "--seed", "1")
+    with proxy_command(endpoint, *flags) as (url, described, output):
+        boto3.client("sqs", endpoint_url=url, region_name=DEFAULT_REGION).list_queues()
+    text = output[0]
     assert f"forwarding to {endpoint.url}; faults: latency 1±0 ms; seed 1" in described
     assert "sqs.ListQueues" in text and "requests: 1" in text
-    assert "testing" not in described + text + err.decode()  # no credentials echoed
+    assert "testing" not in described + "".join(output)  # no credentials echoed
+
+
+def test_command_line_shortens_sessions_and_reports_expired_tokens(
+    endpoint: LocalEndpoint,
+) -> None:
+    with proxy_command(endpoint, "--session-seconds", "1") as (url, described, output):
+        sts = boto3.client("sts", endpoint_url=url, region_name=DEFAULT_REGION)
+        asked_at = datetime.datetime.now(datetime.UTC)
+        granted = sts.assume_role(
+            RoleArn=ROLE_ARN, RoleSessionName="cli-test", DurationSeconds=900
+        )["Credentials"]
+        assert 0 < (granted["Expiration"] - asked_at).total_seconds() <= 1
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=url,
+            region_name=DEFAULT_REGION,
+            aws_access_key_id=granted["AccessKeyId"],
+            aws_secret_access_key=granted["SecretAccessKey"],
+            aws_session_token=granted["SessionToken"],
+        )
+        time.sleep(1.5)
+        with pytest.raises(ClientError, match="ExpiredToken"):
+            sqs.list_queues()
+    assert "credentials checked, sessions of at most 1 s" in described
+    assert "sessions handed out: 1; ExpiredToken answers: sqs.ListQueues 1" in output[0]
+    everything = described + "".join(output)
+    assert granted["SecretAccessKey"] not in everything
+    assert granted["SessionToken"] not in everything
 
 
 def test_command_line_reports_bad_settings(endpoint: LocalEndpoint) -> None:

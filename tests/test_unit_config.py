@@ -234,6 +234,34 @@ def test_sqs_base64_encoding_rejects_non_booleans(raw: Any) -> None:
     assert "true or false" in message
 
 
+# -- queue_tags ---------------------------------------------------------------
+
+
+def test_queue_tags_within_sqs_limits_are_kept() -> None:
+    tags = {"team": "payments", "cost-centre": "", "k" * 128: "v" * 256, "a b_c.d:/=+-@": "é"}
+    assert parse_options({"queue_tags": tags}).queue_tags == tags
+
+
+@pytest.mark.parametrize(
+    ("tags", "problem"),
+    [
+        ({f"t{i}": "x" for i in range(51)}, "has 51 tags; SQS allows 50 per queue"),
+        ({"": "x"}, "keys must be 1 to 128"),
+        ({"k" * 129: "x"}, "keys must be 1 to 128"),
+        ({"team!": "x"}, "keys must be 1 to 128"),
+        ({"aws:owner": "x"}, "reserved"),
+        ({"SQSBUS:expires": "1"}, "reserved"),
+        ({"team": "v" * 257}, "values must be at most 256"),
+        ({"team": "a;b"}, "values must be at most 256"),
+    ],
+)
+def test_queue_tags_beyond_sqs_limits_are_refused_up_front(
+    tags: dict[str, str], problem: str
+) -> None:
+    message = config_error({"queue_tags": tags})
+    assert "'queue_tags'" in message and problem in message
+
+
 # -- STS ----------------------------------------------------------------------
 
 

@@ -33,8 +33,9 @@ _ATTRIBUTE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]+")
 _ATTRIBUTE_TYPE: Final = re.compile(r"(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?")
 
 
-def check_message_attributes(queue: str, attributes: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigurationError` for what SQS would refuse in message attributes.
+def check_message_attributes(target: str, attributes: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigurationError` for what SQS would refuse in message attributes
+    of a message for ``target`` (``"queue 'q'"``, ``"exchange 'x'"``).
 
     SQS's rules: at most 10; names of letters, digits, ``_``, ``-`` and ``.`` (not at
     either end, never two in a row), at most 256 long, not starting with ``AWS.`` or
@@ -43,11 +44,11 @@ def check_message_attributes(queue: str, attributes: Mapping[str, Any]) -> None:
     """
     if len(attributes) > MAX_MESSAGE_ATTRIBUTES:
         raise ConfigurationError(
-            f"message for queue {queue!r} has {len(attributes)} message attributes; "
+            f"message for {target} has {len(attributes)} message attributes; "
             f"SQS allows at most {MAX_MESSAGE_ATTRIBUTES}. Move the rest into the body."
         )
     for name, value in attributes.items():
-        where = f"message attribute {name!r} of a message for queue {queue!r}"
+        where = f"message attribute {name!r} of a message for {target}"
         if (
             not isinstance(name, str)
             or len(name) > MAX_ATTRIBUTE_NAME_LENGTH
@@ -153,7 +154,7 @@ class Publisher:
         where the original is deleted next).
         """
         attributes = dict(message_attributes or {})
-        check_message_attributes(queue.name, attributes)
+        check_message_attributes(f"queue {queue.name!r}", attributes)
         forwarded = _is_forwarded_pointer(queue, body, attributes)
         limit = self.directory.max_message_size(queue)
         size = message_size(body, attributes)

@@ -25,6 +25,8 @@ from typing import Any, Final
 
 from sqsbus.aws import AWS, CredentialSource, call
 from sqsbus.config import Options, Secret
+from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, check_message_attributes, message_size
+from sqsbus.errors import ConfigurationError, MessageTooLarge
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ MAX_TOPIC_NAME_LENGTH: Final = 256
 SUBSCRIBER_CACHE_SECONDS: Final = 15.0
 #: Message attribute carrying the routing key, matched by subscription filter policies.
 ROUTING_KEY_ATTRIBUTE: Final = "kombu.routing_key"
+#: Largest message SNS publishes (body and attributes), as SQS's own limit.
+MAX_PUBLISH_BYTES: Final = 262_144
 
 #: An SNS filter-policy condition on the routing key: an exact value or ``{"prefix": p}``.
 FilterCondition = str | dict[str, str]
@@ -299,13 +303,11 @@ class ExchangeRouter:
         :meth:`has_subscribers`): as in AMQP, a message no queue is bound for is
         dropped — but here without paying for it.
         """
+        attributes = self._checked_attributes(exchange, body, message_attributes, routing_key)
         arn = self.topic_arn(exchange)
         if not self.has_subscribers(exchange):
             logger.debug("no queue is bound to exchange %s; message dropped", exchange)
             return ""
-        attributes = dict(message_attributes or {})
-        if routing_key is not None:
-            attributes[ROUTING_KEY_ATTRIBUTE] = {"DataType": "String", "StringValue": routing_key}
         params: dict[str, Any] = {"TopicArn": arn, "Message": body}
         if attributes:
             params["MessageAttributes"] = attributes
@@ -316,3 +318,35 @@ class ExchangeRouter:
             self._client(exchange), "publish", f"publish to exchange {exchange!r}", **params
         )
         return str(answer.get("MessageId", ""))
+
+    @staticmethod
+    def _checked_attributes(
+        exchange: str,
+        body: str,
+        message_attributes: dict[str, Any] | None,
+        routing_key: str | None,
+    ) -> dict[str, Any]:
+        """The attributes to publish, or an error for what SNS or the subscribed queues
+        would refuse (a queue refusing a delivery loses the message without an answer)."""
+        attributes = dict(message_attributes or {})
+        target = f"exchange {exchange!r}"
+        if routing_key is not None:
+            if len(attributes) >= MAX_MESSAGE_ATTRIBUTES:
+                raise ConfigurationError(
+                    f"message for {target} has {len(attributes)} message attributes; one routed "
+                    f"by key may have at most {MAX_MESSAGE_ATTRIBUTES - 1} (SQS allows "
+                    f"{MAX_MESSAGE_ATTRIBUTES} and the routing key takes one). Move the rest "
+                    "into the body."
+                )
+            attributes[ROUTING_KEY_ATTRIBUTE] = {"DataType": "String", "StringValue": routing_key}
+        check_message_attributes(target, attributes)
+        size = message_size(body, attributes)
+        if size > MAX_PUBLISH_BYTES:
+            raise MessageTooLarge(
+                f"message of {size} bytes is over the {MAX_PUBLISH_BYTES}-byte limit of SNS "
+                f"for {target}; nothing was sent. Messages routed through an exchange's topic "
+                "do not go through S3 (every bound queue would share one object, deleted by "
+                "the first ack): publish large payloads to a queue directly "
+                "(large_payload_bucket), or make the payload smaller."
+            )
+        return attributes
