@@ -37,7 +37,7 @@ MAX_TOPIC_NAME_LENGTH: Final = 256
 SUBSCRIBER_CACHE_SECONDS: Final = 15.0
 #: Message attribute carrying the routing key, matched by subscription filter policies.
 ROUTING_KEY_ATTRIBUTE: Final = "kombu.routing_key"
-#: Largest message SNS publishes (body and attributes), as SQS's own limit.
+#: Largest message SNS publishes (body and attributes): 256 KiB, below what SQS takes.
 MAX_PUBLISH_BYTES: Final = 262_144
 
 #: An SNS filter-policy condition on the routing key: an exact value or ``{"prefix": p}``.
