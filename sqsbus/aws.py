@@ -244,7 +244,8 @@ def call(client: Any, operation: str, action: str, **params: Any) -> dict[str, A
     try:
         result: dict[str, Any] = getattr(client, operation)(**params)
     except (BotoCoreError, ClientError, OSError) as exc:
-        raise translate_error(exc, action, getattr(client.meta, "region_name", None)) from exc
+        region = getattr(getattr(client, "meta", None), "region_name", None)
+        raise translate_error(exc, action, region) from exc
     return result
 
 

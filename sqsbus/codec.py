@@ -67,12 +67,21 @@ def _json(text: str) -> tuple[bool, Any]:
 
 
 def _unbase64(raw: str) -> str | None:
-    stripped = "".join(raw.split())  # some encoders wrap lines
-    if not stripped or len(stripped) % 4:
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        stripped = "".join(raw.split())  # some encoders wrap lines
+        if stripped == raw or not stripped or len(stripped) % 4:
+            return None
+        try:
+            data = base64.b64decode(stripped, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    if not data:
         return None
     try:
-        return base64.b64decode(stripped, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
         return None
 
 

@@ -92,6 +92,12 @@ def test_decode_tolerates_surrounding_whitespace_in_base64() -> None:
     assert decode_body(f"  {raw}\n").kind == KOMBU
 
 
+def test_decode_reads_line_wrapped_base64_as_mime_encoders_write_it() -> None:
+    wrapped = base64.encodebytes(json.dumps(envelope(body="x" * 300)).encode()).decode()
+    assert "\n" in wrapped.strip()
+    assert decode_body(wrapped).envelope == envelope(body="x" * 300)
+
+
 # -- decode: foreign bodies -----------------------------------------------------
 
 
