@@ -86,9 +86,10 @@ def _kombu(module: str = "kombu") -> Any:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _latency_ms(params: Params) -> float:
-    """Milliseconds the endpoint's proxy adds to each request (``--latency-ms``; 0: no proxy)."""
-    return float(params.get("latency_ms", 0))
+def _endpoint(kind: EndpointKind, workdir: Path, params: Params) -> BenchEndpoint:
+    """A fresh endpoint of ``kind``, behind a proxy adding ``params["latency_ms"]`` to each
+    request (``--latency-ms``) when that is set."""
+    return open_endpoint(kind, workdir, float(params.get("latency_ms", 0)))
 
 
 def _connection(transport: Transport, endpoint: BenchEndpoint, **options: Any) -> Any:
@@ -171,6 +172,11 @@ class Counter:
     def wait_for(self, target: int, timeout: float) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: self.value >= target, timeout)
+
+    def ack_and_count(self, body: Any, message: Any) -> None:
+        """A Kombu consumer callback: ack the message, count it."""
+        message.ack()
+        self.add()
 
 
 def _requests_figures(measured: Measured, messages: int) -> Params:
@@ -269,7 +275,7 @@ def run_ceiling(
     pad = int(params["pad"])
     figures: Params = {}
     details: Params = {}
-    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
+    with _endpoint(kind, workdir, params) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(PUBLISH_QUEUE)
         bodies = [kombu_wire_body(make_payload(i, pad), PUBLISH_QUEUE) for i in range(messages)]
@@ -384,21 +390,17 @@ def run_e2e(
     producers = int(params["producers"])
     pad = int(params["pad"])
     name = "bench-e2e"
-    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
+    with _endpoint(kind, workdir, params) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(name)
         queue = _queue(name)
         handled = Counter()
 
-        def on_message(body: Any, message: Any) -> None:
-            message.ack()
-            handled.add()
-
         consumer_conn = _connection(transport, endpoint)
         consumer = kombu.Consumer(
             consumer_conn.default_channel,
             [queue],
-            callbacks=[on_message],
+            callbacks=[handled.ack_and_count],
             accept=["json"],
             prefetch_count=int(params["prefetch"]),
         )
@@ -474,7 +476,7 @@ def run_publish(
     total = int(params["messages"])
     threads_count = int(params["threads"])
     pad = int(params["pad"])
-    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
+    with _endpoint(kind, workdir, params) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = harness.create_queue(PUBLISH_QUEUE)
         queue = _queue(PUBLISH_QUEUE)
@@ -532,21 +534,17 @@ def run_consume(
     queues = int(params["queues"])
     per_queue = int(params["per_queue"])
     total = queues * per_queue
-    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
+    with _endpoint(kind, workdir, params) as endpoint:
         harness = HarnessSQS(endpoint.url)
         names = [f"bench-consume-{i}" for i in range(queues)]
         urls = _fill(harness, names, per_queue, int(params["pad"]))
         handled = Counter()
 
-        def on_message(body: Any, message: Any) -> None:
-            message.ack()
-            handled.add()
-
         conn = _connection(transport, endpoint)
         consumer = kombu.Consumer(
             conn.default_channel,
             [_queue(n) for n in names],
-            callbacks=[on_message],
+            callbacks=[handled.ack_and_count],
             accept=["json"],
             prefetch_count=int(params["prefetch"]),
         )
@@ -710,7 +708,7 @@ def run_celery(
     def done() -> int:
         return done_file.stat().st_size
 
-    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
+    with _endpoint(kind, workdir, params) as endpoint:
         harness = HarnessSQS(endpoint.url)
         url = broker_url(transport, endpoint.port)
         options = transport_options(transport)
@@ -897,7 +895,7 @@ def run_latency(
     target = names[-1]
     latencies: dict[int, float] = {}
     lock = threading.Lock()
-    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
+    with _endpoint(kind, workdir, params) as endpoint:
         harness = HarnessSQS(endpoint.url)
         for name in names:
             harness.create_queue(name)
@@ -986,7 +984,7 @@ def run_idle(
     if params.get("polling_interval") is not None:
         options["polling_interval"] = float(params["polling_interval"])
     names = [f"bench-idle-{i}" for i in range(queues)]
-    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
+    with _endpoint(kind, workdir, params) as endpoint:
         harness = HarnessSQS(endpoint.url)
         for name in names:
             harness.create_queue(name)
@@ -1052,7 +1050,7 @@ def run_footprint(
     queues = int(params["queues"])
     per_queue = int(params["per_queue"])
     total = queues * per_queue
-    with open_endpoint(kind, workdir, _latency_ms(params)) as endpoint:
+    with _endpoint(kind, workdir, params) as endpoint:
         harness = HarnessSQS(endpoint.url)
         names = [f"bench-footprint-{i}" for i in range(queues)]
         urls = _fill(harness, names, per_queue, int(params["pad"]))
@@ -1135,10 +1133,6 @@ def child_consume(spec: dict[str, Any]) -> int:
     total = int(spec["total"])
     handled = Counter()
 
-    def on_message(body: Any, message: Any) -> None:
-        message.ack()
-        handled.add()
-
     conn = kombu.Connection(
         broker_url(transport, int(spec["port"])), transport_options=transport_options(transport)
     )
@@ -1146,7 +1140,7 @@ def child_consume(spec: dict[str, Any]) -> int:
     consumer = kombu.Consumer(
         conn.default_channel,
         [_queue(n) for n in spec["queues"]],
-        callbacks=[on_message],
+        callbacks=[handled.ack_and_count],
         accept=["json"],
         prefetch_count=int(spec["prefetch"]),
     )

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -27,6 +28,10 @@ READY_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 30.0
 LOG_TAIL_CHARS: Final = 6000
 POLL_INTERVAL: Final = 0.05
+#: Seconds a test waits for a task's result.
+RESULT_TIMEOUT: Final = 30.0
+#: How often AsyncResult.get polls the filesystem backend.
+RESULT_INTERVAL: Final = 0.05
 
 T = TypeVar("T")
 
@@ -219,3 +224,24 @@ def read_records(path: Path) -> dict[str, dict[str, int]]:
         entry = counts.setdefault(task_id, {"start": 0, "done": 0})
         entry[event] += 1
     return counts
+
+
+@dataclass
+class Harness:
+    """A client app and the worker consuming its queues."""
+
+    app: Any
+    worker: WorkerProcess
+    settings: AppSettings
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.settings.state_dir)
+
+    def task(self, name: str) -> Any:
+        return task(self.app, name)
+
+    def get(self, result: Any, timeout: float = RESULT_TIMEOUT) -> Any:
+        """``result.get()``, failing with the worker's log if the worker dies meanwhile."""
+        self.worker.check_alive(f"waiting for task {result.id}")
+        return result.get(timeout=timeout, interval=RESULT_INTERVAL)

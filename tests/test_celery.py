@@ -15,14 +15,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from celery import chain, chord, group
 from celery_app import AppSettings, create_app
-from celery_helpers import WorkerProcess, read_records, task, wait_for
+from celery_helpers import RESULT_TIMEOUT, Harness, WorkerProcess, read_records, task, wait_for
 from kombu_helpers import queue_counts
 
 from sqsbus.engine.acker import DEFAULT_WINDOW as ACK_WINDOW
@@ -34,32 +33,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 pytestmark = [pytest.mark.celery, pytest.mark.timeout(180)]
-
-#: Seconds to wait for any single task result.
-RESULT_TIMEOUT: Final = 30.0
-#: How often AsyncResult.get polls the filesystem backend.
-RESULT_INTERVAL: Final = 0.05
-
-
-@dataclass
-class Harness:
-    """A client app and the worker consuming its queue."""
-
-    app: Any
-    worker: WorkerProcess
-    settings: AppSettings
-
-    @property
-    def state_dir(self) -> Path:
-        return Path(self.settings.state_dir)
-
-    def task(self, name: str) -> Any:
-        return task(self.app, name)
-
-    def get(self, result: Any, timeout: float = RESULT_TIMEOUT) -> Any:
-        """``result.get()``, failing with the worker's log if the worker dies meanwhile."""
-        self.worker.check_alive(f"waiting for task {result.id}")
-        return result.get(timeout=timeout, interval=RESULT_INTERVAL)
 
 
 def make_settings(endpoint: LocalEndpoint, base: Path, **overrides: Any) -> AppSettings:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import boto3
 import pytest
 from celery_app import AppSettings, create_app
-from celery_helpers import WorkerProcess, read_records, task, wait_for
+from celery_helpers import RESULT_TIMEOUT, Harness, WorkerProcess, read_records, wait_for
 from kombu_helpers import queue_counts
 
 from sqsbus.local import LocalEndpoint
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.celery, pytest.mark.timeout(180)]
 
-RESULT_TIMEOUT: Final = 30.0
 #: Seconds a remote-control client waits for replies.
 REPLY_TIMEOUT: Final = 3.0
 #: Seconds during which a queue nobody consumes must keep its message: several long polls
@@ -45,25 +44,11 @@ IDLE_SECONDS: Final = 4.0
 
 
 @dataclass
-class Cluster:
+class Cluster(Harness):
     """The client app, the shared worker and its Celery hostname."""
 
-    app: Any
-    worker: WorkerProcess
     host: str
-    settings: AppSettings
     tmp: Path
-
-    @property
-    def state_dir(self) -> Path:
-        return Path(self.settings.state_dir)
-
-    def task(self, name: str) -> Any:
-        return task(self.app, name)
-
-    def get(self, result: Any, timeout: float = RESULT_TIMEOUT) -> Any:
-        self.worker.check_alive(f"waiting for task {result.id}")
-        return result.get(timeout=timeout, interval=0.05)
 
     def sqs_name(self, queue: str) -> str:
         return self.settings.queue_name_prefix + queue.replace(".", "-")
