@@ -129,6 +129,7 @@ def _profile(
         "celery": {
             "": {"tasks": tasks, "concurrency": 8},
             "linger": {"tasks": tasks, "concurrency": 8, "linger_ms": LINGER_MS},
+            "batched": {"tasks": tasks, "concurrency": 8, "batched": True},
             "backlog": {"tasks": tasks, "concurrency": 8, "backlog": True},
         },
         "latency": {
@@ -480,6 +481,24 @@ FIGURES: Final[tuple[Figure, ...]] = (
         "celery/linger",
         "requests_per_task",
         lambda p: "  Celery requests/task, linger",
+        "req/task",
+        "lower",
+        3,
+    ),
+    Figure(
+        "celery_batched_tasks_per_s",
+        "celery/batched",
+        "tasks_per_s",
+        lambda p: "Celery tasks/s, group published in sqsbus.batched_publishing()",
+        "task/s",
+        "higher",
+        0,
+    ),
+    Figure(
+        "celery_batched_requests_per_task",
+        "celery/batched",
+        "requests_per_task",
+        lambda p: "  Celery requests/task, batched",
         "req/task",
         "lower",
         3,

@@ -7,6 +7,8 @@ Alternatively set ``broker_transport = "sqsbus.kombu:Transport"``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 TRANSPORT = "sqsbus.kombu:Transport"
@@ -21,6 +23,18 @@ def register() -> None:
     TRANSPORT_ALIASES.setdefault("sqsbus", TRANSPORT)
 
 
+def batched_publishing(timeout: float = 60.0) -> Any:
+    """Publish from this thread without waiting for each message; confirm them all when
+    the ``with`` block ends (see :mod:`sqsbus.engine.publish_batch`)::
+
+        with sqsbus.batched_publishing():
+            group(add.s(i, i) for i in range(5000)).apply_async()
+    """
+    from sqsbus.engine.publish_batch import batched_publishing as batched
+
+    return batched(timeout)
+
+
 register()
 
-__all__ = ["TRANSPORT", "__version__", "register"]
+__all__ = ["TRANSPORT", "__version__", "batched_publishing", "register"]

@@ -58,6 +58,19 @@ class DeliveryError(SQSBusError):
     """SQS refused some entries of a send, delete or visibility change."""
 
 
+class PublishBatchError(DeliveryError):
+    """Messages published in ``batched_publishing()`` were not all accepted by SQS.
+
+    ``errors`` holds each refused message's error; ``unanswered`` counts those without
+    an answer when the wait ended.
+    """
+
+    def __init__(self, message: str, *, errors: list[BaseException], unanswered: int = 0) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.unanswered = unanswered
+
+
 class PayloadError(SQSBusError):
     """A large payload could not be stored in or read from S3."""
 

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 from celery import chain, chord, group
@@ -24,6 +24,8 @@ from celery_app import AppSettings, create_app
 from celery_helpers import RESULT_TIMEOUT, Harness, WorkerProcess, read_records, task, wait_for
 from kombu_helpers import queue_counts
 
+import sqsbus
+from sqsbus.aws import GLOBAL_STATS
 from sqsbus.engine.acker import DEFAULT_WINDOW as ACK_WINDOW
 from sqsbus.errors import MessageTooLarge
 from sqsbus.local import LocalEndpoint
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 pytestmark = [pytest.mark.celery, pytest.mark.timeout(180)]
+
+#: The calls that send messages to SQS.
+SENDS: Final = ("sqs.SendMessage", "sqs.SendMessageBatch")
 
 
 def make_settings(endpoint: LocalEndpoint, base: Path, **overrides: Any) -> AppSettings:
@@ -166,6 +171,18 @@ def test_chain_group_and_chord(shared: Harness) -> None:
     assert shared.get(chained) == (1 + 2 + 3) * 4
     assert shared.get(grouped) == [2 * i for i in range(10)]
     assert shared.get(chorded) == sum(i * i for i in range(6))
+
+
+def test_group_published_in_batched_publishing_takes_a_tenth_of_the_sends(shared: Harness) -> None:
+    add = shared.task("add")
+    before = GLOBAL_STATS.calls()
+    with sqsbus.batched_publishing():
+        grouped = group(add.s(i, i) for i in range(40)).apply_async()
+    after = GLOBAL_STATS.calls()
+    sent = {op: after.get(op, 0) - before.get(op, 0) for op in SENDS}
+    assert shared.get(grouped) == [2 * i for i in range(40)]
+    # One thread published 40 tasks: without the block, 40 confirmed sends.
+    assert sent["sqs.SendMessage"] == 0 and sent["sqs.SendMessageBatch"] <= 6, sent
 
 
 # -- 4. failures ---------------------------------------------------------------------------

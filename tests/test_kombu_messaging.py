@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,7 +28,9 @@ from kombu_helpers import (
     wait_until,
 )
 
+import sqsbus
 from sqsbus.aws import GLOBAL_STATS
+from sqsbus.errors import PublishBatchError
 from sqsbus.kombu.channel import UnsupportedExchangeType
 from sqsbus.local import LocalEndpoint
 
@@ -274,6 +277,55 @@ def test_publish_linger_batches_a_single_publisher(endpoint: LocalEndpoint, pref
     with connect(endpoint, prefix) as conn:
         received = consume(conn, [queue], 30)
     assert sorted(int(body) for body, _ in received) == list(range(30))
+
+
+def sends_during(action: Callable[[], object]) -> dict[str, int]:
+    """SendMessage / SendMessageBatch calls (process-wide) made while ``action`` ran."""
+    operations = ("sqs.SendMessage", "sqs.SendMessageBatch")
+    before = GLOBAL_STATS.calls()
+    action()
+    after = GLOBAL_STATS.calls()
+    return {op: after.get(op, 0) - before.get(op, 0) for op in operations}
+
+
+def test_batched_publishing_confirms_every_message_when_the_block_ends(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    queue = direct_queue("batched")
+    with connect(endpoint, prefix) as conn:
+        queue(conn.default_channel).declare()
+
+        def publish_95() -> None:
+            with sqsbus.batched_publishing() as batch:
+                publish(conn, queue, [str(i) for i in range(95)])
+                assert len(batch) == 95
+
+        sent = sends_during(publish_95)
+        # Every message is in the queue once the block has ended: nothing is left to flush.
+        assert counts(sqs_client, url_of(conn, "batched")) == (95, 0)
+        assert sent["sqs.SendMessage"] == 0 and sent["sqs.SendMessageBatch"] <= 12, sent
+        received = consume(conn, [queue], 95)
+    assert sorted(int(body) for body, _ in received) == list(range(95))
+
+
+def test_batched_publishing_raises_at_the_end_for_what_sqs_refused(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    queue = direct_queue("batched-gone")
+    with connect(endpoint, prefix) as conn:
+        queue(conn.default_channel).declare()
+        sqs_client.delete_queue(QueueUrl=url_of(conn, "batched-gone"))
+        with (
+            pytest.raises(PublishBatchError) as raised,
+            sqsbus.batched_publishing(),
+            conn.Producer() as producer,
+        ):
+            for body in ("a", "b", "c"):
+                producer.publish(body, exchange=queue.exchange, routing_key=queue.routing_key)
+    text = str(raised.value)
+    assert "of 3 messages published in batched_publishing(), 3 not accepted" in text
+    assert "does not exist" in text
+    assert len(raised.value.errors) == 3
 
 
 def test_lingering_messages_are_flushed_at_interpreter_exit(

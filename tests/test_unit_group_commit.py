@@ -8,42 +8,11 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from fake_sqs import FakeSQS, ref
 
 from sqsbus.engine.group_commit import MAX_ATTEMPTS, MAX_IN_FLIGHT, GroupCommit
 from sqsbus.errors import DeliveryError
 from sqsbus.queues import QueueRef
-
-
-class FakeSQS:
-    """Records SendMessageBatch calls; slow enough for publishers to pile up."""
-
-    def __init__(self, delay: float = 0.02) -> None:
-        self.delay = delay
-        self.batches: list[list[str]] = []
-        self.refuse: dict[str, tuple[str, bool]] = {}  # body -> (code, sender_fault)
-        self.throttle_next = 0
-        self.lock = threading.Lock()
-
-    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
-        time.sleep(self.delay)
-        with self.lock:
-            if self.throttle_next:
-                self.throttle_next -= 1
-                raise ClientError({"Error": {"Code": "ThrottlingException"}}, "SendMessageBatch")
-            self.batches.append([e["MessageBody"] for e in Entries])
-            ok, failed = [], []
-            for entry in Entries:
-                refusal = self.refuse.pop(entry["MessageBody"], None)
-                if refusal is None:
-                    ok.append({"Id": entry["Id"], "MessageId": f"id-{entry['MessageBody']}"})
-                else:
-                    code, sender_fault = refusal
-                    failed.append({"Id": entry["Id"], "Code": code, "SenderFault": sender_fault})
-            return {"Successful": ok, "Failed": failed}
-
-
-def ref(client: FakeSQS, name: str = "q") -> QueueRef:
-    return QueueRef(name, f"https://sqs.example/1/{name}", client, scope=("test",))
 
 
 def publish_concurrently(commit: GroupCommit, queue: QueueRef, bodies: list[str]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from queue import SimpleQueue
 from typing import Any, Final
@@ -70,6 +71,24 @@ class _Pending:
     error: BaseException | None = None
     #: Published with ``publish_linger_ms``: nobody waits for it.
     lingering: bool = False
+    #: Its outcome is collected (by a publish batch): a failure is not logged as lost.
+    owned: bool = False
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A message queued by :meth:`GroupCommit.send_later`, whose outcome can be read."""
+
+    lane: _Lane
+    entry: _Pending
+
+    @property
+    def done(self) -> bool:
+        return self.entry.done
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.entry.error
 
 
 @dataclass
@@ -189,15 +208,24 @@ class GroupCommit:
             raise entry.error
         return entry.message_id
 
-    def send_later(self, queue: QueueRef, params: dict[str, Any], size: int, linger: float) -> None:
+    def send_later(
+        self,
+        queue: QueueRef,
+        params: dict[str, Any],
+        size: int,
+        linger: float,
+        *,
+        owned: bool = False,
+    ) -> Ticket:
         """Queue one message to be sent within ``linger`` seconds, without waiting.
 
-        Errors can no longer reach the caller: a message that cannot be sent after
-        the retries is logged as an error and counted in :attr:`lost`.
+        Unless ``owned`` (the caller reads the outcome from the returned ticket, see
+        :meth:`settle`), errors can no longer reach the caller: a message that cannot be
+        sent after the retries is logged as an error and counted in :attr:`lost`.
         """
         lane = self._lane(queue)
         entry = _Pending(params=params, size=size, not_before=time.monotonic() + linger)
-        entry.lingering = True
+        entry.lingering, entry.owned = True, owned
         self._start_flusher()
         with lane.cond:
             while len(lane.pending) >= MAX_PENDING:
@@ -206,6 +234,25 @@ class GroupCommit:
             lane.pending.append(entry)
             lane.cond.notify_all()
         self._wake.set()
+        return Ticket(lane, entry)
+
+    def settle(self, tickets: Sequence[Ticket], deadline: float) -> bool:
+        """Send the messages of ``tickets`` now (from this thread if no sender is free) and
+        wait until each is settled; False if some were not by ``deadline`` (monotonic)."""
+        by_lane: dict[int, tuple[_Lane, list[_Pending]]] = {}
+        for ticket in tickets:
+            by_lane.setdefault(id(ticket.lane), (ticket.lane, []))[1].append(ticket.entry)
+        for lane, entries in by_lane.values():
+            with lane.cond:
+                for entry in entries:
+                    if not entry.done and entry.attempts == 0:
+                        entry.not_before = 0.0
+                while not all(entry.done for entry in entries):
+                    if time.monotonic() >= deadline:
+                        return False
+                    if not self._pump(lane):
+                        lane.cond.wait(min(0.1, lane.wait_time(time.monotonic()) or 0.1))
+        return True
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Send every lingering message now; True if all were settled in time."""
@@ -255,7 +302,7 @@ class GroupCommit:
             lane.in_flight -= 1
             lane.pending.extendleft(reversed(retry))
             for entry in batch:
-                if entry.done and entry.lingering and entry.error is not None:
+                if entry.done and entry.lingering and entry.error is not None and not entry.owned:
                     self._report_lost(lane.queue, entry)
             lane.cond.notify_all()
         if any(entry.lingering for entry in batch):

@@ -20,6 +20,7 @@ from sqsbus.engine.group_commit import GROUP_COMMIT
 from sqsbus.engine.messages import Received
 from sqsbus.engine.payloads import PayloadStore
 from sqsbus.engine.pointer import RESERVED_ATTRIBUTES, parse_pointer, reserved_attribute
+from sqsbus.engine.publish_batch import BATCH_LINGER_MS, current_batch
 from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
 from sqsbus.queues import QueueDirectory, QueueRef
 
@@ -237,7 +238,14 @@ class Publisher:
                 params["MessageGroupId"] = group_id  # SQS fair queues on standard queues
             if delay_seconds:
                 params["DelaySeconds"] = max(0, min(MAX_DELAY_SECONDS, int(delay_seconds)))
-        if self.linger_ms and not confirm:
+        if confirm:
+            return GROUP_COMMIT.send(queue, params, size)
+        batch = current_batch()
+        if batch is not None:
+            linger = (self.linger_ms or BATCH_LINGER_MS) / 1000
+            batch.add(GROUP_COMMIT.send_later(queue, params, size, linger, owned=True))
+            return ""
+        if self.linger_ms:
             GROUP_COMMIT.send_later(queue, params, size, self.linger_ms / 1000)
             return ""
         return GROUP_COMMIT.send(queue, params, size)
