@@ -7,7 +7,11 @@ Alternatively set ``broker_transport = "sqsbus.kombu:Transport"``.
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqsbus.engine.publish_batch import PublishBatch
 
 __version__ = "0.1.0"
 
@@ -23,7 +27,7 @@ def register() -> None:
     TRANSPORT_ALIASES.setdefault("sqsbus", TRANSPORT)
 
 
-def batched_publishing(timeout: float = 60.0) -> Any:
+def batched_publishing(timeout: float = 60.0) -> AbstractContextManager[PublishBatch]:
     """Publish from this thread without waiting for each message; confirm them all when
     the ``with`` block ends (see :mod:`sqsbus.engine.publish_batch`)::
 
