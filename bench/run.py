@@ -121,6 +121,16 @@ def _profile(
                 "purge_interval": 0.1,
                 "linger_ms": LINGER_MS,
             }
+        }
+        | {
+            f"{threads}-batched": {
+                "messages": messages,
+                "threads": threads,
+                "pad": small,
+                "purge_interval": 0.1,
+                "batched": True,
+            }
+            for threads in (1, 8)
         },
         "consume": {
             str(queues): {"queues": queues, "per_queue": per_queue, "prefetch": 10, "pad": small}
@@ -382,6 +392,33 @@ FIGURES: Final[tuple[Figure, ...]] = (
         "publish/8-linger",
         "requests_per_message",
         lambda p: "  publish requests/msg, 8 threads, linger",
+        "req/msg",
+        "lower",
+        3,
+    ),
+    Figure(
+        "publish_1_batched_msgs_per_s",
+        "publish/1-batched",
+        "msgs_per_s",
+        lambda p: "publish msgs/s, 1 thread, sqsbus in batched_publishing() (confirmed at its end)",
+        "msg/s",
+        "higher",
+        0,
+    ),
+    Figure(
+        "publish_8_batched_msgs_per_s",
+        "publish/8-batched",
+        "msgs_per_s",
+        lambda p: "publish msgs/s, 8 threads, each sqsbus thread in batched_publishing()",
+        "msg/s",
+        "higher",
+        0,
+    ),
+    Figure(
+        "publish_8_batched_requests_per_message",
+        "publish/8-batched",
+        "requests_per_message",
+        lambda p: "  publish requests/msg, 8 threads, batched",
         "req/msg",
         "lower",
         3,

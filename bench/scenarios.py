@@ -505,8 +505,9 @@ def run_publish(
         def publish(producer: Any, share: int) -> None:
             try:
                 barrier.wait()
-                for i in range(share):
-                    producer.publish(make_payload(i, pad), routing_key=PUBLISH_QUEUE)
+                with _publishing(transport, params):  # a batched variant: confirmed at its end
+                    for i in range(share):
+                        producer.publish(make_payload(i, pad), routing_key=PUBLISH_QUEUE)
             except BaseException as exc:
                 errors.append(exc)
 
