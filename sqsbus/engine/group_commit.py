@@ -18,7 +18,10 @@ latency for a lone publisher:
 With ``publish_linger_ms`` (:meth:`GroupCommit.send_later`) the publisher returns
 at once; a flusher thread hands due batches to a few sender threads (so full
 batches go ``MAX_IN_FLIGHT`` at a time), and a publisher waits for room while
-``MAX_PENDING`` entries of its queue are waiting.
+``MAX_PENDING`` entries of its queue are waiting.  An *owned* lingering message (one
+published inside :func:`~sqsbus.engine.publish_batch.batched_publishing`) hands its outcome
+to its :class:`Ticket` instead of the log; :meth:`GroupCommit.settle` sends such messages
+now and waits for them.
 
 Lanes are shared by every connection in the process that uses the same queue
 with the same endpoint and credentials (:attr:`QueueRef.scope`).
