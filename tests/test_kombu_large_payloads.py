@@ -21,10 +21,11 @@ import pytest
 from kombu import Connection
 from kombu_helpers import connect, consume, counts, direct_queue, publish, url_of, wait_until
 
+import sqsbus
 from sqsbus import codec
 from sqsbus.engine.delays import ETA_ATTRIBUTE
 from sqsbus.engine.pointer import PayloadPointer
-from sqsbus.errors import ConfigurationError, MessageTooLarge
+from sqsbus.errors import ConfigurationError, MessageTooLarge, PublishBatchError
 from sqsbus.local import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, LocalEndpoint
 
 POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
@@ -143,6 +144,29 @@ def test_payload_is_kept_after_ack_when_delete_after_ack_is_off(
     assert wait_until(lambda: counts(sqs_client, url) == (0, 0))
     conn.transport.acker.flush()
     assert len(keys(s3, bucket)) == 1
+
+
+def test_refused_batched_or_lingering_message_takes_its_payload_away_with_it(
+    conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any
+) -> None:
+    """A message refused after publish returned (batched, lingering) leaves no S3 object."""
+    batched = conn_factory(large_payload_bucket=bucket, large_payload_threshold=1000)
+    lingering = conn_factory(
+        large_payload_bucket=bucket, large_payload_threshold=1000, publish_linger_ms=10
+    )
+    for conn, name in ((batched, "refused-batched"), (lingering, "refused-lingering")):
+        queue = direct_queue(name)
+        queue(conn.default_channel).declare()
+        sqs_client.delete_queue(QueueUrl=url_of(conn, name))
+    with (
+        pytest.raises(PublishBatchError, match="1 not accepted"),
+        sqsbus.batched_publishing(),
+        batched.Producer() as producer,
+    ):
+        producer.publish(text_of(5000), exchange="", routing_key="refused-batched")
+    with lingering.Producer() as producer:
+        producer.publish(text_of(5000), exchange="", routing_key="refused-lingering")
+    assert wait_until(lambda: keys(s3, bucket) == [])
 
 
 def test_too_large_without_a_bucket_raises_naming_size_limit_and_fix(

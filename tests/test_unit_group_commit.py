@@ -273,3 +273,25 @@ def test_a_lingering_message_never_confirmed_is_reported_as_possibly_lost(
         assert commit.flush(15)
     assert commit.lost == 1
     assert f"was not confirmed after {MAX_ATTEMPTS} attempts and may be lost" in caplog.text
+
+
+def test_a_lingering_message_refused_for_good_runs_its_cleanup_and_a_retried_one_does_not() -> None:
+    client = FakeSQS(delay=0)
+    client.refuse["bad"] = ("InvalidMessageContents", True)
+    commit = GroupCommit()
+    cleaned: list[str] = []
+    tickets = [
+        commit.send_later(
+            ref(client), {"MessageBody": body}, 1, 0.01, on_refused=lambda b=body: cleaned.append(b)
+        )
+        for body in ("bad", "good")
+    ]
+    assert commit.settle(tickets, time.monotonic() + 5)
+    assert cleaned == ["bad"]
+
+    client.throttle_next = MAX_ATTEMPTS  # never answered but "retry": SQS may have it
+    ticket = commit.send_later(
+        ref(client), {"MessageBody": "m"}, 1, 0.01, on_refused=lambda: cleaned.append("m")
+    )
+    assert commit.settle([ticket], time.monotonic() + 15)
+    assert ticket.error is not None and cleaned == ["bad"]

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from queue import SimpleQueue
 from typing import Any, Final
@@ -76,6 +76,9 @@ class _Pending:
     lingering: bool = False
     #: Its outcome is collected (by a publish batch): a failure is not logged as lost.
     owned: bool = False
+    #: Called (by a lingering message) once SQS refused it for good, e.g. to delete its
+    #: offloaded payload.
+    on_refused: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -219,16 +222,18 @@ class GroupCommit:
         linger: float,
         *,
         owned: bool = False,
+        on_refused: Callable[[], object] | None = None,
     ) -> Ticket:
         """Queue one message to be sent within ``linger`` seconds, without waiting.
 
         Unless ``owned`` (the caller reads the outcome from the returned ticket, see
         :meth:`settle`), errors can no longer reach the caller: a message that cannot be
         sent after the retries is logged as an error and counted in :attr:`lost`.
+        ``on_refused`` runs (on a sender thread) if SQS refuses the message for good.
         """
         lane = self._lane(queue)
         entry = _Pending(params=params, size=size, not_before=time.monotonic() + linger)
-        entry.lingering, entry.owned = True, owned
+        entry.lingering, entry.owned, entry.on_refused = True, owned, on_refused
         self._start_flusher()
         with lane.cond:
             while len(lane.pending) >= MAX_PENDING:
@@ -308,6 +313,12 @@ class GroupCommit:
                 if entry.done and entry.lingering and entry.error is not None and not entry.owned:
                     self._report_lost(lane.queue, entry)
             lane.cond.notify_all()
+        for entry in batch:
+            if entry.on_refused is not None and _refused(entry):
+                try:
+                    entry.on_refused()
+                except Exception:  # cleanup only: the refusal itself is reported already
+                    logger.exception("after SQS refused a message for queue %s", lane.queue.name)
         if any(entry.lingering for entry in batch):
             self._wake.set()  # the flusher may send the next lingering batch now
 
@@ -425,6 +436,11 @@ class GroupCommit:
                 exc,
             )
         return retry
+
+
+def _refused(entry: _Pending) -> bool:
+    """SQS answered that it will not take ``entry`` (not: no answer, or "retry")."""
+    return isinstance(entry.error, SQSBusError) and not isinstance(entry.error, TransientError)
 
 
 #: The process-wide group commit shared by every connection.

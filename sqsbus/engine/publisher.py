@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from sqsbus.codec import REFUSED_CHARACTERS
@@ -170,9 +170,19 @@ class Publisher:
                 "large_payload_bucket to send large payloads through S3 (docs/large-payloads.md), "
                 "or make the payload smaller."
             )
+        payloads = self.payloads
+        refused = None if stored is None or payloads is None else lambda: payloads.discard([stored])
         try:
             return self._send(
-                queue, body, attributes, size, group_id, deduplication_id, delay_seconds, confirm
+                queue,
+                body,
+                attributes,
+                size,
+                group_id,
+                deduplication_id,
+                delay_seconds,
+                confirm,
+                refused,
             )
         except SQSBusError as exc:
             if stored is not None and self.payloads is not None:
@@ -216,7 +226,10 @@ class Publisher:
         deduplication_id: str | None,
         delay_seconds: int | None,
         confirm: bool,
+        on_refused: Callable[[], object] | None = None,
     ) -> str:
+        """Send, or queue to send (lingering, in a publish batch); ``on_refused`` runs if a
+        queued message is then refused (a refusal while waiting raises instead)."""
         params: dict[str, Any] = {"MessageBody": body}
         if attributes:
             params["MessageAttributes"] = attributes
@@ -243,9 +256,13 @@ class Publisher:
         batch = current_batch()
         if batch is not None:
             linger = (self.linger_ms or BATCH_LINGER_MS) / 1000
-            batch.add(GROUP_COMMIT.send_later(queue, params, size, linger, owned=True))
+            ticket = GROUP_COMMIT.send_later(
+                queue, params, size, linger, owned=True, on_refused=on_refused
+            )
+            batch.add(ticket)
             return ""
         if self.linger_ms:
-            GROUP_COMMIT.send_later(queue, params, size, self.linger_ms / 1000)
+            linger = self.linger_ms / 1000
+            GROUP_COMMIT.send_later(queue, params, size, linger, on_refused=on_refused)
             return ""
         return GROUP_COMMIT.send(queue, params, size)
