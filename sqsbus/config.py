@@ -72,7 +72,7 @@ CREATION_ATTRIBUTES: Final = frozenset(
 #: SQS's limits of a MessageGroupId: 1 to 128 printable ASCII characters.
 _GROUP_ID: Final = re.compile(r"[!-~]{1,128}")
 #: SQS queue tags: characters allowed in keys and values, and their limits.
-_TAG_TEXT: Final = re.compile(r"[\w\s.:/=+\-@]*")
+_TAG_TEXT: Final = re.compile(r"[\w .:/=+\-@]*")
 MAX_QUEUE_TAGS: Final = 50
 #: Key prefixes reserved by AWS, and by sqsbus for its bookkeeping (see ``expiry``).
 RESERVED_TAG_PREFIXES: Final = ("aws:", "sqsbus:")

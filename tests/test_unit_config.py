@@ -249,6 +249,7 @@ def test_queue_tags_within_sqs_limits_are_kept() -> None:
         ({"": "x"}, "keys must be 1 to 128"),
         ({"k" * 129: "x"}, "keys must be 1 to 128"),
         ({"team!": "x"}, "keys must be 1 to 128"),
+        ({"line\nbreak": "x"}, "keys must be 1 to 128"),
         ({"aws:owner": "x"}, "reserved"),
         ({"SQSBUS:expires": "1"}, "reserved"),
         ({"team": "v" * 257}, "values must be at most 256"),
