@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kombu import Connection, Consumer, Exchange, Message, Queue
 
 import sqsbus  # noqa: F401  (registers the sqsbus:// scheme)
+from sqsbus.aws import GLOBAL_STATS
 from sqsbus.local import LocalEndpoint
 
 
@@ -34,6 +35,18 @@ def publish(conn: Connection, queue: Queue, bodies: list[Any], **kwargs: Any) ->
                 declare=[queue],
                 **kwargs,
             )
+
+
+@contextlib.contextmanager
+def counting_sends() -> Iterator[dict[str, int]]:
+    """Yield a dict that gets, when the block ends, the SendMessage and SendMessageBatch
+    calls made (process-wide) inside it."""
+    sent: dict[str, int] = {}
+    before = GLOBAL_STATS.calls()
+    yield sent
+    after = GLOBAL_STATS.calls()
+    for operation in ("sqs.SendMessage", "sqs.SendMessageBatch"):
+        sent[operation] = after.get(operation, 0) - before.get(operation, 0)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.1) -> bool:

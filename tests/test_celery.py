@@ -16,16 +16,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from celery import chain, chord, group
 from celery_app import AppSettings, create_app
 from celery_helpers import RESULT_TIMEOUT, Harness, WorkerProcess, read_records, task, wait_for
-from kombu_helpers import queue_counts
+from kombu_helpers import counting_sends, queue_counts
 
 import sqsbus
-from sqsbus.aws import GLOBAL_STATS
 from sqsbus.engine.acker import DEFAULT_WINDOW as ACK_WINDOW
 from sqsbus.errors import MessageTooLarge
 from sqsbus.local import LocalEndpoint
@@ -35,9 +34,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 pytestmark = [pytest.mark.celery, pytest.mark.timeout(180)]
-
-#: The calls that send messages to SQS.
-SENDS: Final = ("sqs.SendMessage", "sqs.SendMessageBatch")
 
 
 def make_settings(endpoint: LocalEndpoint, base: Path, **overrides: Any) -> AppSettings:
@@ -175,11 +171,8 @@ def test_chain_group_and_chord(shared: Harness) -> None:
 
 def test_group_published_in_batched_publishing_takes_a_tenth_of_the_sends(shared: Harness) -> None:
     add = shared.task("add")
-    before = GLOBAL_STATS.calls()
-    with sqsbus.batched_publishing():
+    with counting_sends() as sent, sqsbus.batched_publishing():
         grouped = group(add.s(i, i) for i in range(40)).apply_async()
-    after = GLOBAL_STATS.calls()
-    sent = {op: after.get(op, 0) - before.get(op, 0) for op in SENDS}
     assert shared.get(grouped) == [2 * i for i in range(40)]
     # One thread published 40 tasks: without the block, 40 confirmed sends.
     assert sent["sqs.SendMessage"] == 0 and sent["sqs.SendMessageBatch"] <= 6, sent

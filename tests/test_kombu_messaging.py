@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from kombu.asynchronous import Hub
 from kombu_helpers import (
     connect,
     consume,
+    counting_sends,
     counts,
     direct_queue,
     drain_for,
@@ -279,28 +279,15 @@ def test_publish_linger_batches_a_single_publisher(endpoint: LocalEndpoint, pref
     assert sorted(int(body) for body, _ in received) == list(range(30))
 
 
-def sends_during(action: Callable[[], object]) -> dict[str, int]:
-    """SendMessage / SendMessageBatch calls (process-wide) made while ``action`` ran."""
-    operations = ("sqs.SendMessage", "sqs.SendMessageBatch")
-    before = GLOBAL_STATS.calls()
-    action()
-    after = GLOBAL_STATS.calls()
-    return {op: after.get(op, 0) - before.get(op, 0) for op in operations}
-
-
 def test_batched_publishing_confirms_every_message_when_the_block_ends(
     endpoint: LocalEndpoint, prefix: str, sqs_client: Any
 ) -> None:
     queue = direct_queue("batched")
     with connect(endpoint, prefix) as conn:
         queue(conn.default_channel).declare()
-
-        def publish_95() -> None:
-            with sqsbus.batched_publishing() as batch:
-                publish(conn, queue, [str(i) for i in range(95)])
-                assert len(batch) == 95
-
-        sent = sends_during(publish_95)
+        with counting_sends() as sent, sqsbus.batched_publishing() as batch:
+            publish(conn, queue, [str(i) for i in range(95)])
+            assert len(batch) == 95
         # Every message is in the queue once the block has ended: nothing is left to flush.
         assert counts(sqs_client, url_of(conn, "batched")) == (95, 0)
         assert sent["sqs.SendMessage"] == 0 and sent["sqs.SendMessageBatch"] <= 12, sent
