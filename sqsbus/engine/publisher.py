@@ -171,7 +171,10 @@ class Publisher:
                 "or make the payload smaller."
             )
         payloads = self.payloads
-        refused = None if stored is None or payloads is None else lambda: payloads.discard([stored])
+        # Run once SQS refuses the pointer for good: now (raised here) or later (queued).
+        discard_payload = (
+            None if stored is None or payloads is None else lambda: payloads.discard([stored])
+        )
         try:
             return self._send(
                 queue,
@@ -182,15 +185,15 @@ class Publisher:
                 deduplication_id,
                 delay_seconds,
                 confirm,
-                refused,
+                discard_payload,
             )
         except SQSBusError as exc:
-            if stored is not None and self.payloads is not None:
+            if discard_payload is not None:
                 if isinstance(exc, TransientError):
                     # SQS may have taken the message after all: keep what it points to.
                     logger.warning("keeping payload %s of a send that may have failed", stored)
                 else:
-                    self.payloads.discard([stored])  # SQS refused the pointer
+                    discard_payload()
             raise
 
     def resend(
