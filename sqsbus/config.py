@@ -43,6 +43,10 @@ DEFAULT_ORPHAN_QUEUE_PATTERNS: Final = ("*-pidbox", "celeryev-*", "amq-gen-*", "
 MAX_LARGE_PAYLOAD_PREFIX: Final = 1024 - 36
 #: Largest ``large_payload_threshold`` accepted (the queue's own limit caps it anyway).
 MAX_LARGE_PAYLOAD_THRESHOLD: Final = 16 * 1_048_576
+#: Default ``large_payload_max_bytes``: the largest payload a consumer reads from S3.
+DEFAULT_LARGE_PAYLOAD_MAX_BYTES: Final = 64 * 1_048_576
+#: Largest ``large_payload_max_bytes`` accepted (the extended clients' own limit, 2 GiB).
+MAX_LARGE_PAYLOAD_MAX_BYTES: Final = 2**31 - 1
 #: botocore's rule for region names (it refuses others with an InvalidRegionError).
 _REGION_NAME: Final = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 #: Numeric CreateQueue attributes and the bounds SQS enforces.
@@ -143,6 +147,8 @@ class Options:
     polling_interval: float = 1.0
     visibility_timeout: int = 1800
     queue_name_prefix: str = ""
+    #: Prefix of the SNS topic names of exchanges; None: ``queue_name_prefix``.
+    topic_name_prefix: str | None = None
     predefined_queues: Mapping[str, PredefinedQueue] = field(default_factory=dict)
     predefined_exchanges: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     supports_fanout: bool = True
@@ -180,8 +186,26 @@ class Options:
     large_payload_prefix: str = ""
     large_payload_delete_after_ack: bool = True
     large_payload_always: bool = False
+    #: Buckets whose pointers a consumer follows; None: ``large_payload_bucket`` alone.
+    large_payload_allowed_buckets: tuple[str, ...] | None = None
+    #: Largest payload (bytes) a consumer reads from S3.
+    large_payload_max_bytes: int = DEFAULT_LARGE_PAYLOAD_MAX_BYTES
     body_encoding: str = "base64"
     deadletter_queue: str | None = None
+
+    @property
+    def topic_prefix(self) -> str:
+        """The prefix of exchange topic names (``topic_name_prefix``, else the queues')."""
+        if self.topic_name_prefix is None:
+            return self.queue_name_prefix
+        return self.topic_name_prefix
+
+    @property
+    def followed_buckets(self) -> frozenset[str]:
+        """The buckets whose payload pointers consumers follow."""
+        if self.large_payload_allowed_buckets is not None:
+            return frozenset(self.large_payload_allowed_buckets)
+        return frozenset({self.large_payload_bucket} if self.large_payload_bucket else ())
 
     def botocore_config(self) -> BotocoreConfig:
         """The botocore ``Config`` built from ``client-config``.
@@ -507,6 +531,20 @@ def _bucket_name(name: str, value: Any) -> str | None:
     return value
 
 
+def _bucket_names(name: str, value: Any) -> tuple[str, ...]:
+    """A bucket name or a list of them (each checked like ``large_payload_bucket``)."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple | set | frozenset):
+        raise _fail(name, "a list of S3 bucket names", value)
+    checked: set[str] = set()
+    for entry in names:
+        bucket = _bucket_name(f"{name} entry", entry)
+        if bucket is None:
+            raise _fail(f"{name} entry", "an S3 bucket name", entry)
+        checked.add(bucket)
+    return tuple(sorted(checked))
+
+
 def _key_prefix(name: str, value: Any) -> str:
     """The rules of the Java extended client's ``withS3KeyPrefix``."""
     if not isinstance(value, str):
@@ -541,6 +579,7 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "polling_interval": ("polling_interval", _non_negative_number),
     "visibility_timeout": ("visibility_timeout", _int_range(0, MAX_VISIBILITY_TIMEOUT)),
     "queue_name_prefix": ("queue_name_prefix", _string),
+    "topic_name_prefix": ("topic_name_prefix", _string),
     "predefined_queues": ("predefined_queues", _predefined_queues),
     "predefined_exchanges": ("predefined_exchanges", _predefined_exchanges),
     "supports_fanout": ("supports_fanout", _boolean),
@@ -574,6 +613,11 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "large_payload_prefix": ("large_payload_prefix", _key_prefix),
     "large_payload_delete_after_ack": ("large_payload_delete_after_ack", _boolean),
     "large_payload_always": ("large_payload_always", _boolean),
+    "large_payload_allowed_buckets": ("large_payload_allowed_buckets", _bucket_names),
+    "large_payload_max_bytes": (
+        "large_payload_max_bytes",
+        _int_range(1, MAX_LARGE_PAYLOAD_MAX_BYTES),
+    ),
     "body_encoding": ("body_encoding", _optional_string),
     "deadletter_queue": ("deadletter_queue", _optional_string),
     # Read by kombu.Connection itself (reconnect policy) or unused by SQS.
@@ -662,12 +706,18 @@ def parse_options(
         )
 
     if not values.get("large_payload_bucket"):
-        for name in ("large_payload_threshold", "large_payload_prefix", "large_payload_always"):
+        for name in ("large_payload_threshold", "large_payload_always"):
             if values.get(name) or (name == "large_payload_threshold" and name in values):
                 raise ConfigurationError(
                     f"transport option {name!r} needs 'large_payload_bucket', the S3 bucket "
                     "that large payloads go to"
                 )
+        if values.get("large_payload_prefix") and not values.get("large_payload_allowed_buckets"):
+            raise ConfigurationError(
+                "transport option 'large_payload_prefix' needs 'large_payload_bucket' (the S3 "
+                "bucket that large payloads go to) or 'large_payload_allowed_buckets' (the "
+                "buckets whose payloads consumers read)"
+            )
 
     buffer_time = values.get("sts_token_buffer_time", 0)
     timeout = values.get("sts_token_timeout", MIN_STS_TOKEN_TIMEOUT)

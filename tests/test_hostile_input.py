@@ -562,6 +562,8 @@ BOUNDS = [
         "'large_payload_threshold' must be an integer from 0 to 16777216",
     ),
     ({"large_payload_threshold": 1000}, "needs 'large_payload_bucket'"),
+    ({"large_payload_prefix": "p/"}, "or 'large_payload_allowed_buckets'"),
+    ({"large_payload_max_bytes": 0}, "'large_payload_max_bytes' must be an integer from 1 to"),
     ({"fifo_message_group_id": "g" * 129}, "must be 1 to 128 printable ASCII characters"),
     (
         {"sqs-creation-attributes": {"MessageRetentionPeriod": 59}},
@@ -601,6 +603,11 @@ NAMES_AND_TYPES = [
     ({"session_token": 12}, "'session_token' must be a string, got a int"),
     ({"predefined_queues": {"q": {"url": "x", "secret_access_key": CANARY_SECRET}}}, "http(s) URL"),
     ({"client-config": {"conect_timeout": 1}}, "unknown botocore Config key 'conect_timeout'"),
+    (
+        {"large_payload_allowed_buckets": ["ok-bucket", "Bad_Bucket"]},
+        "large_payload_allowed_buckets entry must be an S3 bucket name",
+    ),
+    ({"large_payload_allowed_buckets": 7}, "must be a list of S3 bucket names, got 7"),
 ]
 
 

@@ -189,7 +189,7 @@ def test_missing_object_leaves_the_message_in_the_queue_and_consuming_goes_on(
     sqs_client: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    conn = conn_factory()
+    conn = conn_factory(large_payload_allowed_buckets=[bucket])
     queue = direct_queue("missing")
     publish(conn, queue, [{"n": 1}])
     url = url_of(conn, "missing")
@@ -230,7 +230,7 @@ def test_message_written_in_the_extended_client_format_is_consumed(
     pointer_class: str,
     separators: tuple[str, str],
 ) -> None:
-    conn = conn_factory()
+    conn = conn_factory(large_payload_allowed_buckets=[bucket])
     queue = direct_queue("foreign")
     publish(conn, queue, [{"warm": "up"}])  # declares the queue
     order = {"order": 7, "lines": [text_of(100) for _ in range(3000)]}
@@ -317,7 +317,7 @@ def test_python_extended_client_message_is_consumed(
     bucket: str,
     sqs_client: Any,
 ) -> None:
-    conn = conn_factory()
+    conn = conn_factory(large_payload_allowed_buckets=[bucket])
     queue = direct_queue("from-extended")
     publish(conn, queue, [{"warm": "up"}])
     url = url_of(conn, "from-extended")
@@ -422,7 +422,7 @@ def test_rejected_large_message_moves_to_the_dead_letter_queue_with_its_payload(
 def test_pointer_to_a_missing_object_goes_to_the_dead_letter_queue(
     conn_factory: Callable[..., Connection], bucket: str, sqs_client: Any
 ) -> None:
-    conn = conn_factory(redrive_policy=REDRIVE)
+    conn = conn_factory(redrive_policy=REDRIVE, large_payload_allowed_buckets=[bucket])
     queue = direct_queue("lost")
     publish(conn, queue, ["warm up"])
     url = url_of(conn, "lost")
@@ -445,7 +445,7 @@ def test_pointer_to_a_missing_object_goes_to_the_dead_letter_queue(
 def test_delayed_large_message_hops_with_its_pointer_until_due(
     conn_factory: Callable[..., Connection], s3: Any, bucket: str, sqs_client: Any
 ) -> None:
-    conn = conn_factory()
+    conn = conn_factory(large_payload_allowed_buckets=[bucket])
     queue = direct_queue("later")
     publish(conn, queue, ["warm up"])
     consume(conn, [queue], 1)
@@ -479,7 +479,7 @@ def test_large_message_parked_at_the_visibility_cap_keeps_one_object(
     holder = conn_factory(
         large_payload_bucket=bucket, large_payload_threshold=1000, lease_seconds=2
     )
-    other = conn_factory()
+    other = conn_factory(large_payload_allowed_buckets=[bucket])
     queue = direct_queue("parked")
     data = text_of(5000)
     publish(holder, queue, [data])

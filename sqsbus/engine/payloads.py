@@ -5,19 +5,22 @@
 to send instead (:mod:`sqsbus.engine.pointer`); on receipt it replaces a pointer
 by the object's content (``GetObject``); once SQS confirmed the delete of an
 acknowledged message, it deletes the object (``DeleteObject(s)``).  The object is
-never deleted while its message can still be delivered.
+never deleted while its message can still be delivered.  Pointers come from whoever
+can send to the queue: only those into the allowed buckets (and under the prefix) are
+followed or deleted, and reads are bounded by ``large_payload_max_bytes``.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sqsbus.aws import call, translate_error
+from sqsbus.config import DEFAULT_LARGE_PAYLOAD_MAX_BYTES
 from sqsbus.engine.messages import Received
 from sqsbus.engine.pointer import (
     MAX_ATTRIBUTES_WITH_POINTER,
@@ -30,6 +33,7 @@ from sqsbus.engine.pointer import (
 )
 from sqsbus.errors import (
     ConfigurationError,
+    MessageTooLarge,
     PayloadMissing,
     SQSBusError,
     UnreadablePayload,
@@ -47,8 +51,11 @@ class PayloadStore:
     """Offloads, resolves and deletes large payloads; thread-safe.
 
     ``client`` returns the S3 client to use (made and counted by :mod:`sqsbus.aws`).
-    Without a ``bucket`` nothing is offloaded, but pointers written by others
-    (extended-client producers) are still resolved and, after ack, deleted.
+    Pointers are untrusted (whoever can send to a queue writes them): only those into
+    ``allowed_buckets`` (default: ``bucket`` alone; none without a bucket) whose key
+    starts with ``prefix`` are followed, only payloads of at most ``max_bytes`` whose
+    stored size matches the declared one are read, and only followed objects are
+    deleted after the ack.
     """
 
     def __init__(
@@ -60,6 +67,8 @@ class PayloadStore:
         threshold: int | None = None,
         always: bool = False,
         delete_after_ack: bool = True,
+        allowed_buckets: Collection[str] | None = None,
+        max_bytes: int = DEFAULT_LARGE_PAYLOAD_MAX_BYTES,
     ) -> None:
         self._client = client
         self.bucket = bucket
@@ -68,6 +77,12 @@ class PayloadStore:
         self.threshold = threshold
         self.always = always
         self.delete_after_ack = delete_after_ack
+        if allowed_buckets is None:
+            allowed_buckets = () if bucket is None else (bucket,)
+        #: Buckets whose pointers are followed (``large_payload_allowed_buckets``).
+        self.allowed_buckets = frozenset(allowed_buckets)
+        #: Largest payload read from S3 (``large_payload_max_bytes``).
+        self.max_bytes = max_bytes
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -92,6 +107,12 @@ class PayloadStore:
                 f"takes one for {SIZE_ATTRIBUTE}). Move the rest into the body."
             )
         data = body.encode("utf-8")
+        if len(data) > self.max_bytes:
+            raise MessageTooLarge(
+                f"message for queue {queue!r} is {len(data)} bytes; consumers read payloads of "
+                f"at most {self.max_bytes} bytes from S3 (large_payload_max_bytes). Raise it "
+                "on producers and consumers alike, or send a reference to the data instead."
+            )
         pointer = PayloadPointer(self.bucket, f"{self.prefix}{uuid.uuid4()}")
         call(
             self._client(),
@@ -112,11 +133,13 @@ class PayloadStore:
     def resolve(self, message: Received) -> Received:
         """``message``, its pointer replaced by the payload read from S3 (if it has one).
 
-        Raises :class:`UnreadablePayload` for a marked message without a valid
-        pointer, :class:`PayloadMissing` when the object does not exist, and other
-        :class:`SQSBusError` subclasses for failures reading it.
+        Raises :class:`UnreadablePayload` for a marked message without a valid pointer,
+        with a pointer this store does not follow, or with a payload over ``max_bytes``
+        or of another size than declared; :class:`PayloadMissing` when the object does
+        not exist; and other :class:`SQSBusError` subclasses for failures reading it.
         """
-        if reserved_attribute(message.message_attributes) is None:
+        marker = reserved_attribute(message.message_attributes)
+        if marker is None:
             return message
         try:
             pointer = parse_pointer(message.body)
@@ -125,11 +148,16 @@ class PayloadStore:
                 f"it has the {'/'.join(RESERVED_ATTRIBUTES)} attribute of a payload stored in "
                 f"S3, but {exc}"
             ) from None
-        data = self._read(pointer)
+        refusal = self.refusal(pointer)
+        if refusal is not None:
+            raise UnreadablePayload(refusal)
+        size = self._declared_size(message.message_attributes[marker], marker)
+        data = self._read(pointer, size, marker)
         try:
             body = data.decode("utf-8")
         except UnicodeDecodeError:
             raise UnreadablePayload(f"its payload at {pointer} is not UTF-8 text") from None
+        del data
         # In place: leases, parking and settling refer to this very object.
         message.body = body
         message.message_attributes = {
@@ -140,11 +168,51 @@ class PayloadStore:
         message.payload = pointer
         return message
 
-    def _read(self, pointer: PayloadPointer) -> bytes:
+    def refusal(self, pointer: PayloadPointer) -> str | None:
+        """Why ``pointer`` is not followed (nor its object deleted), or None if it is."""
+        if pointer.bucket not in self.allowed_buckets:
+            if not self.allowed_buckets:
+                rule = (
+                    "this consumer follows no S3 pointers (set large_payload_bucket, or "
+                    "large_payload_allowed_buckets to the buckets its producers write to)"
+                )
+            else:
+                rule = (
+                    f"this consumer follows pointers only into "
+                    f"{', '.join(sorted(self.allowed_buckets))} (large_payload_allowed_buckets)"
+                )
+            return f"its payload pointer names {pointer}, outside the allowed buckets: {rule}"
+        if not pointer.key.startswith(self.prefix):
+            return (
+                f"its payload pointer names {pointer}, whose key does not start with "
+                f"large_payload_prefix {self.prefix!r}"
+            )
+        if any(part in (".", "..") for part in pointer.key.split("/")):
+            return f"its payload pointer names {pointer}, a key with '.' or '..' path segments"
+        return None
+
+    def _declared_size(self, value: Any, marker: str) -> int:
+        text = value.get("StringValue") if isinstance(value, dict) else None
+        try:
+            size = int(str(text))
+        except ValueError:
+            raise UnreadablePayload(
+                f"its {marker} attribute is {str(text)[:40]!r}, not a size in bytes"
+            ) from None
+        if size < 0:
+            raise UnreadablePayload(f"its {marker} attribute is {size}, not a size in bytes")
+        if size > self.max_bytes:
+            raise UnreadablePayload(
+                f"its payload is {size} bytes ({marker}), over the {self.max_bytes} bytes a "
+                "consumer reads from S3 (large_payload_max_bytes)"
+            )
+        return size
+
+    def _read(self, pointer: PayloadPointer, size: int, marker: str) -> bytes:
+        """The object's bytes, which must be exactly ``size``; never more is read."""
         action = f"read the payload at {pointer}"
         try:
             answer = self._client().get_object(Bucket=pointer.bucket, Key=pointer.key)
-            data: bytes = answer["Body"].read()
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in MISSING_OBJECT_CODES:
@@ -152,14 +220,41 @@ class PayloadStore:
             raise translate_error(exc, action) from exc
         except (BotoCoreError, OSError) as exc:
             raise translate_error(exc, action) from exc
+        stream = answer["Body"]
+        try:
+            stored = answer.get("ContentLength")
+            if stored != size:
+                raise UnreadablePayload(
+                    f"its payload at {pointer} is {stored} bytes, but its {marker} attribute "
+                    f"says {size}"
+                )
+            data: bytes = stream.read(size + 1)
+        except (BotoCoreError, OSError) as exc:
+            raise translate_error(exc, action) from exc
+        finally:
+            stream.close()  # unread bytes are dropped with the connection, not read
+        if len(data) != size:
+            raise UnreadablePayload(
+                f"its payload at {pointer} has {len(data)} bytes, but its {marker} attribute "
+                f"says {size}"
+            )
         return data
 
     # -- deleting --------------------------------------------------------------------------
 
     def delete_acked(self, messages: Sequence[Received]) -> None:
-        """After SQS deleted ``messages``: delete their payloads (``delete_after_ack``)."""
+        """After SQS deleted ``messages``: delete their payloads (``delete_after_ack``).
+
+        Only objects this store follows are deleted, whatever a message points to.
+        """
         if self.delete_after_ack:
-            self.discard([m.payload for m in messages if m.payload is not None])
+            self.discard(
+                [
+                    m.payload
+                    for m in messages
+                    if m.payload is not None and self.refusal(m.payload) is None
+                ]
+            )
 
     def discard(self, pointers: Sequence[PayloadPointer]) -> None:
         """Delete these objects; failures are logged (the objects are then left over)."""

@@ -116,6 +116,8 @@ class Transport(virtual.Transport):
             threshold=self.options.large_payload_threshold,
             always=self.options.large_payload_always,
             delete_after_ack=self.options.large_payload_delete_after_ack,
+            allowed_buckets=self.options.followed_buckets,
+            max_bytes=self.options.large_payload_max_bytes,
         )
         self.publisher = Publisher(
             self.directory,
