@@ -7,16 +7,19 @@ import queue
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import boto3
 import pytest
 
 from sqsbus import cli
+from sqsbus.local.record import read_record
 
 STARTUP_TIMEOUT = 30.0
 
@@ -35,14 +38,14 @@ def sqsbus_command(*args: str) -> list[str]:
 class RunningCli:
     """``sqsbus ARGS`` in a subprocess, its output (stdout and stderr) read line by line."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             sqsbus_command(*args),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
         self._pending: queue.Queue[str | None] = queue.Queue()
@@ -90,12 +93,15 @@ class RunningCli:
 
 
 @pytest.fixture
-def run_cli() -> Iterator[Callable[..., RunningCli]]:
-    """Start ``sqsbus ARGS`` subprocesses; any still running at the end are stopped."""
+def run_cli(tmp_path: Path) -> Iterator[Callable[..., RunningCli]]:
+    """Start ``sqsbus ARGS`` subprocesses (recording ``sqsbus local`` under ``tmp_path/state``
+    unless ``env`` says otherwise); any still running at the end are stopped."""
     started: list[RunningCli] = []
 
-    def start(*args: str) -> RunningCli:
-        started.append(RunningCli(*args))
+    def start(*args: str, env: dict[str, str] | None = None) -> RunningCli:
+        started.append(
+            RunningCli(*args, env={"SQSBUS_STATE_DIR": str(tmp_path / "state"), **(env or {})})
+        )
         return started[-1]
 
     yield start
@@ -139,6 +145,37 @@ def test_local_serves_until_signalled(
     ):
         assert line in output
     assert "memory only" in output
+
+
+@pytest.mark.integration
+def test_each_local_endpoint_keeps_its_own_private_record(
+    run_cli: Callable[..., RunningCli], tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    state = {"SQSBUS_STATE_DIR": str(state_dir)}
+    first = run_cli("local")
+    first_url = first.wait_for(r"listening on (http://\S+)").group(1)
+    first.wait_for("Press Ctrl-C to stop")
+    second = run_cli("local")
+    second_url = second.wait_for(r"listening on (http://\S+)").group(1)
+    second.wait_for("Press Ctrl-C to stop")
+
+    records = sorted(state_dir.iterdir())
+    assert len(records) == 2
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(path.stat().st_mode) for path in records} == {0o600}
+    newest = read_record(state)
+    assert newest is not None and newest.url == second_url
+
+    second.process.send_signal(signal.SIGTERM)
+    assert second.finish() == 0, second.output
+    remaining = read_record(state)  # stopping the second left the first's record alone
+    assert remaining is not None and remaining.url == first_url
+    assert remaining.pid == first.process.pid
+
+    first.process.send_signal(signal.SIGTERM)
+    assert first.finish() == 0, first.output
+    assert list(state_dir.iterdir()) == []
 
 
 def test_local_port_in_use_exits_1(run_cli: Callable[..., RunningCli]) -> None:

@@ -79,14 +79,17 @@ def test_broker_precedence(tmp_path: Path) -> None:
     assert choose_broker("sqsbus://x:y@z", env) == BrokerChoice("sqsbus://x:y@z", "--broker")
 
 
-def test_record_of_a_dead_process_is_ignored(tmp_path: Path) -> None:
+def test_record_of_a_dead_process_is_ignored_and_removed(tmp_path: Path) -> None:
     env = {"SQSBUS_STATE_DIR": str(tmp_path)}
     path = write_record("http://127.0.0.1:9", "sqsbus://t:t@127.0.0.1:9", env)
     assert read_record(env) is not None
-    path.write_text(json.dumps({"pid": 2**22 + 1, "url": "u", "broker_url": "b"}))
-    assert read_record(env) is None
+    dead = tmp_path / "local-endpoint-4194305.json"
+    path.rename(dead)
+    dead.write_text(json.dumps({"pid": 2**22 + 1, "url": "u", "broker_url": "b"}))
     clear_record(env)  # not ours: left alone
-    assert path.exists()
+    assert dead.exists()
+    assert read_record(env) is None
+    assert not dead.exists()
 
 
 def test_broker_url_parts_become_transport_settings() -> None:

@@ -19,7 +19,7 @@ from sqsbus.aws import AWS, configured_region, require_credentials
 from sqsbus.config import Options, parse_options
 from sqsbus.errors import ConfigurationError, QueueDoesNotExist, UndefinedQueueError
 from sqsbus.kombu.queue_arguments import band_queue
-from sqsbus.local.record import read_record
+from sqsbus.local.record import read_records
 from sqsbus.queues import QueueDirectory, QueueRef, entity_name
 
 __all__ = [
@@ -62,10 +62,12 @@ def choose_broker(explicit: str | None, environ: Mapping[str, str]) -> BrokerCho
     for name in BROKER_ENV_VARS:
         if environ.get(name):
             return BrokerChoice(environ[name], name)
-    recorded = read_record(environ)
-    if recorded is not None:
+    running = read_records(environ)
+    if running:
+        newest = running[0]
+        others = f" (the newest of {len(running)} running)" if len(running) > 1 else ""
         return BrokerChoice(
-            recorded.broker_url, f"the endpoint of 'sqsbus local' at {recorded.url}"
+            newest.broker_url, f"the endpoint of 'sqsbus local' at {newest.url}{others}"
         )
     return BrokerChoice(AWS_DEFAULT_URL, "the default (AWS, boto3 credential chain)")
 
