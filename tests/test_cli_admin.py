@@ -7,9 +7,11 @@ through the sqsbus transport, or plain boto3 for foreign ones); the commands run
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -21,7 +23,7 @@ import pytest
 from celery import Celery
 from kombu_helpers import connect, direct_queue, publish, wait_until
 
-from sqsbus import cli
+from sqsbus import cli, codec
 from sqsbus.admin import summarize
 from sqsbus.local import LocalEndpoint
 from sqsbus.local.record import write_record
@@ -243,6 +245,63 @@ def test_peek_shows_plain_and_foreign_bodies_without_failing(
     assert any("(text)" in row and "not kombu" in row and "\x1b" not in row for row in rows)
     assert any("(json)" in row and '"foreign"' in row for row in rows)
     assert counts(sqs_client, url) == (3, 0)
+
+
+#: Escape sequences a message may carry to the operator's terminal: retitle it (OSC ... BEL),
+#: clear the screen (CSI, and the one-character C1 CSI). The test adds a carriage return (to
+#: hide text) and a right-to-left override (to reorder it).
+TITLE, CLEAR, C1_CLEAR = "\x1b]0;pwned\x07", "\x1b[2J", "\x9b2J"
+#: A raw control character in output: C0 except the line break, DEL, C1, or a bidi override.
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_peek_shows_escape_sequences_of_a_message_without_running_them(
+    run: Run, sqs_client: Any, prefix: str
+) -> None:
+    headers = {
+        "task": f"proj.{TITLE}evil",
+        "id": f"id-{C1_CLEAR}-1",
+        "eta": f"2030-01-01{CLEAR}\rnow",
+        "argsrepr": "x",
+    }
+    envelope = {
+        "body": base64.b64encode(json.dumps([[f"arg{CLEAR}{C1_CLEAR}"], {}, {}]).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {"body_encoding": "base64", "delivery_info": {}},
+    }
+    url = sqs_client.create_queue(QueueName=prefix + "hostile")["QueueUrl"]
+    reason = f"failed: {TITLE}\u202egnp.exe{C1_CLEAR}"
+    sqs_client.send_message(
+        QueueUrl=url,
+        MessageBody=codec.encode_body(envelope, base64_encoding=True),
+        MessageAttributes={
+            "sqsbus.dead-letter-reason": {"DataType": "String", "StringValue": reason}
+        },
+    )
+
+    peeked = run("peek", "hostile")
+    assert peeked.code == 0, peeked.err
+    assert not RAW_CONTROL.search(peeked.out + peeked.err)
+    header, row = peeked.out.splitlines()
+    assert header.split()[-2:] == ["DEAD-LETTER", "REASON"] and "ETA" in header
+    assert "proj.\\x1b]0;pwned\\x07evil" in row
+    assert "id-\\x9b2J-1" in row
+    assert "2030-01-01\\x1b[2J\\rnow" in row
+    assert '("arg\\u001b[2J\\x9b2J")' in row  # JSON arguments: ESC was escaped already
+    assert "failed: \\x1b]0;pwned\\x07\\u202egnp.exe\\x9b2J" in row
+
+    as_json = run("peek", "hostile", "--json")
+    assert as_json.code == 0, as_json.err
+    assert not RAW_CONTROL.search(as_json.out.replace("\n", "") + as_json.err)
+    (message,) = as_json.json()["messages"]  # the values themselves, unchanged
+    assert (message["task"], message["task_id"], message["eta"]) == (
+        headers["task"],
+        headers["id"],
+        headers["eta"],
+    )
+    assert message["dead_letter_reason"] == reason
 
 
 def test_peek_frees_fifo_message_groups(run: Run, sqs_client: Any, prefix: str) -> None:

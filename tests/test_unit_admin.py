@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import base64
+import io
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sqsbus import codec
+from sqsbus.admin import commands
 from sqsbus.admin.describe import summarize
-from sqsbus.admin.render import table, truncate
+from sqsbus.admin.render import ProgressBar, table, terminal_safe, terminal_text, to_json, truncate
 from sqsbus.admin.session import AdminSession, BrokerChoice, choose_broker, parse_option_args
 from sqsbus.errors import ConfigurationError
 from sqsbus.local.record import clear_record, read_record, write_record
@@ -182,6 +186,90 @@ def test_table_aligns_and_truncates() -> None:
     text = table(["NAME", "N"], [["a", "1"], ["long name", "100"]], right={1}, widths={0: 6})
     assert text.splitlines() == ["NAME      N", "a         1", "lon...  100"]
     assert truncate("one\ntwo   three", 40) == "one two three"
+
+
+#: A C0 or C1 control character, DEL, or a bidirectional override, embedding or isolate.
+UNSAFE_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),  # retitles the terminal (OSC)
+        ("\x1b[2Jclear", "\\x1b[2Jclear"),  # clears the screen (CSI)
+        ("\x9b2J", "\\x9b2J"),  # the one-character C1 CSI
+        ("\x90q\x9c", "\\x90q\\x9c"),  # C1 DCS ... ST
+        ("\x85next", "\\x85next"),  # C1 NEL
+        ("\x00nul\x08bs\x7fdel", "\\x00nul\\x08bs\\x7fdel"),
+        ("a\nb\rc\td", "a\\nb\\rc\\td"),  # a cell stays one line
+        ("safe\u202etxt.exe", "safe\\u202etxt.exe"),  # right-to-left override
+        ("\u2066x\u2069 \u202a\u202c", "\\u2066x\\u2069 \\u202a\\u202c"),  # isolates, embeddings
+        ("proj.tasks.add", "proj.tasks.add"),
+        # Plain text is untouched, backslashes included.
+        ("café ☕ 🐍 日本語 \\x1b", "café ☕ 🐍 日本語 \\x1b"),
+        ("", ""),
+    ],
+)
+def test_terminal_safe_escapes_control_characters_visibly(text: str, shown: str) -> None:
+    assert terminal_safe(text) == shown
+    assert not UNSAFE_CHAR.search(terminal_safe(text))
+    assert terminal_safe(shown) == shown  # applying it twice changes nothing
+
+
+def test_every_c0_c1_and_bidi_character_is_escaped() -> None:
+    unsafe = [*map(chr, range(0x20)), *map(chr, range(0x7F, 0xA0))]
+    unsafe += [*map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))]
+    for char in unsafe:
+        shown = terminal_safe(char)
+        assert shown.startswith("\\") and shown.isprintable(), repr(char)
+
+
+def test_free_text_keeps_its_lines_but_nothing_else() -> None:
+    assert terminal_text("first\x1b[2J\nsecond\x9b") == "first\\x1b[2J\nsecond\\x9b"
+
+
+def test_json_output_escapes_what_json_dumps_leaves_raw() -> None:
+    value = {"task": "a\x1b[2J\x7f\x9b2J\u202e", "note": "café 🐍"}
+    text = to_json(value)
+    assert not UNSAFE_CHAR.search(text.replace("\n", ""))
+    assert "\\u009b" in text and "café 🐍" in text
+    assert json.loads(text) == value
+
+
+def test_table_cells_headers_and_progress_label_are_made_safe() -> None:
+    hostile = "evil\x1b]0;pwned\x07\x9b2J\u202e"
+    text = table(["QUEUE\x1b[2J", "N"], [[hostile, "1"], ["ok", "22"]], right={1}, widths={0: 60})
+    shown = "evil\\x1b]0;pwned\\x07\\x9b2J\\u202e"  # 32 characters, the widest cell
+    assert text.splitlines() == [
+        "QUEUE\\x1b[2J".ljust(32) + "   N",
+        shown + "   1",
+        "ok".ljust(32) + "  22",
+    ]
+    stream = io.StringIO()
+    bar = ProgressBar(stream, f"{hostile} -> x", enabled=True)
+    bar.update(1, 2, force=True)
+    assert "evil\\x1b]0;pwned\\x07" in stream.getvalue()
+    assert not UNSAFE_CHAR.search(stream.getvalue().replace("\r", "").replace("\x1b[K", ""))
+
+
+def test_summaries_show_control_characters_of_a_body_visibly() -> None:
+    summary = summarize("line one\r\nline\ttwo \x1b[31mred\x9b")
+    assert summary.text == "line one  line two \\x1b[31mred\\x9b"
+
+
+def test_commands_print_only_through_the_sanitising_helpers() -> None:
+    """A new command cannot print around the terminal sanitiser by calling print itself."""
+    tree = ast.parse(Path(commands.__file__).read_text(encoding="utf-8"))
+    printing = {
+        function.name
+        for function in ast.walk(tree)
+        if isinstance(function, ast.FunctionDef)
+        for node in ast.walk(function)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "print"
+    }
+    assert printing == {"_out", "_json"}
 
 
 def test_connect_timeout_is_shorter_unless_configured() -> None:

@@ -4,13 +4,16 @@ Each ``run_<name>(args)`` connects with the transport's settings, calls the Pyth
 :mod:`sqsbus.admin` and prints the outcome: results on stdout, notes, prompts and progress
 on stderr. Expected failures (bad options, unknown queues, unreachable endpoint, missing
 credentials) print one line and exit 1, without a traceback or any secret.
+
+Everything is printed by :func:`_out`, :func:`_note`, :func:`_error` or :func:`_json`, which
+pass it through :mod:`sqsbus.admin.render`'s terminal sanitiser: message contents, queue names
+and error texts can hold escape sequences meant for the operator's terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -25,6 +28,8 @@ from sqsbus.admin.render import (
     format_time,
     progress_wanted,
     table,
+    terminal_text,
+    to_json,
 )
 from sqsbus.admin.session import AdminSession, choose_broker, parse_option_args
 from sqsbus.admin.transfer import TransferResult, move
@@ -61,16 +66,21 @@ def _run(args: argparse.Namespace, command: _Command) -> int:
     return EXIT_FAILED
 
 
+def _out(text: str = "", *, end: str = "\n", err: bool = False) -> None:
+    """Print ``text`` (a result on stdout, or with ``err`` a note on stderr), made safe."""
+    print(terminal_text(text), end=end, file=sys.stderr if err else sys.stdout, flush=err)
+
+
 def _error(args: argparse.Namespace, text: str) -> None:
-    print(f"sqsbus {args.command}: {text}", file=sys.stderr)
+    _out(f"sqsbus {args.command}: {text}", err=True)
 
 
 def _note(text: str) -> None:
-    print(text, file=sys.stderr)
+    _out(text, err=True)
 
 
 def _json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    print(to_json(value))
 
 
 # -- sqsbus queues -------------------------------------------------------------------------
@@ -87,7 +97,7 @@ def _queues(args: argparse.Namespace, session: AdminSession) -> int:
         _json([info.to_json() for info in infos])
         return EXIT_OK
     if not infos:
-        print(f"No queues at {session.where()}.")
+        _out(f"No queues at {session.where()}.")
         return EXIT_OK
     rows = [
         [
@@ -100,14 +110,14 @@ def _queues(args: argparse.Namespace, session: AdminSession) -> int:
         ]
         for info in infos
     ]
-    print(
+    _out(
         table(
             ["QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "FIFO", "DEAD LETTERS"],
             rows,
             right={1, 2, 3},
         )
     )
-    print(
+    _out(
         f"\n{len(infos)} queue(s) at {session.where()}: "
         f"{sum(i.visible for i in infos)} visible, {sum(i.in_flight for i in infos)} in flight, "
         f"{sum(i.delayed for i in infos)} delayed (approximate counts)."
@@ -159,9 +169,9 @@ def _peek(args: argparse.Namespace, session: AdminSession) -> int:
             }
         )
     elif result.messages:
-        print(_peek_table(result.messages))
+        _out(_peek_table(result.messages))
     else:
-        print(f"No visible messages in queue {args.queue!r}.")
+        _out(f"No visible messages in queue {args.queue!r}.")
     _peek_notes(args, result)
     return EXIT_OK
 
@@ -247,15 +257,15 @@ def _purge(args: argparse.Namespace, session: AdminSession) -> int:
                 ) from None
             raise
     total = visible + in_flight + delayed
-    print(f"Purged {what}: {total} message(s) were there ({counts}).")
+    _out(f"Purged {what}: {total} message(s) were there ({counts}).")
     return EXIT_OK
 
 
 def _confirm(prompt: str) -> bool:
-    print(prompt, end="", file=sys.stderr, flush=True)
+    _out(prompt, end="", err=True)
     answer = sys.stdin.readline()
     if not answer:
-        print(file=sys.stderr)
+        _out(err=True)
     return answer.strip().lower() in ("y", "yes")
 
 
@@ -332,7 +342,7 @@ def _report(
     else:
         target = "their source queues"
     how = " by SQS's message move task" if result.native else ""
-    print(
+    _out(
         f"Moved {result.moved} message(s) from {source!r} to {target}{how}; {result.failed} failed."
     )
     if result.failed:
@@ -360,10 +370,10 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace, session: AdminSession) -> int:
     report = Sweeper(session.aws, session.options, session.directory).sweep()
-    print(
+    _out(
         f"Looked at {report.listed} queue(s) at {session.where()}: {report.candidates} "
         f"temporary by name, {report.checked} checked, {len(report.deleted)} expired and deleted."
     )
     for name in sorted(report.deleted):
-        print(f"  deleted {session.short_name(name)}")
+        _out(f"  deleted {session.short_name(name)}")
     return EXIT_OK

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sqsbus import codec
+from sqsbus.admin.render import terminal_safe
 
 __all__ = ["MessageSummary", "summarize"]
 
@@ -23,6 +24,7 @@ CELERY: Final = "celery"
 KOMBU: Final = "kombu"
 #: How many characters of a body :func:`summarize` keeps when it shows it raw.
 RAW_TEXT_LIMIT: Final = 2000
+_WHITESPACE_TO_SPACE: Final = str.maketrans("\t\n\v\f\r", "     ")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class MessageSummary:
     """What a body holds. ``kind``: celery, kombu, json (foreign JSON) or text."""
 
     kind: str
-    #: One line describing the arguments (Celery) or the content (anything else).
+    #: One line describing the arguments (Celery) or the content (anything else), with its
+    #: control characters escaped (:func:`sqsbus.admin.render.terminal_safe`).
     text: str
     task: str | None = None
     task_id: str | None = None
@@ -169,5 +172,5 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _one_line(text: str) -> str:
-    """Control characters (newlines, escapes) shown as spaces, so a table stays a table."""
-    return "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in text)
+    """Line breaks and tabs as spaces; other control characters escaped visibly."""
+    return terminal_safe(text.translate(_WHITESPACE_TO_SPACE))

@@ -1,17 +1,79 @@
-"""Plain-text rendering for the operator commands: aligned tables and a progress bar."""
+"""Plain-text rendering for the operator commands: aligned tables and a progress bar.
+
+Text shown to the operator comes from messages and queues that anyone allowed to send to the
+account controls, so it passes through :func:`terminal_safe` before reaching the terminal:
+table cells in :func:`table`, whole lines in :func:`terminal_text`, JSON in :func:`to_json`.
+"""
 
 from __future__ import annotations
 
 import datetime
+import json
+import re
 import time
 from collections.abc import Collection, Sequence
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
-__all__ = ["ProgressBar", "format_size", "format_time", "progress_wanted", "table", "truncate"]
+__all__ = [
+    "ProgressBar",
+    "format_size",
+    "format_time",
+    "progress_wanted",
+    "table",
+    "terminal_safe",
+    "terminal_text",
+    "to_json",
+    "truncate",
+]
 
 BAR_WIDTH: Final = 30
 #: Seconds between two redraws of the progress bar.
 REDRAW_SECONDS: Final = 0.1
+
+#: Characters a terminal acts on or that reorder what it shows: C0 controls and DEL, C1
+#: controls (U+0080-U+009F, e.g. U+009B, a one-character CSI), the bidirectional marks,
+#: embeddings, overrides and isolates, and the Unicode line and paragraph separators.
+_UNSAFE: Final = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` as one line a terminal only displays: unsafe characters escaped visibly.
+
+    Each character of :data:`_UNSAFE` becomes its Python escape (``\\x1b``, ``\\x9b``,
+    ``\\u202e``; ``\\n``, ``\\r``, ``\\t``), so the operator sees that it was there. Other
+    text, non-ASCII included, is unchanged.
+    """
+    return _UNSAFE.sub(_visible, text)
+
+
+def terminal_text(text: str) -> str:
+    """Lines of free text made safe by :func:`terminal_safe`; the line breaks are kept."""
+    return "\n".join(terminal_safe(line) for line in text.split("\n"))
+
+
+def to_json(value: Any) -> str:
+    """Indented JSON that is safe on a terminal and keeps non-ASCII text readable.
+
+    ``json.dumps`` escapes the C0 controls inside strings; the line breaks of the indentation
+    are the only ones left outside. The other characters of :data:`_UNSAFE` can only be inside
+    strings, where they are written as JSON ``\\uXXXX`` escapes (the value decodes unchanged).
+    """
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return _UNSAFE.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return char if char == "\n" else f"\\u{ord(char):04x}"
 
 
 def truncate(text: str, width: int) -> str:
@@ -27,10 +89,18 @@ def table(
     right: Collection[int] = (),
     widths: dict[int, int] | None = None,
 ) -> str:
-    """An aligned table; columns in ``right`` are right-aligned, ``widths`` caps columns."""
+    """An aligned table; columns in ``right`` are right-aligned, ``widths`` caps columns.
+
+    Every header and cell goes through :func:`terminal_safe` (so each is one line) before it
+    is measured and cut.
+    """
     caps = widths or {}
+    headers = [terminal_safe(header) for header in headers]
     cells = [
-        [truncate(cell, caps[i]) if i in caps else cell for i, cell in enumerate(row)]
+        [
+            truncate(safe, caps[i]) if i in caps else safe
+            for i, safe in enumerate(map(terminal_safe, row))
+        ]
         for row in rows
     ]
     sizes = [len(h) for h in headers]
@@ -75,7 +145,7 @@ class ProgressBar:
 
     def __init__(self, stream: TextIO, label: str, *, enabled: bool) -> None:
         self.stream = stream
-        self.label = label
+        self.label = terminal_safe(label)
         self.enabled = enabled
         self._drawn = False
         self._last = 0.0
