@@ -48,7 +48,7 @@ from sqsbus.errors import (
     SQSBusError,
     TransientError,
 )
-from sqsbus.redact import register_secret
+from sqsbus.redact import SigningSecrets, register_secret
 
 logger = logging.getLogger(__name__)
 
@@ -315,11 +315,7 @@ class AWS:
             client.meta.events.register(
                 f"needs-retry.{client.meta.service_model.service_id.hyphenize()}", hook
             )
-        credentials = session.get_credentials()
-        if credentials is not None:  # e.g. AWS_SESSION_TOKEN from the environment
-            frozen = credentials.get_frozen_credentials()
-            register_secret(frozen.secret_key)
-            register_secret(frozen.token)
+        _scrub_signing_credentials(session, client)
         return client
 
     def _count(self, client: Any, service: str) -> None:
@@ -364,6 +360,7 @@ class AWS:
         if options.endpoint_url and _endpoint_is_local(options.endpoint_url):
             sts_kwargs["endpoint_url"] = options.endpoint_url
         sts = base.create_client("sts", **sts_kwargs)
+        _scrub_signing_credentials(base, sts)
         self._count(sts, "sts")
         sts.meta.events.register("before-parse.sts", scrub_sts_answer)
 
@@ -391,6 +388,18 @@ class AWS:
             )
 
         return AssumedRoleCredentials(assume, buffer_time=options.sts_token_buffer_time)
+
+
+def _scrub_signing_credentials(session: botocore.session.Session, client: Any) -> None:
+    """Scrub from logs the credentials that sign ``client``'s requests, as they are now and
+    after every refresh by their provider (container, instance profile, SSO, process...)."""
+    credentials = session.get_credentials()  # the very object the client signs with
+    if credentials is None:
+        return
+    scrubber = SigningSecrets(credentials)
+    scrubber()
+    service_id = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register(f"before-sign.{service_id}", scrubber)
 
 
 def _parse_expiry(value: str) -> datetime.datetime:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import http.server
 import logging
+import shlex
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,6 +182,77 @@ def test_secrets_never_appear_in_reprs_errors_or_debug_logs(
     text = "\n".join([*shown, caplog.text])
     assert CANARY_SECRET not in text
     assert CANARY_TOKEN not in text
+
+
+#: Prints temporary credentials whose session token is the text of the file it is given.
+#: They expire in 5 minutes, within botocore's mandatory refresh window: botocore runs the
+#: process again before signing every request, so a new token signs the next request.
+CREDENTIAL_PROCESS = """
+import datetime, json, pathlib, sys
+token = pathlib.Path(sys.argv[1]).read_text().strip()
+expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)
+print(json.dumps({"Version": 1, "AccessKeyId": "ASIACANARY", "SecretAccessKey": token + "-key",
+                  "SessionToken": token, "Expiration": expiry.isoformat()}))
+"""
+
+
+@pytest.fixture
+def process_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default credential chain runs a ``credential_process`` of an AWS config profile;
+    write a token to the returned file to have it refreshed to that token."""
+    script, token_file = tmp_path / "credentials.py", tmp_path / "token"
+    script.write_text(CREDENTIAL_PROCESS)
+    command = shlex.join([sys.executable, str(script), str(token_file)])
+    config = tmp_path / "config"
+    config.write_text(f"[profile canary]\ncredential_process = {command}\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "canary")
+    return token_file
+
+
+def test_refreshed_session_tokens_never_appear_in_debug_logs(
+    endpoint: LocalEndpoint,
+    prefix: str,
+    process_credentials: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = "canary-REFRESHED-TOKEN-1a7e", "canary-REFRESHED-TOKEN-2c9d"
+    queue = direct_queue("refreshed")
+    process_credentials.write_text(first)
+    options = {"endpoint_url": endpoint.url, "queue_name_prefix": prefix, "wait_time_seconds": 1}
+    with caplog.at_level(logging.DEBUG), Connection("sqsbus://", transport_options=options) as conn:
+        publish(conn, queue, ["first"])
+        process_credentials.write_text(second)
+        publish(conn, queue, ["second"])
+        assert sorted(body for body, _ in consume(conn, [queue], 2)) == ["first", "second"]
+        credentials = credentials_of(conn.transport.aws.client("sqs"))
+        assert credentials.method == "custom-process"
+        assert credentials.get_frozen_credentials().token == second
+    for canary in (first, second):
+        assert canary not in caplog.text  # nor its secret key, "<canary>-key"
+    signed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Canonical")]
+    assert signed and all("x-amz-security-token:***" in text for text in signed)
+
+
+def test_base_credentials_of_an_assumed_role_never_appear_in_debug_logs(
+    endpoint: LocalEndpoint,
+    prefix: str,
+    process_credentials: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = "canary-BASE-TOKEN-3f0b", "canary-BASE-TOKEN-4e6a"
+    process_credentials.write_text(first)
+    options = {"endpoint_url": endpoint.url, "queue_name_prefix": prefix, "sts_role_arn": ROLE_ARN}
+    with caplog.at_level(logging.DEBUG), Connection("sqsbus://", transport_options=options) as conn:
+        publish(conn, direct_queue("base"), ["x"])
+        process_credentials.write_text(second)
+        credentials_of(conn.transport.aws.client("sqs")).renew()  # signed with the second
+        assert conn.transport.stats.calls()["sts.AssumeRole"] == 2
+    assert "AssumeRole" in caplog.text
+    for canary in (first, second):
+        assert canary not in caplog.text
 
 
 @pytest.fixture
