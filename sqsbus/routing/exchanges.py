@@ -15,18 +15,23 @@ that was published, in the same wire format as a direct send.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import random
+import re
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
 from sqsbus.aws import AWS, CredentialSource, call
 from sqsbus.config import Options, Secret
 from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, check_message_attributes, message_size
-from sqsbus.errors import ConfigurationError, MessageTooLarge
+from sqsbus.errors import ConfigurationError, MessageTooLarge, TransientError
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
 
 logger = logging.getLogger(__name__)
@@ -39,6 +44,18 @@ SUBSCRIBER_CACHE_SECONDS: Final = 15.0
 ROUTING_KEY_ATTRIBUTE: Final = "kombu.routing_key"
 #: Largest message SNS publishes (body and attributes): 256 KiB, below what SQS takes.
 MAX_PUBLISH_BYTES: Final = 262_144
+
+#: Start of the Sid of every queue policy statement sqsbus writes.
+STATEMENT_ID_PREFIX: Final = "sqsbus-"
+#: Longest Sid written (SQS permission labels: at most 80 letters, digits, ``-``, ``_``).
+MAX_STATEMENT_ID_LENGTH: Final = 80
+#: Writes of a queue policy that other writers keep overwriting before giving up.
+POLICY_WRITE_ATTEMPTS: Final = 8
+#: Seconds (at most; jittered) to wait after the first policy write before verifying it,
+#: doubling with each further write up to POLICY_MAX_PAUSE.
+POLICY_FIRST_PAUSE: Final = 0.05
+POLICY_MAX_PAUSE: Final = 1.0
+_UNSAFE_IN_SID: Final = re.compile(r"[^A-Za-z0-9_-]")
 
 #: An SNS filter-policy condition on the routing key: an exact value or ``{"prefix": p}``.
 FilterCondition = str | dict[str, str]
@@ -74,6 +91,61 @@ def topic_name(exchange: str, prefix: str = "") -> str:
     if len(name) > MAX_TOPIC_NAME_LENGTH:
         raise ValueError(f"topic name {name!r} is longer than {MAX_TOPIC_NAME_LENGTH} characters")
     return name
+
+
+def policy_statement_id(topic_arn: str) -> str:
+    """The Sid of the queue policy statement letting ``topic_arn`` send: unique per ARN.
+
+    ``sqsbus-``, the topic name (characters other than letters, digits, ``-`` and ``_``
+    as ``-``; shortened to fit) and 16 hex digits of the ARN's SHA-256, so topics of the
+    same name in other regions or accounts, or with a long common prefix, differ.
+    At most :data:`MAX_STATEMENT_ID_LENGTH` characters.
+    """
+    digest = hashlib.sha256(topic_arn.encode()).hexdigest()[:16]
+    name = _UNSAFE_IN_SID.sub("-", topic_arn.rsplit(":", 1)[-1])
+    room = MAX_STATEMENT_ID_LENGTH - len(STATEMENT_ID_PREFIX) - len(digest) - 1
+    return f"{STATEMENT_ID_PREFIX}{name[:room]}-{digest}"
+
+
+def _grants(statement: Any, sid: str, topic_arn: str) -> bool:
+    """Whether ``statement`` is sqsbus's grant to ``topic_arn``: Sid ``sid``, or the
+    ``sqsbus-<topic name>`` Sid of older versions with the topic as aws:SourceArn."""
+    if not isinstance(statement, dict):
+        return False
+    if statement.get("Sid") == sid:
+        return True
+    older_sid = f"{STATEMENT_ID_PREFIX}{topic_arn.rsplit(':', 1)[-1]}"[:100]
+    condition = statement.get("Condition")
+    arns = condition.get("ArnEquals") if isinstance(condition, dict) else None
+    return (
+        statement.get("Sid") == older_sid
+        and statement.get("Effect") == "Allow"
+        and isinstance(arns, dict)
+        and arns.get("aws:SourceArn") == topic_arn
+    )
+
+
+#: Queue URL -> lock held while this process changes that queue's policy.
+_policy_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+_policy_locks_guard = threading.Lock()
+
+
+def _policy_lock(url: str) -> threading.Lock:
+    with _policy_locks_guard:
+        lock = _policy_locks.get(url)
+        if lock is None:
+            lock = _policy_locks[url] = threading.Lock()
+        return lock
+
+
+def _after_fork_in_child() -> None:
+    """A thread of the parent may have held a policy lock at fork: the child starts afresh."""
+    global _policy_locks_guard
+    _policy_locks_guard = threading.Lock()
+    _policy_locks.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _region_of(arn: str) -> str | None:
@@ -261,31 +333,62 @@ class ExchangeRouter:
             return [exchange for exchange, url in self._subscriptions if url == queue.url]
 
     def _allow_topic(self, queue: QueueRef, queue_arn: str, topic_arn: str) -> None:
-        """Add a queue policy statement letting the topic send to the queue."""
-        attributes = self.queues.attributes(queue, fresh=True)
-        policy: dict[str, Any] = json.loads(attributes.get("Policy") or "{}") or {}
-        statements: list[dict[str, Any]] = policy.setdefault("Statement", [])
-        sid = f"sqsbus-{topic_arn.rsplit(':', 1)[-1]}"[:100]
-        if any(statement.get("Sid") == sid for statement in statements):
-            return
+        """Make sure the queue's policy lets the topic send to it (idempotent).
+
+        SQS has no conditional write, and another process adding its statement for
+        another topic at the same moment may overwrite ours: after each write the
+        policy is read again, and written again (with whatever is there now) until
+        our statement is seen. Other statements are always kept. Threads of this
+        process take turns per queue.
+        """
+        sid = policy_statement_id(topic_arn)
+        with _policy_lock(queue.url):
+            for attempt in range(POLICY_WRITE_ATTEMPTS + 1):
+                policy = self._queue_policy(queue)
+                statements: list[Any] = policy["Statement"]
+                if any(_grants(statement, sid, topic_arn) for statement in statements):
+                    return
+                if attempt == POLICY_WRITE_ATTEMPTS:
+                    break
+                if attempt:
+                    logger.info("queue %s policy was overwritten; adding %s again", queue.name, sid)
+                statements.append(
+                    {
+                        "Sid": sid,
+                        "Effect": "Allow",
+                        "Principal": {"Service": "sns.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": queue_arn,
+                        "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+                    }
+                )
+                call(
+                    queue.client,
+                    "set_queue_attributes",
+                    f"allow exchange topic to send to queue {queue.name!r}",
+                    QueueUrl=queue.url,
+                    Attributes={"Policy": json.dumps(policy)},
+                )
+                # Jittered, growing pause before verifying: writers that keep overwriting
+                # each other drift apart.
+                pause = min(POLICY_MAX_PAUSE, POLICY_FIRST_PAUSE * 2**attempt)
+                time.sleep(random.uniform(pause / 2, pause))
+        raise TransientError(
+            f"the policy of queue {queue.name!r} was overwritten {POLICY_WRITE_ATTEMPTS} times "
+            f"by other writers; it still does not let topic {topic_arn} send to the queue"
+        )
+
+    def _queue_policy(self, queue: QueueRef) -> dict[str, Any]:
+        """The queue's policy as read now, with ``Version`` and a ``Statement`` list."""
+        raw = self.queues.attributes(queue, fresh=True).get("Policy")
+        policy: dict[str, Any] = json.loads(raw) if raw else {}
         policy.setdefault("Version", "2012-10-17")
-        statements.append(
-            {
-                "Sid": sid,
-                "Effect": "Allow",
-                "Principal": {"Service": "sns.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-            }
-        )
-        call(
-            queue.client,
-            "set_queue_attributes",
-            f"allow exchange topic to send to queue {queue.name!r}",
-            QueueUrl=queue.url,
-            Attributes={"Policy": json.dumps(policy)},
-        )
+        statements = policy.get("Statement")
+        if isinstance(statements, dict):  # a single statement may stand alone
+            policy["Statement"] = [statements]
+        elif not isinstance(statements, list):
+            policy["Statement"] = []
+        return policy
 
     def publish(
         self,
