@@ -205,7 +205,9 @@ class Sweeper:
         if self._is_parking_queue(name):
             # Messages its dead owner held past the 12-hour cap: send them home first.
             ref = self.directory.ref_for_url(url)
-            failed = empty_parking_queue(ref, Publisher(self.directory), self.directory.ref_for_url)
+            failed = empty_parking_queue(
+                ref, Publisher(self.directory), self.directory.queue_in_scope
+            )
             if failed:
                 logger.error(
                     "kept orphaned parking queue %s: %d message(s) could not be sent home",

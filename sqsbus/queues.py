@@ -337,8 +337,47 @@ class QueueDirectory:
         return self.attributes(ref).get("ContentBasedDeduplication", "false").lower() == "true"
 
     def ref_for_url(self, url: str) -> QueueRef:
-        """A ref for a queue known by its URL (e.g. from a message attribute)."""
+        """A ref for a queue whose URL this connection found itself (e.g. by listing)."""
         return QueueRef(name_from_url(url), url, self.client_for(None), scope=self.scope(None))
+
+    def queue_in_scope(self, url: str) -> QueueRef:
+        """A ref for a queue URL a message names (a parked copy's home queue), if that is
+        a queue of this connection's own scope: same endpoint, region and account, and
+        named under ``queue_name_prefix`` (or one of ``predefined_queues``).
+
+        Raises :class:`InvalidQueueError` otherwise: a message must not make a worker
+        send anywhere its configuration did not name.
+        """
+        wanted = url.rstrip("/")
+        if self.options.predefined_queues:
+            for predefined in self.options.predefined_queues.values():
+                if predefined.url.rstrip("/") == wanted:
+                    return QueueRef(
+                        predefined.name, predefined.url, self.client_for(predefined), predefined
+                    )
+            raise InvalidQueueError(
+                f"queue URL {url[:200]!r} is not one of predefined_queues; not sending there"
+            )
+        name = name_from_url(wanted)
+        prefix = entity_name(self.options.queue_name_prefix)
+        problem, known = None, None
+        if not name.startswith(prefix) or len(name) > MAX_QUEUE_NAME_LENGTH:
+            problem = f"its name is not under queue_name_prefix {prefix!r}"
+        elif _ILLEGAL.search(name.removesuffix(FIFO_SUFFIX)):
+            problem = "it is not an SQS queue name"
+        else:
+            try:
+                known = self._lookup(name)
+            except SQSBusError as exc:
+                raise InvalidQueueError(f"cannot check queue URL {url[:200]!r}: {exc}") from exc
+            if known is None or known.rstrip("/") != wanted:
+                problem = "it is not the URL of that queue at this connection's endpoint"
+        if problem is not None or known is None:
+            raise InvalidQueueError(
+                f"queue URL {url[:200]!r} is outside this connection's scope ({problem}); "
+                "not sending there"
+            )
+        return QueueRef(name, known, self.client_for(None), scope=self.scope(None))
 
     def has_redrive_policy(self, ref: QueueRef) -> bool:
         return "RedrivePolicy" in self.attributes(ref)

@@ -275,3 +275,41 @@ def test_publishing_a_payload_consumers_would_refuse_raises_and_stores_nothing(
     with pytest.raises(MessageTooLarge, match="large_payload_max_bytes"):
         publish(conn, direct_queue("too-big"), ["z" * 1_600_000])
     assert "Contents" not in s3.list_objects_v2(Bucket=payloads)
+
+
+# -- 4. resend targets: a parked copy goes home only within the connection's scope -----------
+
+
+def test_parked_copies_are_sent_home_only_to_queues_of_the_connection_s_own_scope(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who can send to a parking queue writes the home URL of what is in it."""
+    victim = sqs_client.create_queue(QueueName=f"other-{prefix}victim")["QueueUrl"]
+    with connect(endpoint, prefix) as conn:
+        publish(conn, direct_queue("jobs"), ["warm up"])
+        jobs = url_of(conn, "jobs")
+        sqs_client.purge_queue(QueueUrl=jobs)
+        parking = conn.transport.declare_temporary_queue(conn.transport.parking_queue_name)
+        homes = {
+            "outside the prefix": victim,
+            "another endpoint": jobs.replace("127.0.0.1", "169.254.169.254"),
+            "not a queue": f"{jobs}-gone",
+            "in scope": jobs,
+        }
+        for body, home in homes.items():
+            sqs_client.send_message(
+                QueueUrl=parking.url,
+                MessageBody=body,
+                MessageAttributes={
+                    "sqsbus.parked-from": {"DataType": "String", "StringValue": home}
+                },
+            )
+        with caplog.at_level(logging.ERROR, logger="sqsbus"):
+            conn.release()  # closing sends its parking queue's messages home
+
+    assert counts(sqs_client, victim) == (0, 0)
+    [home] = sqs_client.receive_message(QueueUrl=jobs, WaitTimeSeconds=1)["Messages"]
+    assert home["Body"] == "in scope"
+    assert caplog.text.count("outside this connection's scope") == 3
+    assert "kept parking queue" in caplog.text  # with the three it would not send
+    assert sum(counts(sqs_client, parking.url)) == 3

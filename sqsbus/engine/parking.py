@@ -11,8 +11,11 @@ message is never delivered twice while it is held; acking deletes the copy.
 A parked message the application gives back (requeue, or unacked at close) is
 sent home to its source queue (:meth:`Parking.send_home`).  Copies carry their
 source queue's URL in :data:`PARKED_FROM_ATTRIBUTE`, so the copies of a process
-that died are sent home by whoever sweeps its orphaned parking queue.  A large payload
-travels as its S3 pointer (:func:`~sqsbus.engine.payloads.as_sent`).
+that died are sent home by whoever sweeps its orphaned parking queue.  That URL is
+untrusted (anyone who can send to a parking queue writes it): it is resolved through
+``resolve_home``, which accepts only queues of the connection's own scope, and a copy
+whose home is refused stays in the parking queue.  A large payload travels as its S3
+pointer (:func:`~sqsbus.engine.payloads.as_sent`).
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class Parking:
         self.leases = leases
         #: Creates (once) and returns the parking queue of this process.
         self._parking_queue = parking_queue
-        #: A queue ref for a home queue URL (from :data:`PARKED_FROM_ATTRIBUTE`).
+        #: A queue ref for a home queue URL (from :data:`PARKED_FROM_ATTRIBUTE`); raises
+        #: :class:`SQSBusError` for a URL outside the connection's scope.
         self._resolve_home = resolve_home
         #: Messages parked so far.
         self.parked = 0
@@ -135,9 +139,7 @@ class Parking:
                 if value.get("StringValue") == token:
                     return received
                 # Another parking's copy nobody holds (its parking gave up): send it home.
-                url = parked_from(received)
-                if url is not None:
-                    send_home(self.publisher, received, self._resolve_home(url))
+                send_home_by_attribute(self.publisher, received, self._resolve_home)
         return None
 
     def send_home(self, messages: Sequence[Received]) -> list[Received]:
@@ -147,11 +149,8 @@ class Parking:
         for message in messages:
             home = message.home
             if home is None:
-                url = parked_from(message)
-                if url is None:
-                    others.append(message)
-                    continue
-                home = self._resolve_home(url)
+                others.append(message)
+                continue
             self.leases.forget([message])
             message.settled = True
             send_home(self.publisher, message, home)
@@ -163,6 +162,27 @@ def parked_from(message: Received) -> str | None:
     value = message.message_attributes.get(PARKED_FROM_ATTRIBUTE)
     url = value.get("StringValue") if isinstance(value, dict) else None
     return str(url) if url else None
+
+
+def send_home_by_attribute(
+    publisher: Publisher, message: Received, resolve_home: Callable[[str], QueueRef]
+) -> bool:
+    """Send a parked copy home to the queue its attribute names, if that queue is one
+    ``resolve_home`` accepts; False (the copy stays where it is) otherwise."""
+    url = parked_from(message)
+    try:
+        if url is None:
+            raise SQSBusError(f"it has no {PARKED_FROM_ATTRIBUTE} attribute")
+        home = resolve_home(url)
+    except SQSBusError as exc:
+        logger.error(
+            "message %s in parking queue %s cannot be sent home: %s; it stays there",
+            message.message_id,
+            message.queue.name,
+            exc,
+        )
+        return False
+    return send_home(publisher, message, home)
 
 
 def send_home(publisher: Publisher, message: Received, home: QueueRef) -> bool:
@@ -198,6 +218,5 @@ def empty_parking_queue(
         if not messages:
             return failed
         for message in messages:
-            url = parked_from(message)
-            if url is None or not send_home(publisher, message, resolve_home(url)):
+            if not send_home_by_attribute(publisher, message, resolve_home):
                 failed += 1

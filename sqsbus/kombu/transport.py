@@ -184,7 +184,7 @@ class Transport(virtual.Transport):
                 publisher=self.publisher,
                 leases=self.leases,
                 parking_queue=lambda: self.declare_temporary_queue(self.parking_queue_name),
-                resolve_home=self.directory.ref_for_url,
+                resolve_home=self.directory.queue_in_scope,
             )
         return Acker(leases=self.leases, on_deleted=self.payloads.delete_acked)
 
@@ -218,7 +218,7 @@ class Transport(virtual.Transport):
         except QueueDoesNotExist:
             return
         if queue == self.parking_queue_name and empty_parking_queue(
-            ref, self.publisher, self.directory.ref_for_url
+            ref, self.publisher, self.directory.queue_in_scope
         ):
             logger.error("kept parking queue %s: some messages could not be sent home", queue)
             return
