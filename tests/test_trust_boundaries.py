@@ -15,12 +15,13 @@ from typing import Any
 
 import boto3
 import pytest
-from kombu import Connection
+from kombu import Connection, Exchange
 from kombu_helpers import connect, consume, counts, direct_queue, publish, url_of, wait_until
 
 from sqsbus.engine.pointer import PayloadPointer
 from sqsbus.errors import MessageTooLarge
 from sqsbus.local import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, LocalEndpoint
+from sqsbus.routing import exchanges
 
 REASON = "sqsbus.dead-letter-reason"
 REDRIVE = {"dead_letter_queue": "dead", "max_receive_count": 5}
@@ -313,3 +314,58 @@ def test_parked_copies_are_sent_home_only_to_queues_of_the_connection_s_own_scop
     assert caplog.text.count("outside this connection's scope") == 3
     assert "kept parking queue" in caplog.text  # with the three it would not send
     assert sum(counts(sqs_client, parking.url)) == 3
+
+
+# -- 3. control-plane isolation: exchange topics and the queue name prefix -------------------
+
+
+@pytest.fixture
+def fresh_shared_topics_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget that this test process already warned about shared topics."""
+    monkeypatch.setattr(exchanges, "_shared_topics_warned", False)
+
+
+def declare_fanout(conn: Connection, name: str) -> str:
+    exchange = Exchange(name, type="fanout")
+    exchange(conn.default_channel).declare()
+    return str(conn.transport.router.topic_arn(name))
+
+
+def test_exchange_topics_without_any_prefix_are_shared_and_say_so_once(
+    endpoint: LocalEndpoint,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    fresh_shared_topics_warning: None,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sqsbus"), connect(endpoint, "") as conn:
+        arn = declare_fanout(conn, f"{prefix}control")
+        declare_fanout(conn, f"{prefix}events")
+    assert arn.endswith(f":{prefix}control")
+    [warning] = [r.getMessage() for r in caplog.records if "celery control" in r.getMessage()]
+    assert f"uses the SNS topic {prefix}control" in warning
+    assert "account 123456789012, region us-east-1" in warning
+    assert "queue_name_prefix (e.g. 'myapp-') or topic_name_prefix" in warning
+
+
+@pytest.mark.parametrize(
+    ("options", "topic"),
+    [
+        ({"topic_name_prefix": "app-a-"}, "app-a-{name}"),
+        ({"topic_name_prefix": ""}, "{name}"),  # shared on purpose: no warning
+    ],
+)
+def test_topic_name_prefix_names_exchange_topics_and_silences_the_warning(
+    endpoint: LocalEndpoint,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    fresh_shared_topics_warning: None,
+    options: dict[str, str],
+    topic: str,
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="sqsbus"),
+        connect(endpoint, "", **options) as conn,
+    ):
+        arn = declare_fanout(conn, f"{prefix}control")
+    assert arn.endswith(":" + topic.format(name=f"{prefix}control"))
+    assert "celery control" not in caplog.text

@@ -148,6 +148,33 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_shared_topics_warned = False
+_shared_topics_lock = threading.Lock()
+
+
+def _warn_shared_topics(exchange: str, topic_arn: str) -> None:
+    """Say once per process that exchange topics without a prefix are shared account-wide."""
+    global _shared_topics_warned
+    with _shared_topics_lock:
+        if _shared_topics_warned:
+            return
+        _shared_topics_warned = True
+    parts = topic_arn.split(":")
+    where = f"account {parts[4]}, region {parts[3]}" if len(parts) > 5 else "this account"
+    logger.warning(
+        "exchange %s uses the SNS topic %s, which every application in %s that leaves "
+        "queue_name_prefix empty shares, as it shares every other exchange topic: their "
+        "`celery control`/`inspect` commands reach this process's workers, and their event "
+        "monitors (Flower, `celery events`) receive its events, task arguments included. "
+        "Give each application its own topics with queue_name_prefix (e.g. 'myapp-') or "
+        "topic_name_prefix; set topic_name_prefix='' to share them on purpose and silence "
+        "this warning (docs/security.md)",
+        exchange,
+        topic_arn.rsplit(":", 1)[-1],
+        where,
+    )
+
+
 def _region_of(arn: str) -> str | None:
     parts = arn.split(":")
     return parts[3] if len(parts) > 3 and parts[3] else None
@@ -191,7 +218,7 @@ class ExchangeRouter:
         if spec is not None:
             arn = str(spec["arn"])
         else:
-            name = topic_name(exchange, self.options.queue_name_prefix)
+            name = topic_name(exchange, self.options.topic_prefix)
             attributes = {"FifoTopic": "true"} if name.endswith(FIFO_SUFFIX) else {}
             answer = call(
                 self._client(exchange),
@@ -201,6 +228,8 @@ class ExchangeRouter:
                 Attributes=attributes,
             )
             arn = str(answer["TopicArn"])
+            if self.options.topic_name_prefix is None and not self.options.topic_prefix:
+                _warn_shared_topics(exchange, arn)
         with self._lock:
             self._topics[exchange] = arn
         return arn

@@ -55,6 +55,8 @@ class AppSettings:
     max_priority: int = 0
     #: More transport options (e.g. ``lease_seconds``, ``redrive_policy``).
     transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Celery's ``task_default_queue`` (its default, ``celery``, when empty).
+    default_queue: str = ""
 
     def to_env(self) -> dict[str, str]:
         """Environment variables that make a worker process build this app."""
@@ -109,6 +111,7 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
             **settings.transport_options,
         },
         task_acks_late=settings.acks_late,
+        task_default_queue=settings.default_queue or "celery",
         task_queue_max_priority=settings.max_priority or None,
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         worker_hijack_root_logger=True,
