@@ -20,7 +20,15 @@ from typing import Any, Final
 
 REDACTED: Final = "***"
 #: Loggers whose records are scrubbed.
-SCRUBBED_LOGGERS: Final = ("botocore", "boto3", "urllib3", "s3transfer", "sqsbus")
+SCRUBBED_LOGGERS: Final = (
+    "botocore",
+    "boto3",
+    "urllib3",
+    "s3transfer",
+    "sqsbus",
+    "kombu",
+    "celery",
+)
 #: Shorter strings are not secrets worth scrubbing (and would mangle logs).
 MIN_SECRET_LENGTH: Final = 8
 
