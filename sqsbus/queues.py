@@ -17,7 +17,7 @@ import re
 import string
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -417,3 +417,32 @@ def validate_predefined(options: Options) -> None:
                 f"predefined queue {name!r} is named as a FIFO queue but {queue.url!r} is not "
                 "a FIFO queue URL"
             )
+
+
+# -- priority bands: one SQS queue per band of an ``x-max-priority`` queue -------------
+
+
+def priority_bands(max_priority: int, steps: Sequence[int]) -> list[int]:
+    """The band (lowest priority of each) a queue with ``max_priority`` is split into."""
+    return sorted({step for step in steps if step <= max_priority} | {0})
+
+
+def band_of(priority: Any, max_priority: int, steps: Sequence[int]) -> int:
+    """The band a message of ``priority`` goes to (higher numbers are more urgent)."""
+    try:
+        wanted = min(max(int(priority or 0), 0), max_priority)
+    except (TypeError, ValueError):
+        wanted = 0
+    return max(step for step in priority_bands(max_priority, steps) if step <= wanted)
+
+
+def band_queue(queue: str, band: int) -> str:
+    """The Kombu name of ``queue``'s band queue (``queue`` itself for band 0).
+
+    ``celery`` -> ``celery.p6`` (SQS name ``celery-p6``); ``jobs.fifo`` -> ``jobs.p6.fifo``.
+    """
+    if not band:
+        return queue
+    if queue.endswith(FIFO_SUFFIX):
+        return f"{queue[: -len(FIFO_SUFFIX)]}.p{band}{FIFO_SUFFIX}"
+    return f"{queue}.p{band}"

@@ -14,8 +14,14 @@ from hypothesis import strategies as st
 from sqsbus import codec
 from sqsbus.engine.group_commit import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, _Lane, _Pending
 from sqsbus.errors import ConfigurationError
-from sqsbus.kombu.queue_arguments import band_of, priority_bands
-from sqsbus.queues import MAX_QUEUE_NAME_LENGTH, QueueRef, canonical_name, entity_name
+from sqsbus.queues import (
+    MAX_QUEUE_NAME_LENGTH,
+    QueueRef,
+    band_of,
+    canonical_name,
+    entity_name,
+    priority_bands,
+)
 
 LEGAL_SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$|^[A-Za-z0-9_-]{1,75}\.fifo$")
 

@@ -9,8 +9,8 @@ from sqsbus.engine import delays
 from sqsbus.engine.messages import Received
 from sqsbus.engine.receiver import BandGate, Inbox, Waker
 from sqsbus.errors import ConfigurationError
-from sqsbus.kombu.queue_arguments import QueueArguments, band_of, band_queue, priority_bands
-from sqsbus.queues import QueueRef
+from sqsbus.kombu.queue_arguments import QueueArguments
+from sqsbus.queues import QueueRef, band_of, band_queue, priority_bands
 
 STEPS = (0, 3, 6, 9)
 

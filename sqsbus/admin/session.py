@@ -18,9 +18,8 @@ from urllib.parse import unquote, urlsplit
 from sqsbus.aws import AWS, configured_region, require_credentials
 from sqsbus.config import Options, parse_options
 from sqsbus.errors import ConfigurationError, QueueDoesNotExist, UndefinedQueueError
-from sqsbus.kombu.queue_arguments import band_queue
 from sqsbus.local.record import read_records
-from sqsbus.queues import QueueDirectory, QueueRef, entity_name
+from sqsbus.queues import QueueDirectory, QueueRef, band_queue, entity_name
 
 __all__ = [
     "BROKER_ENV_VARS",

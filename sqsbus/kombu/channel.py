@@ -39,8 +39,8 @@ from sqsbus.errors import (
     SQSBusError,
     UnreadablePayload,
 )
-from sqsbus.kombu.queue_arguments import QueueArguments, band_of, band_queue, priority_bands
-from sqsbus.queues import QueueRef
+from sqsbus.kombu.queue_arguments import QueueArguments
+from sqsbus.queues import QueueRef, band_of, band_queue, priority_bands
 from sqsbus.routing.exchanges import FilterCondition, topic_condition
 
 if TYPE_CHECKING:

@@ -1,0 +1,178 @@
+"""The layer rules of ``sqsbus`` (README: *Architecture*), checked on the source's imports.
+
+Every ``import`` and ``from ... import`` in ``sqsbus/`` is read with :mod:`ast` (type-only
+imports included: a layer that needs another's types depends on it), and each rule below
+names the modules it forbids to whom. A failure lists every offending import with its file
+and line.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+PACKAGE: Final = Path(__file__).resolve().parent.parent / "sqsbus"
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module, e.g. sqsbus.engine.acker
+    target: str  # what it imports, e.g. kombu.transport
+    where: str  # file:line
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Modules under ``importer`` (a dotted prefix) must not import ``forbidden`` ones."""
+
+    name: str
+    importer: str
+    forbidden: tuple[str, ...]
+    #: Importers under ``importer`` the rule does not apply to.
+    exempt: tuple[str, ...] = ()
+    #: Imports allowed even though a ``forbidden`` prefix matches them.
+    allowed: tuple[str, ...] = ()
+
+
+#: Tools for tests and benchmarks that the runtime must never load.
+TESTING_TOOLS: Final = ("sqsbus.local.proxy", "sqsbus.local._sessions", "sqsbus.local._aws_wire")
+
+RULES: Final = [
+    Rule(
+        "the engine needs no adapter, router, operator tooling or expiry",
+        "sqsbus.engine",
+        (
+            "kombu",
+            "celery",
+            "sqsbus.kombu",
+            "sqsbus.admin",
+            "sqsbus.cli",
+            "sqsbus.routing",
+            "sqsbus.expiry",
+            "sqsbus.demo",
+            "sqsbus.local",
+        ),
+    ),
+    Rule(
+        "the foundation (names, options, clients, codec, errors) imports nothing above it",
+        "sqsbus.",
+        (
+            "kombu",
+            "celery",
+            "sqsbus.engine",
+            "sqsbus.kombu",
+            "sqsbus.routing",
+            "sqsbus.admin",
+            "sqsbus.expiry",
+        ),
+        exempt=(
+            "sqsbus.engine",
+            "sqsbus.kombu",
+            "sqsbus.routing",
+            "sqsbus.admin",
+            "sqsbus.expiry",
+            "sqsbus.cli",
+            "sqsbus.demo",
+            "sqsbus.demo_app",
+            "sqsbus.__init__",
+        ),
+    ),
+    Rule(
+        "the operator tooling does not need the Kombu adapter",
+        "sqsbus.admin",
+        ("kombu", "celery", "sqsbus.kombu"),
+    ),
+    Rule(
+        "the local endpoint and its tools stand alone",
+        "sqsbus.local",
+        ("sqsbus",),
+        allowed=("sqsbus.local",),
+    ),
+    Rule(
+        "runtime code never loads the testing tools",
+        "sqsbus",
+        TESTING_TOOLS,
+        exempt=TESTING_TOOLS,
+    ),
+    Rule("the package never imports tests or benchmarks", "sqsbus", ("tests", "bench")),
+]
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts)
+
+
+def imports_of(path: Path, root: Path) -> Iterator[Import]:
+    """Every module ``path`` imports, relative imports resolved."""
+    module = module_name(path, root)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        where = f"{path.relative_to(root.parent)}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield Import(module, alias.name, where)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            yield Import(module, base, where)
+            for alias in node.names:  # `from sqsbus import engine` imports sqsbus.engine
+                yield Import(module, f"{base}.{alias.name}", where)
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix.rstrip(".") or name.startswith(
+        prefix if prefix.endswith(".") else prefix + "."
+    )
+
+
+def violations(rule: Rule, imports: list[Import]) -> list[str]:
+    found = []
+    for item in imports:
+        if not _under(item.module, rule.importer) or any(
+            _under(item.module, e) for e in rule.exempt
+        ):
+            continue
+        if any(_under(item.target, a) for a in rule.allowed):
+            continue
+        if any(_under(item.target, f) for f in rule.forbidden):
+            found.append(f"{item.where}: {item.module} imports {item.target}")
+    return sorted(set(found))
+
+
+def all_imports(root: Path) -> list[Import]:
+    return [item for path in sorted(root.rglob("*.py")) for item in imports_of(path, root)]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[rule.name for rule in RULES])
+def test_layer_rule(rule: Rule) -> None:
+    broken = violations(rule, all_imports(PACKAGE))
+    assert not broken, f"{rule.name}:\n" + "\n".join(broken)
+
+
+def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
+    """A package with one import breaking each rule: every rule reports it."""
+    root = tmp_path / "sqsbus"
+    files = {
+        "engine/bad.py": "from kombu import Connection\n",
+        "queues.py": "from .engine import acker\n",
+        "admin/bad.py": "from sqsbus.kombu.channel import Channel\n",
+        "local/bad.py": "import sqsbus.config\n",
+        "kombu/bad.py": "from sqsbus.local import proxy\n",
+        "cli.py": "import bench.run\n",
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    imports = all_imports(root)
+    reported = [{line.split(":")[0] for line in violations(rule, imports)} for rule in RULES]
+    assert reported == [{f"sqsbus/{name}"} for name in files]
