@@ -145,3 +145,21 @@ def foreign_envelope(decoded: DecodedBody, attributes: dict[str, str]) -> dict[s
         "headers": dict(attributes),
         "properties": {"delivery_info": {}, "body_encoding": None},
     }
+
+
+def envelope_problem(payload: dict[str, Any]) -> str | None:
+    """Why a Kombu envelope cannot become a Kombu message (wrong field types), or None."""
+    body = payload.get("body")
+    if body is not None and not isinstance(body, str):
+        return f"its body is a JSON {type(body).__name__}, not a string"
+    headers = payload.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        return f"its headers are a JSON {type(headers).__name__}, not an object"
+    for key in ("content-type", "content-encoding"):
+        value = payload.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"its {key} is a JSON {type(value).__name__}, not a string"
+    encoding = payload["properties"].get("body_encoding")
+    if encoding is not None and not isinstance(encoding, str):
+        return f"its body_encoding is a JSON {type(encoding).__name__}, not a string"
+    return None

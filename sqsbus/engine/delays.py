@@ -13,9 +13,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from sqsbus.engine.messages import Received
+from sqsbus.errors import ConfigurationError
 
 #: Longest per-message delay SQS accepts.
 MAX_DELAY_SECONDS: Final = 900
@@ -23,6 +25,8 @@ MAX_DELAY_SECONDS: Final = 900
 ETA_ATTRIBUTE: Final = "sqsbus.eta"
 #: A message surfacing less than this many seconds early is delivered, not hopped.
 HOP_SLACK_SECONDS: Final = 1.0
+#: SQS's limit of message attributes per message.
+MAX_MESSAGE_ATTRIBUTES: Final = 10
 #: Keys of a received message attribute that SendMessage accepts back.
 _ATTRIBUTE_VALUE_KEYS: Final = ("DataType", "StringValue", "BinaryValue")
 
@@ -68,3 +72,49 @@ def resendable_attributes(message: Received) -> dict[str, Any]:
         if isinstance(value, Mapping):
             result[name] = {k: value[k] for k in _ATTRIBUTE_VALUE_KEYS if k in value}
     return result
+
+
+def native_delay(
+    headers: Any, attributes: dict[str, Any] | None
+) -> tuple[int | None, dict[str, Any] | None]:
+    """DelaySeconds (and hop attribute) for a Celery message with a future ``eta`` header.
+
+    A naive ``eta`` (no time zone) is left to the worker: guessing its zone could
+    deliver the message late.
+    """
+    eta_text = headers.get("eta") if isinstance(headers, dict) else None
+    if not isinstance(eta_text, str):
+        return None, attributes
+    try:
+        eta_time = datetime.fromisoformat(eta_text)
+    except ValueError:
+        return None, attributes
+    if eta_time.tzinfo is None:
+        return None, attributes
+    eta = eta_time.timestamp()
+    delay = delay_for(eta)
+    if not delay:
+        return None, attributes
+    if eta - time.time() > MAX_DELAY_SECONDS:
+        attributes = dict(attributes or {})
+        if len(attributes) < MAX_MESSAGE_ATTRIBUTES:
+            attributes[ETA_ATTRIBUTE] = eta_attribute(eta)
+    return delay, attributes
+
+
+def delay_property(properties: dict[str, Any]) -> int | None:
+    """Kombu's ``delay_seconds``/``DelaySeconds`` message property, validated."""
+    for key in ("delay_seconds", "DelaySeconds"):
+        value = properties.get(key)
+        if value is None:
+            continue
+        try:
+            delay = int(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"message property {key!r} must be a number of seconds, got {value!r}"
+            ) from None
+        if delay < 0:
+            raise ConfigurationError(f"message property {key!r} must be >= 0, got {delay}")
+        return delay
+    return None

@@ -17,10 +17,10 @@ import select
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 from sqsbus.engine import operations
-from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError, TransientError
 from sqsbus.queues import QueueRef
@@ -264,49 +264,68 @@ class BandGate:
 BAND_YIELD_SECONDS: Final = 0.05
 
 
+@dataclass(frozen=True)
+class PollSettings:
+    """How a receiver polls its queue."""
+
+    #: Long-poll duration of each receive (0-20 s).
+    wait_time_seconds: int
+    #: Seconds to wait after an empty receive.
+    polling_interval: float
+    #: After a receive that got some messages but fewer than it asked for, wait this long
+    #: so that the next one finds more (fewer requests, a little more latency).
+    coalesce_seconds: float = 0.0
+
+
+class ReceiverOwner(Protocol):
+    """What a :class:`Receiver` works for (:class:`sqsbus.engine.consumer.Consumer`)."""
+
+    inbox: Inbox
+
+    @property
+    def poll(self) -> PollSettings: ...
+
+    def receive(
+        self, queue: QueueRef, name: str, priority: int, max_messages: int, wait: int
+    ) -> list[Received]:
+        """One receive, its messages held under a lease."""
+
+    def on_received(self, messages: list[Received]) -> list[Received]:
+        """Prepare just received messages (receiver thread); return those to buffer.
+
+        If this raises, nothing is buffered: SQS delivers the messages again later."""
+
+    def release(self, messages: list[Received]) -> None:
+        """Give back messages received while stopping."""
+
+    def acks_room(self, timeout: float) -> bool:
+        """Wait (up to ``timeout``) while settled messages' deletes are backlogged; False if
+        they still are. Nothing more is received until they are sent (bounds memory, keeps
+        deletes ahead of lease expiry)."""
+
+
 class Receiver:
-    """A thread long-polling one queue into an :class:`Inbox`."""
+    """A thread long-polling one SQS queue (one priority band of a consumed name) into its
+    owner's :class:`Inbox`."""
 
     def __init__(
         self,
-        inbox: Inbox,
+        owner: ReceiverOwner,
         queue: QueueRef,
         name: str,
-        *,
-        wait_time_seconds: int,
-        polling_interval: float,
-        coalesce_seconds: float = 0.0,
-        leases: LeaseKeeper | None = None,
-        release: Callable[[list[Received]], None] = operations.release,
-        on_received: Callable[[list[Received]], list[Received]] | None = None,
         priority: int = 0,
         gate: BandGate | None = None,
-        acks_room: Callable[[float], bool] | None = None,
     ) -> None:
-        self.inbox = inbox
+        self.owner = owner
+        self.inbox = owner.inbox
         self.queue = queue
         self.name = name
-        self.wait_time_seconds = wait_time_seconds
-        self.polling_interval = polling_interval
-        #: After a receive that got some messages but fewer than it asked for, wait
-        #: this long so that the next one finds more (fewer requests, more latency).
-        self.coalesce_seconds = coalesce_seconds
-        #: Receives ask for this keeper's lease and hand it what they buffer.
-        self.leases = leases
-        self.release = release
         #: Priority band of this queue, and the gate it shares with the other bands.
         self.priority = priority
         self.gate = gate
         #: A gated receiver whose last receive came back full (or that has not received
         #: yet) polls without waiting next, so lower bands learn quickly when it is drained.
         self._busy = gate is not None
-        #: Called in the receiver thread before buffering (e.g. delete for no-ack);
-        #: returns the messages to buffer.
-        self.on_received = on_received
-        #: Waits (up to the seconds given) while the consumer's acks are backlogged;
-        #: False if they still are. Nothing more is received until they are sent
-        #: (bounds memory, keeps deletes ahead of lease expiry).
-        self.acks_room = acks_room
         self.stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"sqsbus-receiver-{queue.name}", daemon=True
@@ -328,24 +347,13 @@ class Receiver:
         return self._thread.is_alive()
 
     def _receive(self, room: int) -> list[Received]:
-        messages = operations.receive(
-            self.queue,
-            self.name,
-            max_messages=room,
-            wait_time_seconds=0 if self._busy else self.wait_time_seconds,
-            visibility_timeout=None if self.leases is None else self.leases.lease_seconds,
-        )
+        wait = 0 if self._busy else self.owner.poll.wait_time_seconds
+        messages = self.owner.receive(self.queue, self.name, self.priority, room, wait)
         if self.gate is not None:
             self._busy = len(messages) >= min(room, operations.MAX_BATCH)
             self.gate.report(self.priority, self._busy)
-        for message in messages:
-            message.priority = self.priority
-        if self.leases is not None:
-            self.leases.hold(messages)
-        if self.on_received is not None and messages and not self.stopped.is_set():
-            # If this fails (e.g. the no-ack delete), the messages are not buffered:
-            # SQS delivers them again after their visibility timeout.
-            messages = self.on_received(messages)
+        if messages and not self.stopped.is_set():
+            messages = self.owner.on_received(messages)
         return messages
 
     def _run(self) -> None:
@@ -356,12 +364,13 @@ class Receiver:
                 self.gate.report(self.priority, False)
 
     def _loop(self) -> None:
+        poll = self.owner.poll
         failures = 0
         while not self.stopped.is_set():
             if self.gate is not None and self.gate.higher_busy(self.priority):
                 self.stopped.wait(BAND_YIELD_SECONDS)
                 continue
-            if self.acks_room is not None and not self.acks_room(1.0):
+            if not self.owner.acks_room(1.0):
                 continue
             room = self.inbox.wait_for_room(self.stopped)
             if not room or self.stopped.is_set():
@@ -398,10 +407,10 @@ class Receiver:
                 return
             failures = 0
             if self.stopped.is_set():
-                self.release(messages)
+                self.owner.release(messages)
                 return
             self.inbox.put(messages)
-            if not messages and self.polling_interval:
-                self.stopped.wait(self.polling_interval)
-            elif messages and len(messages) < room and self.coalesce_seconds:
-                self.stopped.wait(self.coalesce_seconds)
+            if not messages and poll.polling_interval:
+                self.stopped.wait(poll.polling_interval)
+            elif messages and len(messages) < room and poll.coalesce_seconds:
+                self.stopped.wait(poll.coalesce_seconds)

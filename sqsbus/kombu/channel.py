@@ -1,12 +1,11 @@
 """Kombu channel over the sqsbus engine.
 
-Kombu's virtual-transport contract (``_put``, ``_get``, ``_size``, ``basic_*``)
-is mapped onto the engine: publishing through :class:`~sqsbus.engine.publisher.Publisher`,
-consuming through background :class:`~sqsbus.engine.receiver.Receiver` threads
-that fill this channel's :class:`~sqsbus.engine.receiver.Inbox`, and settling
-through :class:`~sqsbus.engine.acker.Acker`.  Wire format and
-``delivery_info`` keys (``sqs_message``, ``sqs_queue``) match Kombu's SQS
-transport, so producers and consumers of both interoperate.
+Kombu's virtual-transport contract (``_put``, ``basic_*``, exchanges and bindings) is mapped
+onto the engine: publishing through :class:`~sqsbus.engine.publisher.Publisher`, consuming and
+settling through one :class:`~sqsbus.engine.consumer.Consumer` per channel, exchanges through
+:class:`~sqsbus.routing.exchanges.ExchangeRouter`.  What stays here is Kombu's: envelopes and
+``delivery_info`` (keys ``sqs_message``/``sqs_queue`` as in Kombu's SQS transport, so producers
+and consumers of both interoperate), QoS, delivery tags, exchanges and bindings.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from __future__ import annotations
 import binascii
 import logging
 import sys
-import time
-from datetime import datetime
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
@@ -26,19 +23,11 @@ from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from sqsbus import codec
 from sqsbus.aws import call
-from sqsbus.engine import delays, operations
-from sqsbus.engine.forwarding import Forwarder
+from sqsbus.engine import delays
+from sqsbus.engine.consumer import Band, Consumer, ConsumeSettings
 from sqsbus.engine.messages import Received
-from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES
-from sqsbus.engine.receiver import BandGate, Inbox, Receiver
-from sqsbus.errors import (
-    AccessDeniedError,
-    ConfigurationError,
-    PayloadMissing,
-    QueueDoesNotExist,
-    SQSBusError,
-    UnreadablePayload,
-)
+from sqsbus.engine.receiver import Inbox, PollSettings
+from sqsbus.errors import AccessDeniedError, QueueDoesNotExist, SQSBusError
 from sqsbus.kombu.queue_arguments import QueueArguments
 from sqsbus.queues import QueueRef, band_of, band_queue, priority_bands
 from sqsbus.routing.exchanges import FilterCondition, topic_condition
@@ -47,11 +36,6 @@ if TYPE_CHECKING:
     from sqsbus.kombu.transport import Transport
 
 logger = logging.getLogger(__name__)
-
-#: Seconds ``basic_get`` long-polls: long enough to see every SQS server, short
-#: enough not to block a synchronous caller.
-BASIC_GET_WAIT_SECONDS = 1
-
 
 #: Exchange types whose bindings are shared by every process, as SNS subscriptions.
 SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic"})
@@ -101,26 +85,39 @@ class Channel(virtual.Channel):
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
-        self.options = connection.options
+        self.options = options = connection.options
         self.directory = connection.directory
         self.publisher = connection.publisher
-        self.acker = connection.acker
-        self.leases = connection.leases
-        self.payloads = connection.payloads
-        self.forwarder = Forwarder(connection.directory, connection.publisher, connection.acker)
         self.router = connection.router
         # Created now: receiver threads read QoS and must not race its creation.
         self._channel_qos = self.qos
-        self.inbox = Inbox(connection.waker, self._demand)
-        #: Kombu queue name -> its receivers (one per priority band).
-        self._receivers: dict[str, list[Receiver]] = {}
-        self._noack_queues: set[str] = set()
+        poll = PollSettings(
+            wait_time_seconds=options.wait_time_seconds,
+            polling_interval=options.polling_interval,
+            coalesce_seconds=options.receive_coalesce_ms / 1000,
+        )
+        self.consumer = Consumer(
+            directory=connection.directory,
+            publisher=connection.publisher,
+            acker=connection.acker,
+            leases=connection.leases,
+            payloads=connection.payloads,
+            parking=lambda: connection.parking,
+            waker=connection.waker,
+            demand=self._demand,
+            settings=ConsumeSettings(poll, native_delays=options.native_delays),
+        )
         #: delivery tag -> message, for messages handed to the application.
         self._unsettled: dict[str, Received] = {}
         #: delivery tag -> why its body could not be decoded (see :class:`Message`).
         self._undecodable: dict[str, str] = {}
 
-    # -- queues ---------------------------------------------------------------
+    @property
+    def inbox(self) -> Inbox:
+        """Received messages not yet handed to the application."""
+        return self.consumer.inbox
+
+    # -- exchanges and bindings ---------------------------------------------------------
 
     @property
     def uses_sns(self) -> bool:
@@ -220,6 +217,23 @@ class Channel(virtual.Channel):
             deduplication_id=properties.get("MessageDeduplicationId"),
         )
 
+    def _matches_bindings(self, queue: str, payload: dict[str, Any]) -> bool:
+        """False for a topic-exchange message that none of ``queue``'s patterns match."""
+        delivery_info = payload["properties"]["delivery_info"]
+        exchange = delivery_info.get("exchange")
+        if not exchange or exchange not in self.state.exchanges:
+            return True
+        exchange_type = self.typeof(exchange)
+        if exchange_type.type != "topic":
+            return True
+        table = self.get_table(exchange)
+        if not any(bound == queue for _key, _pattern, bound in table):
+            return True  # bound by another process: its patterns are not known here
+        matched = exchange_type.lookup(table, exchange, delivery_info.get("routing_key", ""), None)
+        return queue in matched
+
+    # -- queues -------------------------------------------------------------------------
+
     def after_reply_message_received(self, queue: str) -> None:
         """Keep reply queues for the next request (SQS forbids reusing a name for 60 s)."""
 
@@ -238,12 +252,12 @@ class Channel(virtual.Channel):
         )
         if temporary:
             declare = self.connection.declare_temporary_queue
-            refs = [declare(name, parsed.expires_ms) for name in self._bands(queue)]
+            refs = [declare(name, parsed.expires_ms) for name in self._band_names(queue)]
         else:
-            refs = [self.directory.ensure(name) for name in self._bands(queue)]
+            refs = [self.directory.ensure(name) for name in self._band_names(queue)]
         return refs[0]
 
-    def _bands(self, queue: str) -> list[str]:
+    def _band_names(self, queue: str) -> list[str]:
         """Kombu names of the SQS queues behind ``queue``: itself, then its priority bands."""
         arguments = self.connection.queue_arguments.get(queue)
         if arguments is None or not arguments.max_priority:
@@ -251,31 +265,43 @@ class Channel(virtual.Channel):
         bands = priority_bands(arguments.max_priority, self.options.priority_steps)
         return [band_queue(queue, band) for band in bands]
 
+    def _bands(self, queue: str) -> list[Band]:
+        """The SQS queues behind ``queue``, lowest priority first (created if needed)."""
+        arguments = self.connection.queue_arguments.get(queue)
+        steps = (
+            priority_bands(arguments.max_priority, self.options.priority_steps)
+            if arguments is not None and arguments.max_priority
+            else [0]
+        )
+        names = self._band_names(queue)
+        return [
+            Band(self.directory.ensure(name), step) for name, step in zip(names, steps, strict=True)
+        ]
+
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return self.directory.exists(queue)
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         if self.options.predefined_queues:
             return  # predefined queues are never created nor deleted here
-        for name in self._bands(queue):
+        for name in self._band_names(queue):
             self.connection.drop_queue(name)
 
     def _size(self, queue: str) -> int:
         total = 0
-        for name in self._bands(queue):
-            ref = self.directory.ensure(name)
-            attributes = self.directory.attributes(ref, fresh=True)
+        for band in self._bands(queue):
+            attributes = self.directory.attributes(band.queue, fresh=True)
             total += int(attributes.get("ApproximateNumberOfMessages", 0))
         return total
 
     def _purge(self, queue: str) -> int:
         size = self._size(queue)
-        for name in self._bands(queue):
-            ref = self.directory.ensure(name)
+        for band in self._bands(queue):
+            ref = band.queue
             call(ref.client, "purge_queue", f"purge queue {ref.name!r}", QueueUrl=ref.url)
         return size
 
-    # -- publishing -----------------------------------------------------------
+    # -- publishing ---------------------------------------------------------------------
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         properties = message.get("properties") or {}
@@ -287,9 +313,9 @@ class Channel(virtual.Channel):
             queue = band_queue(queue, band)
         ref = self.directory.ensure(queue)
         attributes = properties.pop("message_attributes", None)
-        delay = _delay_seconds(properties)
+        delay = delays.delay_property(properties)
         if delay is None and self.options.native_delays and not ref.is_fifo:
-            delay, attributes = _native_delay(message.get("headers"), attributes)
+            delay, attributes = delays.native_delay(message.get("headers"), attributes)
         body = codec.encode_body(message, base64_encoding=self.options.base64_encoding)
 
         def send(target: QueueRef) -> None:
@@ -313,7 +339,7 @@ class Channel(virtual.Channel):
             self.directory.forget(ref.name)
             send(self.directory.ensure(queue))
 
-    # -- consuming ------------------------------------------------------------
+    # -- consuming ----------------------------------------------------------------------
 
     def _demand(self) -> int | None:
         """How many more messages this channel's consumers may take (None: no limit)."""
@@ -325,143 +351,71 @@ class Channel(virtual.Channel):
     def basic_consume(
         self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
     ) -> Any:
-        names = self._bands(queue)
-        refs = [self.directory.ensure(name) for name in names]
-        if no_ack:
-            self._noack_queues.add(queue)
+        bands = self._bands(queue)
         result = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
-        running = self._receivers.get(queue) or []
-        if len(running) == len(refs) and all(receiver.alive for receiver in running):
-            return result
-        for receiver in running:
-            receiver.stop()
-        arguments = self.connection.queue_arguments.get(queue)
-        steps = (
-            priority_bands(arguments.max_priority, self.options.priority_steps)
-            if arguments is not None and arguments.max_priority
-            else [0]
-        )
-        gate = BandGate(steps) if len(refs) > 1 else None
-        self._receivers[queue] = [
-            Receiver(
-                self.inbox,
-                ref,
-                queue,
-                wait_time_seconds=self.options.wait_time_seconds,
-                polling_interval=self.options.polling_interval,
-                coalesce_seconds=self.options.receive_coalesce_ms / 1000,
-                leases=self.leases,
-                release=self.acker.release,
-                on_received=self._on_received,
-                priority=step,
-                gate=gate,
-                acks_room=self.acker.wait_for_room,
-            )
-            for ref, step in zip(refs, steps, strict=True)
-        ]
-        for receiver in self._receivers[queue]:
-            receiver.start()
+        self.consumer.consume(queue, bands, no_ack=no_ack)
         return result
 
     def basic_cancel(self, consumer_tag: str) -> Any:
         queue = self._tag_to_queue.get(consumer_tag)
         result = super().basic_cancel(consumer_tag)
         if queue is not None and queue not in self._active_queues:
-            self._noack_queues.discard(queue)
-            for receiver in self._receivers.pop(queue, []):
-                receiver.stop()
-            self.acker.release(self.inbox.remove(queue))
+            self.consumer.cancel(queue)
         return result
-
-    def _on_received(self, messages: list[Received]) -> list[Received]:
-        """Receiver hook (its thread): prepare the messages, delete no-ack ones."""
-        messages = self._prepare(messages)
-        if messages and messages[0].name in self._noack_queues:
-            self.acker.delete(messages)
-        return messages
-
-    def _prepare(self, messages: list[Received]) -> list[Received]:
-        """Of just received messages, those to deliver: delayed ones that surfaced early
-        hop, large payloads are read from S3."""
-        if self.options.native_delays:
-            messages = [m for m in messages if not self.forwarder.hop_if_early(m)]
-        return self._resolve_payloads(messages)
-
-    def _resolve_payloads(self, messages: list[Received]) -> list[Received]:
-        """Replace S3 pointers by their payloads; hold back messages whose payload failed.
-
-        A message whose object does not exist goes to the queue's dead-letter queue if
-        it has one; otherwise, like one whose object cannot be read now, it stays in SQS
-        and is received again after its visibility timeout (or lease). One without a
-        valid pointer is unreadable.  Nothing is deleted silently.
-        """
-        readable: list[Received] = []
-        for message in messages:
-            try:
-                readable.append(self.payloads.resolve(message))
-            except UnreadablePayload as exc:
-                self._discard_unreadable(message, str(exc))
-            except SQSBusError as exc:
-                moved = isinstance(exc, PayloadMissing) and self.forwarder.dead_letter(
-                    message, f"payload missing: {exc}"
-                )
-                if not moved and self.leases is not None:
-                    self.leases.forget([message])  # back in SQS when its lease ends
-                logger.error(
-                    "message %s on queue %s is not delivered: cannot %s; %s",
-                    message.message_id,
-                    message.queue.name,
-                    exc,
-                    "it goes to the dead-letter queue"
-                    if moved
-                    else "it stays in the queue and is received again when its visibility ends",
-                )
-        return readable
 
     def deliver_buffered(self) -> int:
         """Hand buffered messages to consumers while QoS allows; return how many."""
         delivered = 0
         callbacks = self.connection._callbacks
         while self._channel_qos.can_consume():
-            taken = self.inbox.take(1)
-            if not taken:
+            received = self.consumer.take()
+            if received is None:
                 break
-            received = taken[0]
             callback = callbacks.get(received.name)
             if callback is None:
-                self.acker.release([received])
+                self.consumer.release([received])
                 continue
-            payload = self._to_payload(received)
-            if payload is None or self._expired(received, payload):
+            payload = self._deliverable(received)
+            if payload is None:
                 continue
             if not self._matches_bindings(received.name, payload):
                 # A topic subscription's prefix filter lets through a superset.
-                self.acker.delete([received])
+                self.consumer.ack(received)
                 continue
-            if received.name not in self._noack_queues:
+            if not self.consumer.no_ack(received.name):
                 self._unsettled[payload["properties"]["delivery_tag"]] = received
             callback(payload)
             delivered += 1
-        self.inbox.raise_error()
+        self.consumer.raise_error()
         return delivered
 
-    def _matches_bindings(self, queue: str, payload: dict[str, Any]) -> bool:
-        """False for a topic-exchange message that none of ``queue``'s patterns match."""
-        delivery_info = payload["properties"]["delivery_info"]
-        exchange = delivery_info.get("exchange")
-        if not exchange or exchange not in self.state.exchanges:
-            return True
-        exchange_type = self.typeof(exchange)
-        if exchange_type.type != "topic":
-            return True
-        table = self.get_table(exchange)
-        if not any(bound == queue for _key, _pattern, bound in table):
-            return True  # bound by another process: its patterns are not known here
-        matched = exchange_type.lookup(table, exchange, delivery_info.get("routing_key", ""), None)
-        return queue in matched
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        received = self.consumer.get(queue, self._bands(queue), no_ack=no_ack)
+        payload = None if received is None else self._deliverable(received)
+        if received is None or payload is None:
+            return None
+        message = self.Message(payload, channel=self)
+        if not no_ack:
+            self._unsettled[message.delivery_tag] = received
+            self.qos.append(message, message.delivery_tag)
+        return message
 
-    def _to_payload(self, received: Received) -> dict[str, Any] | None:
-        """The Kombu payload of ``received``, or None if it is unreadable (then settled)."""
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        raise Empty()  # consumption goes through the consumer's receivers and basic_get
+
+    def _deliverable(self, received: Received) -> dict[str, Any] | None:
+        """The Kombu payload of ``received``; None if it was settled instead (unreadable or
+        expired)."""
+        payload, problem = self._to_payload(received)
+        if payload is None:
+            self.consumer.discard(received, problem)
+            return None
+        if self.consumer.expire(received, self._ttl_ms(received, payload)):
+            return None
+        return payload
+
+    def _to_payload(self, received: Received) -> tuple[dict[str, Any] | None, str]:
+        """The Kombu payload of ``received``, or None and why it cannot be read."""
         decoded = codec.decode_body(received.body)
         if decoded.envelope is not None:
             payload = decoded.envelope
@@ -476,18 +430,16 @@ class Channel(virtual.Channel):
         properties = payload.setdefault("properties", {})
         if not isinstance(properties.get("delivery_info"), dict):
             properties["delivery_info"] = {}
-        problem = _envelope_problem(payload)
+        problem = codec.envelope_problem(payload)
         if problem is not None:
-            self._discard_unreadable(received, problem)
-            return None
+            return None, problem
         try:
             if payload.get("body"):
                 decoded_body = self.decode_body(payload["body"], properties.get("body_encoding"))
                 # Kombu's Message decodes the same body again next: it gets this result.
                 self._last_decoded = (payload["body"], decoded_body)
         except (binascii.Error, ValueError, TypeError, AttributeError) as exc:
-            self._discard_unreadable(received, f"its body cannot be decoded ({exc})")
-            return None
+            return None, f"its body cannot be decoded ({exc})"
         delivery_info = properties["delivery_info"]
         delivery_info.setdefault("routing_key", received.name)
         delivery_info.setdefault("exchange", "")
@@ -502,7 +454,7 @@ class Channel(virtual.Channel):
             redelivered=received.receive_count > 1,
         )
         properties["delivery_tag"] = received.receipt_handle
-        return payload
+        return payload, ""
 
     def decode_body(self, body: Any, encoding: str | None = None) -> Any:
         last = self._last_decoded
@@ -511,69 +463,9 @@ class Channel(virtual.Channel):
             return last[1]
         return super().decode_body(body, encoding)
 
-    def _discard_unreadable(self, received: Received, reason: str) -> None:
-        """Take an unreadable message out of circulation without losing it silently."""
-        if received.name in self._noack_queues:
-            logger.error(
-                "message %s on no-ack queue %s is unreadable: %s. Body: %.200r",
-                received.message_id,
-                received.queue.name,
-                reason,
-                received.body,
-            )
-            return
-        if self.forwarder.dead_letter(received, f"unreadable: {reason}"):
-            return
-        logger.error(
-            "message %s on queue %s is unreadable: %s; deleting it. Body: %.200r",
-            received.message_id,
-            received.queue.name,
-            reason,
-            received.body,
-        )
-        self.acker.delete([received])
-
-    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
-        # A consumer of the same queue may already hold it in the prefetch buffer.
-        received = self.inbox.take_named(queue) or self._receive_one(queue)
-        if received is None:
-            return None
-        if no_ack:
-            self.acker.delete([received])
-        payload = self._to_payload(received)
-        if payload is None or self._expired(received, payload):
-            return None
-        message = self.Message(payload, channel=self)
-        if not no_ack:
-            self._unsettled[message.delivery_tag] = received
-            self.qos.append(message, message.delivery_tag)
-        return message
-
-    def _receive_one(self, queue: str) -> Received | None:
-        """One message of ``queue``, highest priority band first; None if none is ready."""
-        names = self._bands(queue)
-        for index, name in enumerate(reversed(names)):
-            last = index == len(names) - 1
-            messages = operations.receive(
-                self.directory.ensure(name),
-                queue,
-                max_messages=1,
-                wait_time_seconds=(
-                    min(BASIC_GET_WAIT_SECONDS, self.options.wait_time_seconds or 1) if last else 0
-                ),
-                visibility_timeout=None if self.leases is None else self.leases.lease_seconds,
-            )
-            if not messages:
-                continue
-            if self.leases is not None:
-                self.leases.hold(messages)
-            prepared = self._prepare(messages)
-            return prepared[0] if prepared else None
-        return None
-
-    def _expired(self, received: Received, payload: dict[str, Any]) -> bool:
-        """Settle ``received`` if its TTL (message ``expiration`` or queue
-        ``x-message-ttl``) has passed: dead-letter it if its queue has a DLQ, else delete."""
+    def _ttl_ms(self, received: Received, payload: dict[str, Any]) -> float | None:
+        """The message's TTL: the shorter of its ``expiration`` and its queue's
+        ``x-message-ttl``; None if it has neither."""
         limits: list[float] = []
         expiration = payload["properties"].get("expiration")
         if expiration is not None:
@@ -588,40 +480,15 @@ class Channel(virtual.Channel):
         arguments = self.connection.queue_arguments.get(received.name)
         if arguments is not None and arguments.message_ttl_ms is not None:
             limits.append(arguments.message_ttl_ms)
-        sent = received.sent_at
-        if not limits or sent is None:
-            return False
-        ttl = min(limits)
-        age = (time.time() - sent) * 1000
-        if age < ttl:
-            return False
-        logger.info(
-            "message %s of queue %s expired (%.0f ms old, TTL %.0f ms); not delivered",
-            received.message_id,
-            received.queue.name,
-            age,
-            ttl,
-        )
-        if received.name in self._noack_queues:
-            return True  # deleted on receipt already
-        if not self.forwarder.dead_letter(received, f"expired (TTL {ttl:.0f} ms)"):
-            self.acker.delete([received])
-        return True
-
-    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
-        raise Empty()  # consumption goes through receivers and basic_get
+        return min(limits) if limits else None
 
     def basic_qos(
         self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False
     ) -> None:
         super().basic_qos(prefetch_size, prefetch_count, apply_global)
-        self._on_demand_changed()
+        self.consumer.demand_changed()
 
-    def _on_demand_changed(self) -> None:
-        if self.inbox.notify():
-            self.connection.waker.wake()
-
-    # -- settling -------------------------------------------------------------
+    # -- settling -----------------------------------------------------------------------
 
     def note_undecodable(self, delivery_tag: str, reason: str) -> None:
         """The body of the delivered message ``delivery_tag`` could not be decoded."""
@@ -634,48 +501,32 @@ class Channel(virtual.Channel):
         try:
             if received is not None and undecodable is not None:
                 # Acknowledged because it cannot be read (Celery does so): keep it aside.
-                reason = f"unreadable: its body cannot be decoded ({undecodable})"
-                if not self.forwarder.dead_letter(received, reason):
-                    self.acker.delete([received])
+                self.consumer.discard(received, f"its body cannot be decoded ({undecodable})")
             elif received is not None:
-                self.acker.delete([received])
+                self.consumer.ack(received)
         finally:
             super().basic_ack(delivery_tag, multiple)
-            self._on_demand_changed()
+            self.consumer.demand_changed()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         try:
-            if not requeue:
-                self._settle_rejected(delivery_tag)
+            received = self._unsettled.get(delivery_tag)
+            if not requeue and received is not None:
+                self.consumer.reject(received, task=self._task_of(delivery_tag))
         finally:
             super().basic_reject(delivery_tag, requeue=requeue)
             self._unsettled.pop(delivery_tag, None)
             self._undecodable.pop(delivery_tag, None)
-            self._on_demand_changed()
+            self.consumer.demand_changed()
 
-    def _settle_rejected(self, delivery_tag: str) -> None:
-        received = self._unsettled.get(delivery_tag)
-        if received is None:
-            return
-        backoff = self._backoff_seconds(delivery_tag, received)
-        if backoff is not None:
-            self.acker.set_visibility([received], backoff)
-        elif not self.forwarder.dead_letter(received, "rejected without requeue"):
-            self.acker.delete([received])
-
-    def _backoff_seconds(self, delivery_tag: str, received: Received) -> int | None:
-        """Visibility from the queue's ``backoff_policy`` if its task is listed."""
-        predefined = received.queue.predefined
-        if predefined is None or not predefined.backoff_policy:
-            return None
+    def _task_of(self, delivery_tag: str) -> str | None:
+        """The Celery task name of a delivered message (its ``task`` header), if any."""
         try:
             message = self.qos.get(delivery_tag)
         except KeyError:
             return None
         task = (message.headers or {}).get("task")
-        if task not in predefined.backoff_tasks:
-            return None
-        return predefined.backoff_policy.get(received.receive_count)
+        return task if isinstance(task, str) else None
 
     def _restore(self, message: Any) -> None:
         """Requeue: make the SQS message visible again now (no re-send, no copy)."""
@@ -687,21 +538,14 @@ class Channel(virtual.Channel):
                 delivery_info.pop(key, None)
             super()._restore(message)
             return
-        parking = self.connection.parking
-        if received.home is not None and parking is not None:
-            parking.send_home([received])  # parked at the 12-hour cap: back where it belongs
-            return
-        self.acker.set_visibility([received], 0)
+        self.consumer.requeue(received)
 
     def close(self) -> None:
         if self.closed:
             return
-        receivers = [receiver for group in self._receivers.values() for receiver in group]
         transport = self.connection  # super().close() detaches it
-        super().close()  # cancels consumers (stopping receivers), restores unacked
-        for receiver in receivers:
-            receiver.stop()
-        self.acker.release(self.inbox.take(None))
+        super().close()  # cancels consumers, restores unacked
+        receivers = self.consumer.close()
         # A long poll still in flight may yet return messages; the transport waits for
         # it at close so that they are released rather than left invisible.
         if transport is not None:
@@ -729,68 +573,4 @@ def _task_shape_problem(message: Any) -> str | None:
         and isinstance(body[2], dict | None)
     ):
         return f"its body must be [args, kwargs, embed], got {str(body)[:100]}"
-    return None
-
-
-def _envelope_problem(payload: dict[str, Any]) -> str | None:
-    """Why a Kombu envelope cannot become a Kombu message (wrong field types), or None."""
-    body = payload.get("body")
-    if body is not None and not isinstance(body, str):
-        return f"its body is a JSON {type(body).__name__}, not a string"
-    headers = payload.get("headers")
-    if headers is not None and not isinstance(headers, dict):
-        return f"its headers are a JSON {type(headers).__name__}, not an object"
-    for key in ("content-type", "content-encoding"):
-        value = payload.get(key)
-        if value is not None and not isinstance(value, str):
-            return f"its {key} is a JSON {type(value).__name__}, not a string"
-    encoding = payload["properties"].get("body_encoding")
-    if encoding is not None and not isinstance(encoding, str):
-        return f"its body_encoding is a JSON {type(encoding).__name__}, not a string"
-    return None
-
-
-def _native_delay(
-    headers: Any, attributes: dict[str, Any] | None
-) -> tuple[int | None, dict[str, Any] | None]:
-    """DelaySeconds (and hop attribute) for a Celery message with a future ``eta`` header.
-
-    A naive ``eta`` (no time zone) is left to the worker: guessing its zone could
-    deliver the message late.
-    """
-    eta_text = headers.get("eta") if isinstance(headers, dict) else None
-    if not isinstance(eta_text, str):
-        return None, attributes
-    try:
-        eta_time = datetime.fromisoformat(eta_text)
-    except ValueError:
-        return None, attributes
-    if eta_time.tzinfo is None:
-        return None, attributes
-    eta = eta_time.timestamp()
-    delay = delays.delay_for(eta)
-    if not delay:
-        return None, attributes
-    if eta - time.time() > delays.MAX_DELAY_SECONDS:
-        attributes = dict(attributes or {})
-        if len(attributes) < MAX_MESSAGE_ATTRIBUTES:
-            attributes[delays.ETA_ATTRIBUTE] = delays.eta_attribute(eta)
-    return delay, attributes
-
-
-def _delay_seconds(properties: dict[str, Any]) -> int | None:
-    """Kombu's ``delay_seconds``/``DelaySeconds`` message property, validated."""
-    for key in ("delay_seconds", "DelaySeconds"):
-        value = properties.get(key)
-        if value is None:
-            continue
-        try:
-            delay = int(value)
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"message property {key!r} must be a number of seconds, got {value!r}"
-            ) from None
-        if delay < 0:
-            raise ConfigurationError(f"message property {key!r} must be >= 0, got {delay}")
-        return delay
     return None
