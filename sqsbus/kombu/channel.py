@@ -10,15 +10,10 @@ and consumers of both interoperate), QoS, delivery tags, exchanges and bindings.
 
 from __future__ import annotations
 
-import binascii
 import logging
-import sys
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
-from kombu.exceptions import DecodeError
-from kombu.serialization import loads
-from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from sqsbus import codec
@@ -27,53 +22,20 @@ from sqsbus.engine import delays
 from sqsbus.engine.consumer import Band, Consumer, ConsumeSettings
 from sqsbus.engine.messages import Received
 from sqsbus.engine.receiver import Inbox, PollSettings
-from sqsbus.errors import AccessDeniedError, QueueDoesNotExist, SQSBusError
+from sqsbus.errors import QueueDoesNotExist
+from sqsbus.kombu import envelope
+from sqsbus.kombu.exchanges import ExchangeChannel
+from sqsbus.kombu.message import Message
 from sqsbus.kombu.queue_arguments import QueueArguments
 from sqsbus.queues import QueueRef, band_of, band_queue, priority_bands
-from sqsbus.routing.exchanges import FilterCondition, topic_condition
 
 if TYPE_CHECKING:
     from sqsbus.kombu.transport import Transport
 
 logger = logging.getLogger(__name__)
 
-#: Exchange types whose bindings are shared by every process, as SNS subscriptions.
-SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic"})
 
-
-class UnsupportedExchangeType(SQSBusError, NotImplementedError):
-    """The exchange type is not available on this transport."""
-
-
-class Message(virtual.Message):
-    """A received message that tells its channel when its body cannot be decoded.
-
-    Celery acknowledges a message it cannot decode (so that it does not loop); the
-    channel then moves it to the dead-letter queue instead of deleting it, if there is one.
-    """
-
-    channel: Channel
-
-    def __init__(self, payload: Any, channel: Any = None, **kwargs: Any) -> None:
-        super().__init__(payload, channel=channel, **kwargs)
-        problem = _task_shape_problem(self)
-        if problem is not None:
-            # Consumers report it through on_decode_error (Celery logs and acks it).
-            try:
-                raise DecodeError(f"malformed Celery task message: {problem}")
-            except DecodeError as exc:
-                self.errors.append(sys.exc_info())
-                channel.note_undecodable(self.delivery_tag, str(exc))
-
-    def _decode(self) -> Any:
-        try:
-            return super()._decode()
-        except Exception as exc:
-            self.channel.note_undecodable(self.delivery_tag, f"{type(exc).__name__}: {exc}")
-            raise
-
-
-class Channel(virtual.Channel):
+class Channel(ExchangeChannel):
     """A Kombu channel whose queues are SQS queues."""
 
     Message = Message
@@ -118,119 +80,6 @@ class Channel(virtual.Channel):
         return self.consumer.inbox
 
     # -- exchanges and bindings ---------------------------------------------------------
-
-    @property
-    def uses_sns(self) -> bool:
-        """Bindings are kept in SNS (``supports_fanout``, on by default)."""
-        return bool(self.options.supports_fanout)
-
-    def exchange_declare(  # type: ignore[override]
-        self, exchange: str | None = None, type: str = "direct", **kwargs: Any
-    ) -> Any:
-        supported = self.connection.implements.exchange_type
-        if type not in supported:
-            hint = "" if self.uses_sns else " (fanout needs supports_fanout=True)"
-            raise UnsupportedExchangeType(
-                f"exchange {exchange!r} is of type {type!r}; sqsbus supports "
-                f"{' and '.join(sorted(supported))} exchanges{hint}"
-            )
-        result = super().exchange_declare(exchange, type, **kwargs)
-        if type == "fanout" and exchange and not kwargs.get("passive"):
-            self.router.topic_arn(exchange)
-        return result
-
-    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
-        """Record the binding in AWS (an SNS subscription), so every process can route."""
-        if not exchange or not self.uses_sns:
-            return  # the default exchange routes by queue name
-        kind = self.typeof(exchange).type
-        condition: FilterCondition | None = routing_key
-        if kind == "fanout":
-            condition = None
-        elif kind == "topic":
-            condition = topic_condition(routing_key)
-        try:
-            self.router.subscribe(exchange, self.directory.ensure(queue), condition)
-        except AccessDeniedError as exc:
-            if kind != "direct":
-                raise
-            # Direct routing still works within this process, as in Kombu's transport.
-            logger.warning(
-                "binding queue %s to exchange %s stays local to this process: %s "
-                "(grant the SNS permissions in docs, or set supports_fanout=False)",
-                queue,
-                exchange,
-                exc,
-            )
-
-    def queue_unbind(
-        self,
-        queue: str,
-        exchange: str | None = None,
-        routing_key: str = "",
-        arguments: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
-        if exchange and self.uses_sns:
-            self.router.unsubscribe(exchange, self.directory.ensure(queue))
-
-    def basic_publish(
-        self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any
-    ) -> Any:
-        """Direct: local bindings when known, else the exchange's SNS topic (any process).
-
-        Topic exchanges always go through SNS; fanout through ``_put_fanout``.
-        """
-        kind = self.typeof(exchange).type if exchange else "direct"
-        if (
-            exchange
-            and self.uses_sns
-            and kind != "fanout"
-            and (kind == "topic" or not self._bound_here(exchange, routing_key))
-        ):
-            self._inplace_augment_message(message, exchange, routing_key)
-            return self._put_exchange(exchange, message, routing_key)
-        return super().basic_publish(message, exchange, routing_key, **kwargs)
-
-    def _bound_here(self, exchange: str, routing_key: str) -> bool:
-        """True if this process knows a queue bound to ``exchange`` with ``routing_key``."""
-        table = self.state.exchanges.get(exchange, {}).get("table") or []
-        return any(key == routing_key for key, _pattern, _queue in table)
-
-    def _put_fanout(
-        self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any
-    ) -> None:
-        self._put_exchange(exchange, message, None)
-
-    def _put_exchange(
-        self, exchange: str, message: dict[str, Any], routing_key: str | None
-    ) -> None:
-        properties = message.get("properties") or {}
-        attributes = properties.pop("message_attributes", None)
-        self.router.publish(
-            exchange,
-            codec.encode_body(message, base64_encoding=self.options.base64_encoding),
-            routing_key=routing_key,
-            message_attributes=attributes,
-            group_id=properties.get("MessageGroupId"),
-            deduplication_id=properties.get("MessageDeduplicationId"),
-        )
-
-    def _matches_bindings(self, queue: str, payload: dict[str, Any]) -> bool:
-        """False for a topic-exchange message that none of ``queue``'s patterns match."""
-        delivery_info = payload["properties"]["delivery_info"]
-        exchange = delivery_info.get("exchange")
-        if not exchange or exchange not in self.state.exchanges:
-            return True
-        exchange_type = self.typeof(exchange)
-        if exchange_type.type != "topic":
-            return True
-        table = self.get_table(exchange)
-        if not any(bound == queue for _key, _pattern, bound in table):
-            return True  # bound by another process: its patterns are not known here
-        matched = exchange_type.lookup(table, exchange, delivery_info.get("routing_key", ""), None)
-        return queue in matched
 
     # -- queues -------------------------------------------------------------------------
 
@@ -406,55 +255,21 @@ class Channel(virtual.Channel):
     def _deliverable(self, received: Received) -> dict[str, Any] | None:
         """The Kombu payload of ``received``; None if it was settled instead (unreadable or
         expired)."""
-        payload, problem = self._to_payload(received)
+        payload, problem = envelope.to_payload(received, self._decode_once)
         if payload is None:
             self.consumer.discard(received, problem)
             return None
-        if self.consumer.expire(received, self._ttl_ms(received, payload)):
+        arguments = self.connection.queue_arguments.get(received.name)
+        queue_ttl = None if arguments is None else arguments.message_ttl_ms
+        if self.consumer.expire(received, envelope.ttl_ms(received, payload, queue_ttl)):
             return None
         return payload
 
-    def _to_payload(self, received: Received) -> tuple[dict[str, Any] | None, str]:
-        """The Kombu payload of ``received``, or None and why it cannot be read."""
-        decoded = codec.decode_body(received.body)
-        if decoded.envelope is not None:
-            payload = decoded.envelope
-        else:
-            logger.info(
-                "message %s on queue %s was not produced by Kombu; delivering its body as %s",
-                received.message_id,
-                received.queue.name,
-                decoded.kind,
-            )
-            payload = codec.foreign_envelope(decoded, received.string_attributes())
-        properties = payload.setdefault("properties", {})
-        if not isinstance(properties.get("delivery_info"), dict):
-            properties["delivery_info"] = {}
-        problem = codec.envelope_problem(payload)
-        if problem is not None:
-            return None, problem
-        try:
-            if payload.get("body"):
-                decoded_body = self.decode_body(payload["body"], properties.get("body_encoding"))
-                # Kombu's Message decodes the same body again next: it gets this result.
-                self._last_decoded = (payload["body"], decoded_body)
-        except (binascii.Error, ValueError, TypeError, AttributeError) as exc:
-            return None, f"its body cannot be decoded ({exc})"
-        delivery_info = properties["delivery_info"]
-        delivery_info.setdefault("routing_key", received.name)
-        delivery_info.setdefault("exchange", "")
-        delivery_info.update(
-            sqs_message={
-                "MessageId": received.message_id,
-                "ReceiptHandle": received.receipt_handle,
-                "Attributes": received.attributes,
-                "MessageAttributes": received.message_attributes,
-            },
-            sqs_queue=received.queue.url,
-            redelivered=received.receive_count > 1,
-        )
-        properties["delivery_tag"] = received.receipt_handle
-        return payload, ""
+    def _decode_once(self, body: Any, encoding: str | None) -> Any:
+        """Decode a delivered body; Kombu's Message, decoding it again next, gets this."""
+        decoded = super().decode_body(body, encoding)
+        self._last_decoded = (body, decoded)
+        return decoded
 
     def decode_body(self, body: Any, encoding: str | None = None) -> Any:
         last = self._last_decoded
@@ -462,25 +277,6 @@ class Channel(virtual.Channel):
             self._last_decoded = None
             return last[1]
         return super().decode_body(body, encoding)
-
-    def _ttl_ms(self, received: Received, payload: dict[str, Any]) -> float | None:
-        """The message's TTL: the shorter of its ``expiration`` and its queue's
-        ``x-message-ttl``; None if it has neither."""
-        limits: list[float] = []
-        expiration = payload["properties"].get("expiration")
-        if expiration is not None:
-            try:
-                limits.append(float(expiration))
-            except (TypeError, ValueError):
-                logger.warning(
-                    "message %s has an unreadable expiration %r; ignoring it",
-                    received.message_id,
-                    expiration,
-                )
-        arguments = self.connection.queue_arguments.get(received.name)
-        if arguments is not None and arguments.message_ttl_ms is not None:
-            limits.append(arguments.message_ttl_ms)
-        return min(limits) if limits else None
 
     def basic_qos(
         self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False
@@ -550,27 +346,3 @@ class Channel(virtual.Channel):
         # it at close so that they are released rather than left invisible.
         if transport is not None:
             transport.stopping_receivers.extend(receivers)
-
-
-def _task_shape_problem(message: Any) -> str | None:
-    """What is wrong with a JSON Celery task message (protocol 2: ``task`` and ``id``
-    headers), whose body must be ``[args, kwargs, embed]``; None if nothing is.
-
-    Celery's worker dies on such a body instead of rejecting it.
-    """
-    headers = message.headers
-    if not ("task" in headers and "id" in headers) or message.content_type != "application/json":
-        return None
-    try:
-        body = loads(message.body, message.content_type, message.content_encoding)
-    except Exception as exc:
-        return f"its body cannot be decoded ({exc})"
-    if not (
-        isinstance(body, list)
-        and len(body) == 3
-        and isinstance(body[0], list)
-        and isinstance(body[1], dict)
-        and isinstance(body[2], dict | None)
-    ):
-        return f"its body must be [args, kwargs, embed], got {str(body)[:100]}"
-    return None

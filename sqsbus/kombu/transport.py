@@ -33,7 +33,8 @@ from sqsbus.errors import (
     TransientError,
 )
 from sqsbus.expiry import QueueExpiry, SweepReport
-from sqsbus.kombu.channel import SUPPORTED_EXCHANGE_TYPES, Channel
+from sqsbus.kombu.channel import Channel
+from sqsbus.kombu.exchanges import SUPPORTED_EXCHANGE_TYPES
 from sqsbus.kombu.queue_arguments import QueueArguments
 from sqsbus.queues import QueueDirectory, QueueRef
 from sqsbus.routing.exchanges import ExchangeRouter
