@@ -6,11 +6,13 @@ Subcommands:
   to point Celery/Kombu at it.
 * ``sqsbus demo [ARGS...]`` runs :func:`sqsbus.demo.main` with ``ARGS`` untouched (including
   ``--help``), so the demo owns its own options.
-* ``sqsbus queues|peek|purge|move|redrive`` operate queues; their work is done by
-  :mod:`sqsbus.admin` (``commands.py`` for each command's output).
+* the operator commands (``sqsbus queues``, ``peek``, ``purge``, ...) operate queues: one
+  subcommand per entry of :data:`sqsbus.admin.registry.COMMANDS`, which names each one's
+  options, :mod:`sqsbus.admin` function and output.
 
-Each subcommand is a ``_add_<name>`` function that registers its parser and a
-``_run_<name>(args, extra) -> int`` handler; add new ones to :data:`_SUBCOMMANDS`.
+``local`` and ``demo`` are each a ``_add_<name>`` function that registers its parser and a
+``_run_<name>(args, extra) -> int`` handler, listed in :data:`_SUBCOMMANDS`; operator
+commands are added to the registry instead.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
+from sqsbus.admin.arguments import connection_options
+from sqsbus.admin.registry import COMMANDS, Command
 from sqsbus.local import LocalEndpoint, LocalEndpointError
 from sqsbus.local.record import clear_record, write_record
 
@@ -143,7 +147,7 @@ or Kombu:
 Environment for workers and other processes (dummy credentials; the endpoint accepts any):
 {exports}
 Plain boto3 or the AWS CLI: endpoint_url="{endpoint.url}" (or export AWS_ENDPOINT_URL).
-While it runs, 'sqsbus queues', 'peek', 'purge', 'move' and 'redrive' use it by default.
+While it runs, {_operator_names()} use it by default.
 
 Press Ctrl-C to stop."""
 
@@ -173,181 +177,40 @@ def _run_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return 0 if result is None else int(result)
 
 
-# -- operator commands: sqsbus queues / peek / purge / move / redrive --------------------------
-
-
-def _connection_options() -> argparse.ArgumentParser:
-    """Options every operator command shares: where the broker is and its transport options."""
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("connection (as for the sqsbus transport)")
-    group.add_argument(
-        "-b",
-        "--broker",
-        metavar="URL",
-        help=(
-            "broker URL, sqsbus://[KEY:SECRET@][HOST[:PORT]] (default: $SQSBUS_BROKER_URL, "
-            "$CELERY_BROKER_URL, a running 'sqsbus local', else AWS with the boto3 "
-            "credential chain)"
-        ),
-    )
-    group.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=(
-            "a transport option as in broker_transport_options, e.g. -o queue_name_prefix=prod- "
-            "-o region=eu-west-1; JSON values are parsed (numbers, dicts); repeatable"
-        ),
-    )
-    return parent
-
-
-def _progress_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show a progress bar on stderr (default: only when stderr is a terminal)",
-    )
-
-
-def _limit_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--limit", type=_positive_int, metavar="N", help="move at most N messages (default: all)"
-    )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+# -- operator commands: one subcommand per entry of sqsbus.admin.registry ----------------------
 
 
 def _add_operator_commands(subcommands: _Subparsers) -> None:
-    connection = _connection_options()
-    queue_help = "queue name as Kombu/Celery knows it (the prefix is added)"
-
-    queues = subcommands.add_parser(
-        "queues",
-        parents=[connection],
-        help="list queues with message counts and dead-letter settings",
-        description=(
-            "List every queue under the queue name prefix (or every predefined queue): "
-            "visible, in-flight and delayed messages, FIFO, and where dead letters go."
-        ),
-    )
-    queues.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    queues.set_defaults(handler=_admin("run_queues"), passthrough=False)
-
-    peek = subcommands.add_parser(
-        "peek",
-        parents=[connection],
-        help="show messages of a queue without consuming them",
-        description=(
-            "Receive up to N messages with a short visibility timeout and make them visible "
-            "again at once. Each message shown counts one receive; on a queue with a redrive "
-            "policy that brings it closer to the dead-letter queue (see README)."
-        ),
-    )
-    peek.add_argument("queue", metavar="QUEUE", help=queue_help)
-    peek.add_argument(
-        "-n",
-        "--count",
-        type=_positive_int,
-        default=10,
-        metavar="N",
-        help="how many messages (%(default)s)",
-    )
-    peek.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    peek.add_argument(
-        "--allow-dead-letter",
-        action="store_true",
-        help="peek even if that uses up the last receive of messages (maxReceiveCount)",
-    )
-    peek.set_defaults(handler=_admin("run_peek"), passthrough=False)
-
-    purge = subcommands.add_parser(
-        "purge",
-        parents=[connection],
-        help="delete every message of a queue (asks first)",
-        description="Delete every message of QUEUE with SQS's PurgeQueue, after confirmation.",
-    )
-    purge.add_argument("queue", metavar="QUEUE", help=queue_help)
-    purge.add_argument(
-        "-y", "--yes", "-f", "--force", action="store_true", help="do not ask for confirmation"
-    )
-    purge.set_defaults(handler=_admin("run_purge"), passthrough=False)
-
-    move = subcommands.add_parser(
-        "move",
-        parents=[connection],
-        help="move messages from one queue to another",
-        description=(
-            "Move messages from SOURCE to DESTINATION: receive, send (body and message "
-            "attributes unchanged), then delete from SOURCE only what DESTINATION accepted."
-        ),
-    )
-    move.add_argument("source", metavar="SOURCE", help=queue_help)
-    move.add_argument("destination", metavar="DESTINATION", help=queue_help)
-    _limit_option(move)
-    _progress_option(move)
-    move.set_defaults(handler=_admin("run_move"), passthrough=False)
-
-    redrive = subcommands.add_parser(
-        "redrive",
-        parents=[connection],
-        help="move a dead-letter queue's messages back to their source queue",
-        description=(
-            "Move the messages of the dead-letter queue DLQ back to the queue whose "
-            "RedrivePolicy points at it (or to --to QUEUE). Uses SQS's StartMessageMoveTask "
-            "when the endpoint offers it and no --limit is given, else moves client-side."
-        ),
-    )
-    redrive.add_argument("queue", metavar="DLQ", help="the dead-letter queue")
-    redrive.add_argument(
-        "--to", metavar="QUEUE", help="destination (default: the DLQ's source queue)"
-    )
-    _limit_option(redrive)
-    redrive.add_argument(
-        "--client-side",
-        action="store_true",
-        help="never use StartMessageMoveTask; receive, send and delete from here",
-    )
-    _progress_option(redrive)
-    redrive.set_defaults(handler=_admin("run_redrive"), passthrough=False)
-
-    sweep = subcommands.add_parser(
-        "sweep",
-        parents=[connection],
-        help="delete the temporary queues left by processes that died",
-        description=(
-            "Delete the temporary queues (Celery's pidbox, reply and event queues, sqsbus "
-            "parking queues) whose owner stopped keeping them alive longer ago than their "
-            "expiry; parked messages are sent home first. Workers do this by themselves "
-            "every orphan_sweep_interval; this checks every candidate now."
-        ),
-    )
-    sweep.set_defaults(handler=_admin("run_sweep"), passthrough=False)
+    connection = connection_options()
+    for command in COMMANDS:
+        parser = subcommands.add_parser(
+            command.name,
+            parents=[connection],
+            help=command.summary,
+            description=command.description,
+        )
+        command.add_arguments(parser)
+        parser.set_defaults(handler=_operator(command), passthrough=False)
 
 
-def _admin(name: str) -> _Handler:
-    """A handler running ``sqsbus.admin.commands.<name>`` (imported when used)."""
+def _operator(command: Command[Any]) -> _Handler:
+    """The handler of ``sqsbus NAME`` for the operator command ``command``."""
 
     def handler(args: argparse.Namespace, extra: list[str]) -> int:
-        commands = importlib.import_module("sqsbus.admin.commands")
-        result: int = getattr(commands, name)(args)
-        return result
+        return command.run(args)
 
     return handler
 
 
-# -- registry ----------------------------------------------------------------------------------
+def _operator_names() -> str:
+    """``'sqsbus queues', 'peek', ... and 'sweep'``: every operator command, for prose."""
+    names = [f"'{command.name}'" for command in COMMANDS]
+    names[0] = f"'sqsbus {COMMANDS[0].name}'"
+    *first, last = names
+    return f"{', '.join(first)} and {last}" if first else last
+
+
+# -- subcommands -------------------------------------------------------------------------------
 
 _SUBCOMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     _add_local,

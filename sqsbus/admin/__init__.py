@@ -1,6 +1,8 @@
-"""Operating queues: list, peek at, purge, move and redrive messages.
+"""Operating queues: list, peek at, purge, move and redrive messages, sweep dead processes'
+temporary queues.
 
-The Python API behind ``sqsbus queues``, ``peek``, ``purge``, ``move`` and ``redrive``.
+The Python API behind the operator commands: :data:`sqsbus.admin.registry.COMMANDS` maps
+each ``sqsbus`` command to its function here (``sqsbus purge`` to :func:`purge` ...).
 Connect with :meth:`AdminSession.connect` (same URL and transport options as a Kombu
 connection), then::
 
@@ -8,15 +10,19 @@ connection), then::
     for info in list_queues(session):
         print(info.name, info.visible)
     redrive(session, session.queue("celery-dlq"))
+    purge(session, "celery", confirm=lambda found: found.total < 100)
 """
 
 from sqsbus.admin.describe import MessageSummary, summarize
 from sqsbus.admin.inventory import DeadLetterPolicy, QueueInfo, list_queues, queue_info
 from sqsbus.admin.peek import PeekedMessage, PeekRefused, PeekResult, peek
+from sqsbus.admin.purge import PurgeInProgress, PurgeResult, purge
 from sqsbus.admin.redrive import dead_letter_sources, redrive
 from sqsbus.admin.session import AdminSession, BrokerChoice, UnknownQueueError, choose_broker
+from sqsbus.admin.sweep import SweepReport, sweep
 from sqsbus.admin.transfer import TransferResult, move
 
+# A literal, as type checkers read it; tests check it holds every registered command's function.
 __all__ = [
     "AdminSession",
     "BrokerChoice",
@@ -25,7 +31,10 @@ __all__ = [
     "PeekRefused",
     "PeekResult",
     "PeekedMessage",
+    "PurgeInProgress",
+    "PurgeResult",
     "QueueInfo",
+    "SweepReport",
     "TransferResult",
     "UnknownQueueError",
     "choose_broker",
@@ -33,7 +42,9 @@ __all__ = [
     "list_queues",
     "move",
     "peek",
+    "purge",
     "queue_info",
     "redrive",
     "summarize",
+    "sweep",
 ]

@@ -1,9 +1,11 @@
-"""The operator commands (``sqsbus queues``, ``peek``, ``purge``, ``move``, ``redrive``).
+"""What the operator commands do on the command line, between parsing and exit status.
 
-Each ``run_<name>(args)`` connects with the transport's settings, calls the Python API of
-:mod:`sqsbus.admin` and prints the outcome: results on stdout, notes, prompts and progress
-on stderr. Expected failures (bad options, unknown queues, unreachable endpoint, missing
-credentials) print one line and exit 1, without a traceback or any secret.
+For each command of :mod:`sqsbus.admin.registry`, ``call_<name>(args, session)`` calls its
+function of the Python API of :mod:`sqsbus.admin` with the parsed options (showing progress,
+notes and prompts on stderr as it goes) and ``render_<name>(args, session, result)`` prints
+what it returned on stdout and gives the exit status. :func:`execute` connects with the
+transport's settings first; expected failures (bad options, unknown queues, unreachable
+endpoint, missing credentials) print one line and exit 1, without a traceback or any secret.
 
 Everything is printed by :func:`_out`, :func:`_note`, :func:`_error` or :func:`_json`, which
 pass it through :mod:`sqsbus.admin.render`'s terminal sanitiser: message contents, queue names
@@ -21,6 +23,7 @@ from typing import Any, Final
 
 from sqsbus.admin.inventory import QueueInfo, list_queues, queue_info
 from sqsbus.admin.peek import PeekedMessage, PeekResult, peek
+from sqsbus.admin.purge import PurgeResult, purge
 from sqsbus.admin.redrive import redrive
 from sqsbus.admin.render import (
     ProgressBar,
@@ -32,21 +35,37 @@ from sqsbus.admin.render import (
     to_json,
 )
 from sqsbus.admin.session import AdminSession, choose_broker, parse_option_args
+from sqsbus.admin.sweep import SweepReport, sweep
 from sqsbus.admin.transfer import TransferResult, move
-from sqsbus.aws import call
 from sqsbus.errors import SQSBusError, TransientError
-from sqsbus.expiry import Sweeper
 
-__all__ = ["run_move", "run_peek", "run_purge", "run_queues", "run_redrive"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "call_move",
+    "call_peek",
+    "call_purge",
+    "call_queues",
+    "call_redrive",
+    "call_sweep",
+    "execute",
+    "render_move",
+    "render_peek",
+    "render_purge",
+    "render_queues",
+    "render_redrive",
+    "render_sweep",
+]
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_INTERRUPTED: Final = 130
 
-_Command = Callable[[argparse.Namespace, AdminSession], int]
 
-
-def _run(args: argparse.Namespace, command: _Command) -> int:
+def execute(args: argparse.Namespace, action: Callable[[AdminSession], int]) -> int:
+    """Connect as ``--broker`` and ``-o`` say, run ``action``; its exit status, or 1 (130 on
+    Ctrl-C) after one line on stderr for an expected failure."""
     for stream in (sys.stdout, sys.stderr):  # never die on a body a terminal can't show
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
@@ -55,7 +74,7 @@ def _run(args: argparse.Namespace, command: _Command) -> int:
         broker = choose_broker(args.broker, os.environ)
         source = broker.source
         session = AdminSession.connect(broker, parse_option_args(args.option))
-        return command(args, session)
+        return action(session)
     except TransientError as exc:
         _error(args, f"{exc} (broker from {source})")
     except SQSBusError as exc:
@@ -86,13 +105,13 @@ def _json(value: Any) -> None:
 # -- sqsbus queues -------------------------------------------------------------------------
 
 
-def run_queues(args: argparse.Namespace) -> int:
-    """List every queue with its message counts and dead-letter settings."""
-    return _run(args, _queues)
+def call_queues(args: argparse.Namespace, session: AdminSession) -> list[QueueInfo]:
+    """:func:`~sqsbus.admin.list_queues`."""
+    return list_queues(session)
 
 
-def _queues(args: argparse.Namespace, session: AdminSession) -> int:
-    infos = list_queues(session)
+def render_queues(args: argparse.Namespace, session: AdminSession, infos: list[QueueInfo]) -> int:
+    """A table of the queues with their totals, or ``--json``."""
     if args.json:
         _json([info.to_json() for info in infos])
         return EXIT_OK
@@ -139,11 +158,6 @@ def _dead_letter_cell(session: AdminSession, info: QueueInfo) -> str:
 # -- sqsbus peek ---------------------------------------------------------------------------
 
 
-def run_peek(args: argparse.Namespace) -> int:
-    """Show messages of a queue without consuming them."""
-    return _run(args, _peek)
-
-
 def _bands_note(session: AdminSession, name: str) -> None:
     bands = session.priority_bands(name)
     if bands:
@@ -154,10 +168,15 @@ def _bands_note(session: AdminSession, name: str) -> None:
         )
 
 
-def _peek(args: argparse.Namespace, session: AdminSession) -> int:
+def call_peek(args: argparse.Namespace, session: AdminSession) -> PeekResult:
+    """:func:`~sqsbus.admin.peek` on the one queue named (a note points out its bands)."""
     ref = session.queue(args.queue)
     _bands_note(session, args.queue)
-    result = peek(session, ref, args.count, allow_dead_letter=args.allow_dead_letter)
+    return peek(session, ref, args.count, allow_dead_letter=args.allow_dead_letter)
+
+
+def render_peek(args: argparse.Namespace, session: AdminSession, result: PeekResult) -> int:
+    """A table of the messages, or ``--json``; what peeking cost on stderr."""
     if args.json:
         _json(
             {
@@ -224,41 +243,36 @@ def _peek_notes(args: argparse.Namespace, result: PeekResult) -> None:
 # -- sqsbus purge --------------------------------------------------------------------------
 
 
-def run_purge(args: argparse.Namespace) -> int:
-    """Delete every message of a queue, after confirmation."""
-    return _run(args, _purge)
+def call_purge(args: argparse.Namespace, session: AdminSession) -> PurgeResult:
+    """:func:`~sqsbus.admin.purge`, asking on stderr first unless ``--yes``."""
+
+    def confirm(found: PurgeResult) -> bool:
+        return _confirm(
+            f"Purge {_purged(found)} at {session.where()} ({_counts(found)})? Every message in "
+            "it is deleted, which cannot be undone. [y/N] "
+        )
+
+    return purge(session, args.queue, confirm=None if args.yes else confirm)
 
 
-def _purge(args: argparse.Namespace, session: AdminSession) -> int:
-    refs = [session.queue(args.queue), *session.priority_bands(args.queue)]
-    infos = [queue_info(session, ref) for ref in refs]
-    visible = sum(info.visible for info in infos)
-    in_flight = sum(info.in_flight for info in infos)
-    delayed = sum(info.delayed for info in infos)
-    counts = f"{visible} visible, {in_flight} in flight, {delayed} delayed"
-    what = f"queue {args.queue!r}"
-    if len(refs) > 1:
-        bands = ", ".join(info.name for info in infos[1:])
-        what += f" and its priority band queues ({bands})"
-    if not args.yes and not _confirm(
-        f"Purge {what} at {session.where()} ({counts})? Every message in it is deleted, "
-        "which cannot be undone. [y/N] "
-    ):
+def render_purge(args: argparse.Namespace, session: AdminSession, result: PurgeResult) -> int:
+    """What was purged and how many messages were there; 1 when the operator declined."""
+    if not result.purged:
         _error(args, "aborted; nothing was purged")
         return EXIT_FAILED
-    for ref, info in zip(refs, infos, strict=True):
-        try:
-            call(ref.client, "purge_queue", f"purge queue {ref.name!r}", QueueUrl=ref.url)
-        except SQSBusError as exc:
-            if "PurgeQueueInProgress" in str(exc):
-                raise SQSBusError(
-                    f"queue {info.name!r} was purged less than 60 seconds ago and SQS allows "
-                    "one purge per minute; try again in a minute"
-                ) from None
-            raise
-    total = visible + in_flight + delayed
-    _out(f"Purged {what}: {total} message(s) were there ({counts}).")
+    _out(f"Purged {_purged(result)}: {result.total} message(s) were there ({_counts(result)}).")
     return EXIT_OK
+
+
+def _purged(result: PurgeResult) -> str:
+    what = f"queue {result.queue!r}"
+    if result.bands:
+        what += f" and its priority band queues ({', '.join(info.name for info in result.bands)})"
+    return what
+
+
+def _counts(result: PurgeResult) -> str:
+    return f"{result.visible} visible, {result.in_flight} in flight, {result.delayed} delayed"
 
 
 def _confirm(prompt: str) -> bool:
@@ -272,12 +286,8 @@ def _confirm(prompt: str) -> bool:
 # -- sqsbus move / redrive -----------------------------------------------------------------
 
 
-def run_move(args: argparse.Namespace) -> int:
-    """Move messages from one queue to another."""
-    return _run(args, _move)
-
-
-def _move(args: argparse.Namespace, session: AdminSession) -> int:
+def call_move(args: argparse.Namespace, session: AdminSession) -> TransferResult:
+    """:func:`~sqsbus.admin.move` with a progress bar on stderr."""
     source = session.queue(args.source)
     destination = session.queue(args.destination)
     _bands_note(session, args.source)
@@ -295,15 +305,16 @@ def _move(args: argparse.Namespace, session: AdminSession) -> int:
         bar.update(result.moved, result.total, result.failed, force=True)
     finally:
         bar.close()
+    return result
+
+
+def render_move(args: argparse.Namespace, session: AdminSession, result: TransferResult) -> int:
+    """How many messages moved where; 1 if any failed, 130 if interrupted."""
     return _report(args, session, args.source, result)
 
 
-def run_redrive(args: argparse.Namespace) -> int:
-    """Move the messages of a dead-letter queue back to their source queue."""
-    return _run(args, _redrive)
-
-
-def _redrive(args: argparse.Namespace, session: AdminSession) -> int:
+def call_redrive(args: argparse.Namespace, session: AdminSession) -> TransferResult:
+    """:func:`~sqsbus.admin.redrive` with a progress bar and its notes on stderr."""
     dlq = session.queue(args.queue)
     destination = session.queue(args.to) if args.to else None
     bar = _bar(args, f"{args.queue} -> {args.to or 'source queue'}")
@@ -320,6 +331,11 @@ def _redrive(args: argparse.Namespace, session: AdminSession) -> int:
         bar.update(result.moved, result.total, result.failed, force=True)
     finally:
         bar.close()
+    return result
+
+
+def render_redrive(args: argparse.Namespace, session: AdminSession, result: TransferResult) -> int:
+    """How many messages went back where; 1 if any failed, 130 if interrupted."""
     return _report(args, session, args.queue, result)
 
 
@@ -363,13 +379,16 @@ def _report(
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def run_sweep(args: argparse.Namespace) -> int:
-    """Delete the expired temporary queues of processes that died (see sqsbus.expiry)."""
-    return _run(args, _sweep)
+# -- sqsbus sweep --------------------------------------------------------------------------
 
 
-def _sweep(args: argparse.Namespace, session: AdminSession) -> int:
-    report = Sweeper(session.aws, session.options, session.directory).sweep()
+def call_sweep(args: argparse.Namespace, session: AdminSession) -> SweepReport:
+    """:func:`~sqsbus.admin.sweep`, every candidate checked."""
+    return sweep(session)
+
+
+def render_sweep(args: argparse.Namespace, session: AdminSession, report: SweepReport) -> int:
+    """What the sweep looked at, and each queue it deleted."""
     _out(
         f"Looked at {report.listed} queue(s) at {session.where()}: {report.candidates} "
         f"temporary by name, {report.checked} checked, {len(report.deleted)} expired and deleted."
