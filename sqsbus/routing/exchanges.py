@@ -58,7 +58,10 @@ POLICY_MAX_PAUSE: Final = 1.0
 _UNSAFE_IN_SID: Final = re.compile(r"[^A-Za-z0-9_-]")
 
 #: An SNS filter-policy condition on the routing key: an exact value or ``{"prefix": p}``.
-FilterCondition = str | dict[str, str]
+FilterCondition = str | dict[str, Any]
+#: The condition matching an empty routing key: SNS takes no empty attribute value, so a
+#: message with an empty routing key is published without the attribute.
+EMPTY_KEY_CONDITION: Final = {"exists": False}
 
 
 def _encode(condition: Any) -> str:
@@ -244,6 +247,8 @@ class ExchangeRouter:
         added to the subscription's filter policy.
         """
         key = (exchange, queue.url)
+        if condition == "":
+            condition = EMPTY_KEY_CONDITION
         wanted = None if condition is None else _encode(condition)
         with self._lock:
             known = key in self._subscriptions
@@ -462,7 +467,7 @@ class ExchangeRouter:
         would refuse (a queue refusing a delivery loses the message without an answer)."""
         attributes = dict(message_attributes or {})
         target = f"exchange {exchange!r}"
-        if routing_key is not None:
+        if routing_key:  # SNS refuses empty values: an empty key is no attribute
             if len(attributes) >= MAX_MESSAGE_ATTRIBUTES:
                 raise ConfigurationError(
                     f"message for {target} has {len(attributes)} message attributes; one routed "
