@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import re
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any, Final
 
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
+from sqsbus.forks import reset_in_child
 from sqsbus.redact import forget_secret, register_secret
 
 logger = logging.getLogger(__name__)
@@ -274,4 +274,4 @@ def _after_fork_in_child() -> None:
         credentials._local = threading.local()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+reset_in_child(_after_fork_in_child)

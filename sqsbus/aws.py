@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
-import os
 import threading
 import weakref
 from collections import Counter
@@ -48,6 +47,7 @@ from sqsbus.errors import (
     SQSBusError,
     TransientError,
 )
+from sqsbus.forks import reset_in_child
 from sqsbus.redact import SigningSecrets, register_secret
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _after_fork_in_child() -> None:
         stats._lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+reset_in_child(_after_fork_in_child)
 
 
 @dataclass(frozen=True)

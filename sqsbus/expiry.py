@@ -39,6 +39,7 @@ from sqsbus.config import Options
 from sqsbus.engine.parking import PARKING_QUEUE_PREFIX, empty_parking_queue
 from sqsbus.engine.publisher import Publisher
 from sqsbus.errors import AccessDeniedError, QueueDoesNotExist, SQSBusError
+from sqsbus.forks import reset_in_child
 from sqsbus.queues import QueueDirectory, QueueRef, entity_name
 
 logger = logging.getLogger(__name__)
@@ -408,7 +409,7 @@ class Keeper:
 
 #: The process's keeper.
 KEEPER: Final = Keeper()
-os.register_at_fork(after_in_child=KEEPER._after_fork_in_child)
+reset_in_child(KEEPER._after_fork_in_child)
 
 
 # -- one connection's temporary queues -----------------------------------------------------

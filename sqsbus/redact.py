@@ -12,11 +12,12 @@ the message, in the traceback of ``exc_info`` (chained exceptions included) and 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from collections import Counter, deque
 from typing import Any, Final
+
+from sqsbus.forks import reset_in_child
 
 REDACTED: Final = "***"
 #: Loggers whose records are scrubbed.
@@ -183,4 +184,4 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+reset_in_child(_after_fork_in_child)

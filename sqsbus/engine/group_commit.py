@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -42,6 +41,7 @@ from typing import Any, Final
 
 from sqsbus.aws import call
 from sqsbus.errors import DeliveryError, SQSBusError, TransientError
+from sqsbus.forks import reset_in_child
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
@@ -455,5 +455,5 @@ def _after_fork_in_child() -> None:
     GROUP_COMMIT._flusher = None
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+reset_in_child(_after_fork_in_child)
 atexit.register(GROUP_COMMIT.flush)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import select
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -42,18 +42,22 @@ class ReceiveFailed(TransientError):
 
 
 class Waker:
-    """A self-pipe: :meth:`wake` from any thread makes :meth:`fileno` readable."""
+    """A socket pair: :meth:`wake` from any thread makes :meth:`fileno` readable.
+
+    A socket, not a pipe, so that ``select`` and event loops take it on every platform
+    (Windows selects on sockets only).
+    """
 
     def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
         self._lock = threading.Lock()
         self._pending = False
         self._closed = False
 
     def fileno(self) -> int:
-        return self._read
+        return self._read.fileno()
 
     @property
     def closed(self) -> bool:
@@ -64,8 +68,8 @@ class Waker:
             if self._pending or self._closed:
                 return
             self._pending = True
-            with contextlib.suppress(BlockingIOError):  # full pipe: already readable
-                os.write(self._write, b"\0")
+            with contextlib.suppress(BlockingIOError):  # full buffer: already readable
+                self._write.send(b"\0")
 
     def clear(self) -> None:
         with self._lock:
@@ -73,7 +77,7 @@ class Waker:
                 return  # nothing was written since the last clear
             self._pending = False
             try:
-                while os.read(self._read, 512):
+                while self._read.recv(512):
                     pass
             except BlockingIOError:
                 pass
@@ -90,8 +94,8 @@ class Waker:
             if self._closed:
                 return
             self._closed = True
-            os.close(self._read)
-            os.close(self._write)
+            self._read.close()
+            self._write.close()
 
 
 Demand = Callable[[], int | None]

@@ -90,7 +90,9 @@ def write_record(url: str, broker_url: str, environ: Mapping[str, str] | None = 
         "identity": _process_identity(pid),
     }
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(data, file)
@@ -143,7 +145,9 @@ def read_record(environ: Mapping[str, str] | None = None) -> RecordedEndpoint | 
 def _load(path: Path, *, warn: bool) -> RecordedEndpoint | None:
     """The record in ``path`` if it is a regular file this user owns and only they can write."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
     except OSError as exc:
         if warn and exc.errno == errno.ELOOP:
             print(f"sqsbus: ignoring {path}: a symbolic link", file=sys.stderr)

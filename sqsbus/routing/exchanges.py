@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -32,6 +31,7 @@ from sqsbus.aws import AWS, CredentialSource, call
 from sqsbus.config import Options, Secret
 from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, check_message_attributes, message_size
 from sqsbus.errors import ConfigurationError, MessageTooLarge, TransientError
+from sqsbus.forks import reset_in_child
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _after_fork_in_child() -> None:
     _policy_locks.clear()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+reset_in_child(_after_fork_in_child)
 
 
 _shared_topics_warned = False
