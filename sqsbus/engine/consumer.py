@@ -253,14 +253,25 @@ class Consumer:
         """Processed: delete it (batched)."""
         self.acker.delete([message])
 
-    def requeue(self, message: Received) -> None:
-        """Give it back now: visible again at once (no copy), or sent home if it was parked
-        at SQS's 12-hour visibility cap."""
+    def requeue(self, message: Received, *, closing: bool = False) -> None:
+        """Give it back: delivered again at once, and once.
+
+        A message of a name this consumer receives goes back to the front of its buffer
+        (still held under its lease), so the next delivery or :meth:`get` hands it out again
+        in this process, as Redis and RabbitMQ users expect; any other is made visible in
+        SQS now, for the next receive (``closing``: soon, batched with the others given back
+        by a consumer going away). One parked at SQS's 12-hour visibility cap is sent home.
+        """
         parking = self._parking()
         if message.home is not None and parking is not None:
             parking.send_home([message])
-            return
-        self.acker.set_visibility([message], 0)
+        elif message.name in self._receivers and not closing:
+            message.requeued = True
+            self.inbox.put_back(message)
+        elif closing:
+            self.acker.set_visibility([message], 0)
+        else:
+            self.acker.release([message])
 
     def reject(self, message: Received, *, task: str | None = None) -> None:
         """Failed, not to be requeued: retried later if its predefined queue's

@@ -30,6 +30,13 @@ class Received:
     home: QueueRef | None = None
     #: Where the body was stored in S3, once resolved (large payloads); None otherwise.
     payload: PayloadPointer | None = None
+    #: Given back by the application and buffered again for redelivery in this process.
+    requeued: bool = False
+
+    @property
+    def redelivered(self) -> bool:
+        """Delivered before: received more than once, or requeued by the application."""
+        return self.requeued or self.receive_count > 1
 
     @property
     def receive_count(self) -> int:

@@ -181,6 +181,13 @@ class Inbox:
             self._prioritized += sum(1 for m in messages if m.priority)
         self.waker.wake()
 
+    def put_back(self, message: Received) -> None:
+        """Buffer a message given back by the application, ahead of the others."""
+        with self._cond:
+            self._items.appendleft(message)
+            self._prioritized += 1 if message.priority else 0
+        self.waker.wake()
+
     def report(self, error: BaseException) -> None:
         with self._cond:
             self._errors.append(error)

@@ -334,7 +334,7 @@ class Channel(ExchangeChannel):
                 delivery_info.pop(key, None)
             super()._restore(message)
             return
-        self.consumer.requeue(received)
+        self.consumer.requeue(received, closing=self.closed)
 
     def close(self) -> None:
         if self.closed:

@@ -59,7 +59,7 @@ def to_payload(
             "MessageAttributes": received.message_attributes,
         },
         sqs_queue=received.queue.url,
-        redelivered=received.receive_count > 1,
+        redelivered=received.redelivered,
     )
     properties["delivery_tag"] = received.receipt_handle
     return payload, ""
