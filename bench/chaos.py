@@ -4,7 +4,7 @@
 expiring-credentials]``
 
 Each scenario gets a fresh local endpoint (moto's server) with a
-:class:`~sqsbus.local.proxy.FaultProxy` in front; every process talks to the proxy.
+:class:`~sqsbus.testing.proxy.FaultProxy` in front; every process talks to the proxy.
 A producer process publishes ``N`` tasks numbered 0..N-1 (``chaos.record(n)``) and
 writes each number to a file once its publish returned; two Celery workers
 (prefork, ``acks_late``, short leases) run them, each run appending its number to a
@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Final
 
 from sqsbus.local import LocalEndpoint
-from sqsbus.local.proxy import FaultProxy, Faults
+from sqsbus.testing.proxy import FaultProxy, Faults
+from sqsbus.testing.worker import CeleryWorker
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SCENARIOS: Final = ("steady", "outage", "kill-worker", "kill-producer", "expiring-credentials")
@@ -106,7 +107,7 @@ class Cluster:
         self.done_file = workdir / "done"
         self.done_file.write_bytes(b"")
         self.published_file = workdir / "published"
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.workers: list[CeleryWorker] = []
         self.options = {
             "endpoint_url": self.proxy.url,
             "queue_name_prefix": "chaos-",
@@ -126,37 +127,22 @@ class Cluster:
         }
 
     def start_worker(self, number: int) -> None:
-        log = (self.workdir / f"worker-{number}.log").open("ab")
-        self.workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "bench.chaos_app",
-                    "worker",
-                    "--pool=prefork",
-                    f"--concurrency={CONCURRENCY}",
-                    "--loglevel=WARNING",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    f"--hostname=chaos{number}@%h",
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
+        worker = CeleryWorker(
+            "bench.chaos_app",
+            self.workdir / f"worker-{number}.log",
+            name=f"chaos{number}",
+            concurrency=CONCURRENCY,
+            loglevel="WARNING",
+            env=self.env,
+            cwd=ROOT,
         )
+        self.workers.append(worker.start())
 
     def kill_worker(self, index: int) -> None:
+        """SIGKILL worker ``index`` with its whole process group (if it still runs)."""
         worker = self.workers[index]
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        if worker.running:
+            worker.kill()
 
     def producer(self, start: int, stop: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

@@ -31,6 +31,7 @@ from typing import Any, Final, Literal, Protocol, Self
 import boto3
 
 from sqsbus.local import LocalEndpoint
+from sqsbus.testing.children import first_line
 
 __all__ = [
     "ACCESS_KEY",
@@ -73,6 +74,8 @@ ACCESS_KEY: Final = "testing"
 SECRET_KEY: Final = "testing"
 ROOT: Final = Path(__file__).resolve().parent.parent
 
+#: Seconds the latency proxy gets to print its URL.
+_PROXY_START_TIMEOUT: Final = 30.0
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
 _REQUEST: Final = re.compile(r'"(?:GET|POST|PUT|DELETE|HEAD|PATCH|OPTIONS) (\S+) HTTP/[0-9.]+"')
 
@@ -343,7 +346,7 @@ class DelayedEndpoint(Managed):
             [
                 sys.executable,
                 "-m",
-                "sqsbus.local.proxy",
+                "sqsbus.testing.proxy",
                 "--upstream",
                 self.inner.url,
                 "--latency-ms",
@@ -353,11 +356,13 @@ class DelayedEndpoint(Managed):
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        assert self._proxy.stdout is not None
-        line = self._proxy.stdout.readline().strip()
-        if not line.startswith("http://"):
+        try:
+            line = first_line(self._proxy, what="the latency proxy", timeout=_PROXY_START_TIMEOUT)
+            if not line.startswith("http://"):
+                raise RuntimeError(f"the latency proxy did not start (it printed {line!r})")
+        except BaseException:
             self.stop()
-            raise RuntimeError(f"the latency proxy did not start (it printed {line!r})")
+            raise
         self._url = line
         return self
 

@@ -42,6 +42,7 @@ from typing import Final, Self
 
 from bench.common import Managed
 from sqsbus.local._ports import pick_free_port
+from sqsbus.testing.children import ChildFailed, wait_for_child
 
 __all__ = [
     "BOOT",
@@ -467,22 +468,17 @@ class LocalStackEndpoint(Managed):
         return self
 
     def _wait_until_ready(self, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + _STARTUP_TIMEOUT
-        while True:
-            code = process.poll()
-            if code is not None:
-                raise LocalStackError(
-                    f"LocalStack exited with code {code} before it was ready; last lines of "
-                    f"{self.log_path}:\n{_tail(self.log_path)}"
-                )
-            if self._services_running():
-                return
-            if time.monotonic() > deadline:
-                raise LocalStackError(
-                    f"LocalStack was not ready on {self.url} within {_STARTUP_TIMEOUT:g} s; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            time.sleep(_POLL_INTERVAL)
+        try:
+            wait_for_child(
+                process,
+                self._services_running,
+                what=f"LocalStack on {self.url}",
+                timeout=_STARTUP_TIMEOUT,
+                interval=_POLL_INTERVAL,
+                context=lambda: f"; last lines of {self.log_path}:\n{_tail(self.log_path)}",
+            )
+        except ChildFailed as exc:
+            raise LocalStackError(str(exc)) from None
 
     def _services_running(self) -> bool:
         try:

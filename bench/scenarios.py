@@ -2,7 +2,7 @@
 
 ``python -m bench.scenarios --scenario NAME --transport T --params JSON --workdir DIR --out F``
 runs one scenario for one transport and writes its result (figures and details) as JSON to F.
-:mod:`bench.run` starts one such process per scenario, variant and transport, so that every
+:mod:`bench.runner` starts one such process per scenario, variant and transport, so that every
 measurement starts from an empty moto server, an unpolluted process (CPU, memory, sqsbus's
 process-wide request counts) and no thread left over from a previous scenario.
 
@@ -30,7 +30,6 @@ import importlib.util
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +59,7 @@ from bench.common import (
     rss_mb,
     transport_options,
 )
+from sqsbus.testing.worker import CeleryWorker
 
 __all__ = ["SCENARIOS", "main"]
 
@@ -72,6 +72,8 @@ CONSUME_TIMEOUT: Final = 240.0
 #: anyway (sqsbus waits for in-flight long polls at close; that is not what is measured).
 CLOSE_TIMEOUT: Final = 1.0
 PUBLISH_QUEUE: Final = "bench-publish"
+#: Seconds the Celery worker gets for its warm shutdown before its process group is killed.
+WORKER_STOP_TIMEOUT: Final = 20.0
 
 
 class ScenarioError(RuntimeError):
@@ -612,72 +614,29 @@ def _read_worker_requests(path: Path) -> dict[str, int] | None:
     return None if value is None else {str(k): int(v) for k, v in value.items()}
 
 
-def _stop_worker(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(5)
-
-
-def _start_celery_worker(
+def _celery_worker(
     transport: Transport, env: dict[str, str], concurrency: int, log_path: Path
-) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
+) -> CeleryWorker:
+    """The scenario's worker on :mod:`bench.celery_app`, started, ready once it consumes."""
+    worker = CeleryWorker(
         "bench.celery_app",
-        "worker",
-        "--pool=prefork",
-        f"--concurrency={concurrency}",
-        "--loglevel=warning",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        f"--hostname=bench-{transport}@%h",
-    ]
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=str(Path(__file__).resolve().parent.parent),
-            start_new_session=True,
-        )
+        log_path,
+        name=f"bench-{transport}",
+        concurrency=concurrency,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return worker.start()
 
 
-def _wait_ready(worker: subprocess.Popen[bytes], ready_file: Path, log_path: Path) -> float:
-    """Seconds until the worker consumes (its ready file exists)."""
-    started = time.monotonic()
-    while not ready_file.exists():
-        if worker.poll() is not None:
-            raise ScenarioError(
-                f"the Celery worker exited with {worker.returncode}; see {log_path}"
-            )
-        if time.monotonic() - started > 60:
-            raise ScenarioError(f"the Celery worker did not start; see {log_path}")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
-def _wait_done(
-    done: Callable[[], int], target: int, worker: subprocess.Popen[bytes], log_path: Path
-) -> float:
+def _wait_done(done: Callable[[], int], target: int, worker: CeleryWorker) -> float:
     """Wait until ``target`` tasks ran; return the monotonic time it happened."""
     deadline = time.monotonic() + CONSUME_TIMEOUT
     while (count := done()) < target:
         if time.monotonic() > deadline:
             raise ScenarioError(f"only {count} of {target} tasks ran within {CONSUME_TIMEOUT:g} s")
-        if worker.poll() is not None:
-            raise ScenarioError(f"the worker exited; see {log_path}")
+        if not worker.running:
+            raise ScenarioError(f"the worker exited; see {worker.log_file}")
         time.sleep(0.005)
     return time.monotonic()
 
@@ -735,7 +694,8 @@ def run_celery(
         }
         worker_log = workdir / f"celery-worker-{transport}.log"
         celery_app.configure(url, {**options, **_producer_options(transport, params)})
-        worker: subprocess.Popen[bytes] | None = None
+        worker: CeleryWorker | None = None
+        see_log = f"; see {worker_log}"
         try:
             if backlog:
                 publish_started = time.monotonic()
@@ -743,25 +703,25 @@ def run_celery(
                     group(celery_app.noop.s(i) for i in range(tasks)).apply_async()
                 publish_seconds = time.monotonic() - publish_started
                 queue_url = harness.client.get_queue_url(QueueName=celery_app.QUEUE)["QueueUrl"]
-                worker = _start_celery_worker(transport, env, concurrency, worker_log)
-                ready_after = _wait_ready(worker, ready_file, worker_log)
-                first = _wait_done(done, 1, worker, worker_log)
+                worker = _celery_worker(transport, env, concurrency, worker_log)
+                ready_after = worker.wait_ready(ready_file.exists, context=lambda: see_log)
+                first = _wait_done(done, 1, worker)
                 cpu_before = _tree_cpu(worker.pid)
                 worker_before = _read_worker_requests(stats_file)
                 counter = PhaseCounter(endpoint, harness, transport)
                 counter.start()
                 with DepthSampler(harness, queue_url) as depth:
-                    last = _wait_done(done, tasks, worker, worker_log)
+                    last = _wait_done(done, tasks, worker)
                 harness.wait_empty([queue_url], timeout=60)
                 measured = counter.stop(settle=0.15)
                 measured_tasks = tasks - 1
                 rate = measured_tasks / (last - first)
             else:
-                worker = _start_celery_worker(transport, env, concurrency, worker_log)
-                ready_after = _wait_ready(worker, ready_file, worker_log)
+                worker = _celery_worker(transport, env, concurrency, worker_log)
+                ready_after = worker.wait_ready(ready_file.exists, context=lambda: see_log)
                 # One task first: the producer's connection and queue are set up, the path works.
                 celery_app.noop.delay(-1)
-                _wait_done(done, 1, worker, worker_log)
+                _wait_done(done, 1, worker)
                 queue_url = harness.client.get_queue_url(QueueName=celery_app.QUEUE)["QueueUrl"]
                 harness.wait_empty([queue_url], timeout=30)
                 time.sleep(0.2)
@@ -775,7 +735,7 @@ def run_celery(
                     with _publishing(transport, params):
                         group(celery_app.noop.s(i) for i in range(tasks)).apply_async()
                     publish_seconds = time.monotonic() - publish_started
-                    _wait_done(done, tasks + 1, worker, worker_log)
+                    _wait_done(done, tasks + 1, worker)
                 harness.wait_empty([queue_url], timeout=60)
                 measured = counter.stop(settle=0.15)
                 measured_tasks = tasks
@@ -785,7 +745,7 @@ def run_celery(
         finally:
             _close_quietly(celery_app.app.close)
             if worker is not None:
-                _stop_worker(worker)
+                worker.stop(WORKER_STOP_TIMEOUT)
     worker_ops: dict[str, int] | None = None
     if worker_after is not None and worker_before is not None:
         worker_ops = {

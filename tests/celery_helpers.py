@@ -1,18 +1,14 @@
 """Helpers for tests that run real Celery workers (``celery -A tests.celery_app worker``).
 
-:class:`WorkerProcess` starts a worker as a child process in its own process group, with its
-output in a log file, waits for it to consume a ``ping`` task, and stops it with a warm shutdown
-(``SIGTERM``) or, failing that, kills it.
+:class:`WorkerProcess` starts a worker through :class:`sqsbus.testing.worker.CeleryWorker` (a
+child process in its own process group, its output in a log file), waits for it to answer a
+``ping`` task, and stops it with a warm shutdown (``SIGTERM``) or, failing that, kills it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +16,9 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from celery_app import TASK_PREFIX, AppSettings, status_file
+
+from sqsbus.testing.children import ChildFailed
+from sqsbus.testing.worker import CeleryWorker
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 #: Seconds a worker may take from start to executing its first task.
@@ -64,7 +63,11 @@ def task(app: Any, name: str) -> Any:
 
 
 class WorkerProcess:
-    """One ``celery worker`` child process running :mod:`tests.celery_app`."""
+    """One ``celery worker`` child process running :mod:`tests.celery_app`.
+
+    A :class:`sqsbus.testing.worker.CeleryWorker` with the test app's settings in its
+    environment; failures carry the worker's log.
+    """
 
     def __init__(
         self,
@@ -78,69 +81,46 @@ class WorkerProcess:
         self.settings = settings
         self.log_file = log_file
         self.name = name
-        self.concurrency = concurrency
-        self.extra_env = dict(extra_env or {})
-        self.process: subprocess.Popen[bytes] | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tests.celery_app",
-            "worker",
-            "--loglevel=INFO",
-            f"--concurrency={self.concurrency}",
-            "--pool=prefork",
-            f"--hostname={self.name}@%h",
-        ]
-
-    def start(self) -> WorkerProcess:
-        if self.process is not None:
-            raise RuntimeError(f"worker {self.name} was already started")
         env = {
             **os.environ,
-            **self.extra_env,
-            **self.settings.to_env(),
+            **(extra_env or {}),
+            **settings.to_env(),
             "PYTHONPATH": os.pathsep.join(
                 [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
-            "PYTHONUNBUFFERED": "1",
         }
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command(),
-                cwd=self.settings.state_dir or None,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, pool children included
-            )
+        self.worker = CeleryWorker(
+            "tests.celery_app",
+            log_file,
+            name=name,
+            concurrency=concurrency,
+            loglevel="INFO",
+            options=(),
+            env=env,
+            cwd=settings.state_dir or None,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> WorkerProcess:
+        self.worker.start()
         return self
 
     @property
     def pid(self) -> int:
-        if self.process is None:
-            raise RuntimeError(f"worker {self.name} was not started")
-        return self.process.pid
+        return self.worker.pid
 
     @property
     def returncode(self) -> int | None:
-        return None if self.process is None else self.process.poll()
+        return self.worker.returncode
 
     def wait_ready(self, app: Any, timeout: float = READY_TIMEOUT) -> None:
         """Wait until the worker has executed a ``ping`` task sent through ``app``."""
         result = task(app, "ping").delay()
-
-        def pong() -> bool:
-            self.check_alive("becoming ready")
-            return bool(result.ready())
-
-        wait_for(f"worker {self.name} to answer a ping", pong, timeout, context=self.log_hint)
+        try:
+            self.worker.wait_ready(result.ready, timeout=timeout, context=self.log_hint)
+        except ChildFailed as exc:
+            raise WorkerFailed(str(exc)) from None
         answer = result.get(timeout=5)
         assert answer == "pong", f"ping answered {answer!r}{self.log_hint()}"
 
@@ -154,32 +134,20 @@ class WorkerProcess:
     def warm_shutdown(self) -> None:
         """Send ``SIGTERM`` (Celery's warm shutdown)."""
         self.check_alive("being sent SIGTERM")
-        os.kill(self.pid, signal.SIGTERM)
+        self.worker.terminate()
 
     def wait(self, timeout: float = STOP_TIMEOUT) -> int:
         """Wait for the worker to exit; return its exit code."""
-        if self.process is None:
-            raise RuntimeError(f"worker {self.name} was not started")
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        code = self.worker.wait(timeout)
+        if code is None:
             raise WorkerFailed(
                 f"worker {self.name} did not exit within {timeout:g} s{self.log_hint()}"
-            ) from None
+            )
+        return code
 
     def stop(self) -> None:
         """Warm shutdown; kill the worker's process group if it lingers. Safe to call again."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(STOP_TIMEOUT)
-        # Pool processes left behind by a killed or stuck main process.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        self.worker.stop(STOP_TIMEOUT)
 
     def __enter__(self) -> WorkerProcess:
         return self.start()
@@ -190,10 +158,7 @@ class WorkerProcess:
     # -- inspection --------------------------------------------------------------------------
 
     def log(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.worker.log()
 
     def log_hint(self) -> str:
         text = self.log()

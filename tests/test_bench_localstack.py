@@ -212,7 +212,7 @@ def _consume_run(endpoint_ops: dict[str, int], own_ops: dict[str, int]) -> dict[
 
 
 def test_the_cross_check_allows_only_long_polls_in_flight() -> None:
-    from bench.run import build_cross_check, format_cross_check
+    from bench.report import build_cross_check, format_cross_check
 
     in_flight = build_cross_check(
         _consume_run(

@@ -48,7 +48,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_every_figure_has_both_transports(report: dict[str, Any]) -> None:
-    from bench.run import FIGURES
+    from bench.figures import FIGURES
 
     rows = {row["id"]: row for row in report["figures"]}
     assert sorted(rows) == sorted(figure.id for figure in FIGURES)

@@ -23,7 +23,7 @@ from kombu_helpers import connect, consume, direct_queue, publish
 
 from sqsbus.errors import ConfigurationError, CredentialsError, TransientError
 from sqsbus.local import LocalEndpoint
-from sqsbus.local.proxy import FaultProxy
+from sqsbus.testing.proxy import FaultProxy
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/sqsbus-test"
 CANARY_SECRET = "canary-SECRET-4f1e"

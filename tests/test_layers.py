@@ -9,6 +9,8 @@ and line.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +41,10 @@ class Rule:
     allowed: tuple[str, ...] = ()
 
 
-#: Tools for tests and benchmarks that the runtime must never load.
-TESTING_TOOLS: Final = ("sqsbus.local.proxy", "sqsbus.local._sessions", "sqsbus.local._aws_wire")
+#: Tools for tests, benchmarks and the demo that the runtime must never load.
+TESTING_TOOLS: Final = ("sqsbus.testing",)
+#: ``sqsbus demo``: tooling too; the command line loads it by name, only when it runs.
+DEMO: Final = ("sqsbus.demo",)
 
 RULES: Final = [
     Rule(
@@ -56,6 +60,7 @@ RULES: Final = [
             "sqsbus.expiry",
             "sqsbus.demo",
             "sqsbus.local",
+            "sqsbus.testing",
         ),
     ),
     Rule(
@@ -78,7 +83,6 @@ RULES: Final = [
             "sqsbus.expiry",
             "sqsbus.cli",
             "sqsbus.demo",
-            "sqsbus.demo_app",
             "sqsbus.__init__",
         ),
     ),
@@ -88,17 +92,24 @@ RULES: Final = [
         ("kombu", "celery", "sqsbus.kombu"),
     ),
     Rule(
-        "the local endpoint and its tools stand alone",
+        "the local endpoint stands alone",
         "sqsbus.local",
         ("sqsbus",),
         allowed=("sqsbus.local",),
     ),
     Rule(
-        "runtime code never loads the testing tools",
+        "runtime code never loads the testing tools (the demo is tooling)",
         "sqsbus",
         TESTING_TOOLS,
-        exempt=TESTING_TOOLS,
+        exempt=(*TESTING_TOOLS, *DEMO),
     ),
+    Rule(
+        "the testing tools need only the local endpoint's helpers, no Kombu or Celery",
+        "sqsbus.testing",
+        ("sqsbus", "kombu", "celery"),
+        allowed=(*TESTING_TOOLS, "sqsbus.local"),
+    ),
+    Rule("runtime code never imports the demo", "sqsbus", DEMO, exempt=DEMO),
     Rule("the package never imports tests or benchmarks", "sqsbus", ("tests", "bench")),
 ]
 
@@ -166,7 +177,9 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
         "queues.py": "from .engine import acker\n",
         "admin/bad.py": "from sqsbus.kombu.channel import Channel\n",
         "local/bad.py": "import sqsbus.config\n",
-        "kombu/bad.py": "from sqsbus.local import proxy\n",
+        "kombu/bad.py": "from sqsbus.testing import proxy\n",
+        "testing/bad.py": "import sqsbus.aws\n",
+        "routing/bad.py": "from sqsbus.demo import run\n",
         "cli.py": "import bench.run\n",
     }
     for name, text in files.items():
@@ -176,3 +189,25 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
     imports = all_imports(root)
     reported = [{line.split(":")[0] for line in violations(rule, imports)} for rule in RULES]
     assert reported == [{f"sqsbus/{name}"} for name in files]
+
+
+def test_the_command_line_loads_no_tooling() -> None:
+    """``sqsbus`` and its command line import neither the demo, the testing tools nor Celery
+    (``sqsbus demo`` imports the demo when it runs; the demo imports Celery when it runs)."""
+    code = (
+        "import sys, sqsbus, sqsbus.cli\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'celery'"
+        " or m.startswith(('sqsbus.demo', 'sqsbus.testing'))))\n"
+        "import sqsbus.demo\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'celery'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "[]"]

@@ -1,4 +1,4 @@
-"""The fault-injecting proxy (sqsbus.local.proxy), against the session endpoint.
+"""The fault-injecting proxy (sqsbus.testing.proxy), against the session endpoint.
 
 Clients talk to the proxy, assertions look at the endpoint directly (``sqs_client``), so a
 test sees what really reached the endpoint, not what the proxy claims.
@@ -28,7 +28,8 @@ from kombu import Connection, Consumer, Message
 from kombu_helpers import connect, counts, direct_queue, wait_until
 
 from sqsbus.local import DEFAULT_REGION, LocalEndpoint
-from sqsbus.local.proxy import FAULT_KINDS, FaultProxy, Faults
+from sqsbus.testing.children import first_line
+from sqsbus.testing.proxy import FAULT_KINDS, FaultProxy, Faults
 
 CONNECTION_ERRORS = (ConnectionClosedError, EndpointConnectionError)
 
@@ -487,16 +488,16 @@ def test_sessions_are_shortened_and_end_on_time(endpoint: LocalEndpoint) -> None
 
 @contextlib.contextmanager
 def proxy_command(endpoint: LocalEndpoint, *flags: str) -> Iterator[tuple[str, str, list[str]]]:
-    """Run ``python -m sqsbus.local.proxy`` with ``flags``; yield its URL, its description
+    """Run ``python -m sqsbus.testing.proxy`` with ``flags``; yield its URL, its description
     line and a list that gets its output after the block (stopped with Ctrl-C)."""
-    command = [sys.executable, "-m", "sqsbus.local.proxy", "--upstream", endpoint.url, *flags]
+    command = [sys.executable, "-m", "sqsbus.testing.proxy", "--upstream", endpoint.url, *flags]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     output: list[str] = []
     try:
-        assert process.stdout is not None
-        url = process.stdout.readline().decode().strip()
+        url = first_line(process, what="the proxy", timeout=30)
         assert url.startswith("http://127.0.0.1:"), url
+        assert process.stdout is not None
         yield url, process.stdout.readline().decode(), output
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=15)
@@ -547,7 +548,7 @@ def test_command_line_shortens_sessions_and_reports_expired_tokens(
 
 def test_command_line_reports_bad_settings(endpoint: LocalEndpoint) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sqsbus.local.proxy", "--upstream", endpoint.url, "--reset", "2"],
+        [sys.executable, "-m", "sqsbus.testing.proxy", "--upstream", endpoint.url, "--reset", "2"],
         capture_output=True,
         text=True,
         timeout=30,

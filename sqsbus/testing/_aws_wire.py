@@ -29,7 +29,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
-from sqsbus.local._http import Request, Response
+from sqsbus.testing._http import Request, Response
 
 __all__ = [
     "BATCH_OPERATIONS",

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from sqsbus.local._aws_wire import Operation
-from sqsbus.local._http import Request, Response
+from sqsbus.testing._aws_wire import Operation
+from sqsbus.testing._http import Request, Response
 
 __all__ = ["SessionBook", "access_key_of"]
 

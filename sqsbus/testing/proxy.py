@@ -16,7 +16,7 @@ code; faults can be changed at any time with :attr:`FaultProxy.faults`::
         proxy.faults = Faults(latency_ms=20, throttle=0.05)
         client = boto3.client("sqs", endpoint_url=proxy.url, ...)
 
-From a shell: ``python -m sqsbus.local.proxy --upstream URL --latency-ms 20 --throttle 0.02``.
+From a shell: ``python -m sqsbus.testing.proxy --upstream URL --latency-ms 20 --throttle 0.02``.
 
 Partial batch failures rewrite the request body, which invalidates its SigV4 signature:
 use them only with an upstream that does not check signatures (moto does not). Request
@@ -43,7 +43,8 @@ from types import FrameType, TracebackType
 from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
-from sqsbus.local._aws_wire import (
+from sqsbus.local._ports import connect_host
+from sqsbus.testing._aws_wire import (
     Operation,
     add_failed_entries,
     batch_entry_ids,
@@ -54,7 +55,7 @@ from sqsbus.local._aws_wire import (
     throttle_answer,
     without_entries,
 )
-from sqsbus.local._http import (
+from sqsbus.testing._http import (
     MAX_HEAD_BYTES,
     HttpError,
     Request,
@@ -65,8 +66,7 @@ from sqsbus.local._http import (
     write_request,
     write_response,
 )
-from sqsbus.local._ports import connect_host
-from sqsbus.local._sessions import SessionBook
+from sqsbus.testing._sessions import SessionBook
 
 __all__ = ["FAULT_KINDS", "FaultProxy", "Faults", "main"]
 
@@ -674,7 +674,7 @@ class FaultProxy:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sqsbus.local.proxy",
+        prog="python -m sqsbus.testing.proxy",
         description="Forward HTTP requests to a local SQS/SNS/S3 endpoint, injecting faults. "
         "Point clients at the printed URL (boto3 endpoint_url, sqsbus transport option "
         "endpoint_url). Ctrl-C stops it and prints the requests per operation.",
