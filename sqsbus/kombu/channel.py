@@ -227,8 +227,9 @@ class Channel(ExchangeChannel):
             payload = self._deliverable(received)
             if payload is None:
                 continue
-            if not self._matches_bindings(received.name, payload):
-                # A topic subscription's prefix filter lets through a superset.
+            unbound = self._unbound_reason(received.name, payload)
+            if unbound is not None:
+                logger.info("dropping message %s: %s", received.message_id, unbound)
                 self.consumer.ack(received)
                 continue
             if not self.consumer.no_ack(received.name):

@@ -71,7 +71,12 @@ class ExchangeChannel(virtual.Channel):
         elif kind == "topic":
             condition = topic_condition(routing_key)
         try:
-            self.router.subscribe(exchange, self.directory.ensure(queue), condition)
+            self.router.subscribe(
+                exchange,
+                self.directory.ensure(queue),
+                condition,
+                pattern=routing_key if kind == "topic" else None,
+            )
         except AccessDeniedError as exc:
             if kind != "direct":
                 raise
@@ -138,17 +143,23 @@ class ExchangeChannel(virtual.Channel):
             deduplication_id=properties.get("MessageDeduplicationId"),
         )
 
-    def _matches_bindings(self, queue: str, payload: dict[str, Any]) -> bool:
-        """False for a topic-exchange message that none of ``queue``'s patterns match."""
+    def _unbound_reason(self, queue: str, payload: dict[str, Any]) -> str | None:
+        """Why a topic-exchange message that reached ``queue`` is meant for no binding of it
+        (this process's or, recorded on the queue, any other's); None to deliver it.
+
+        A topic subscription's prefix filter lets through a superset of its patterns."""
         delivery_info = payload["properties"]["delivery_info"]
         exchange = delivery_info.get("exchange")
         if not exchange or exchange not in self.state.exchanges:
-            return True
+            return None
         exchange_type = self.typeof(exchange)
         if exchange_type.type != "topic":
-            return True
+            return None
         table = self.get_table(exchange)
-        if not any(bound == queue for _key, _pattern, bound in table):
-            return True  # bound by another process: its patterns are not known here
-        matched = exchange_type.lookup(table, exchange, delivery_info.get("routing_key", ""), None)
-        return queue in matched
+        mine = [pattern for pattern, _regex, bound in table if bound == queue]
+        if not mine:
+            return None  # bound by another process only: its subscription admitted it
+        key = str(delivery_info.get("routing_key", ""))
+        if queue in exchange_type.lookup(table, exchange, key, None):
+            return None
+        return self.router.bindings.refusal(self.directory.ensure(queue), exchange, key, mine)

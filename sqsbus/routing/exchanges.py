@@ -33,6 +33,7 @@ from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, check_message_attrib
 from sqsbus.errors import ConfigurationError, MessageTooLarge, TransientError
 from sqsbus.forks import reset_in_child
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
+from sqsbus.routing.bindings import SharedBindings
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ def topic_condition(pattern: str) -> FilterCondition | None:
     if not literal:
         return None
     return {"prefix": ".".join(literal)}
+
+
+def topic_filter(pattern: str) -> FilterCondition | None:
+    """The SNS condition a topic binding with ``pattern`` subscribes with (None: no filter)."""
+    condition = topic_condition(pattern)
+    return EMPTY_KEY_CONDITION if condition == "" else condition
 
 
 def topic_name(exchange: str, prefix: str = "") -> str:
@@ -200,6 +207,10 @@ class ExchangeRouter:
         #: Called with (queue, subscription ARN) after each new subscription; the transport
         #: uses it to record a temporary queue's subscriptions for orphan sweeps.
         self.on_subscribed: Callable[[QueueRef, str], None] | None = None
+        #: Topic bindings recorded on their queues, seen by every process.
+        self.bindings = SharedBindings(topic_filter, self._filter_conditions)
+        #: (exchange, queue url, pattern) recorded by this process.
+        self._recorded: set[tuple[str, str, str]] = set()
 
     def _client(self, exchange: str) -> Any:
         spec = self.options.predefined_exchanges.get(exchange)
@@ -238,18 +249,28 @@ class ExchangeRouter:
         return arn
 
     def subscribe(
-        self, exchange: str, queue: QueueRef, condition: FilterCondition | None = None
+        self,
+        exchange: str,
+        queue: QueueRef,
+        condition: FilterCondition | None = None,
+        *,
+        pattern: str | None = None,
     ) -> None:
         """Deliver the exchange's messages to ``queue`` (idempotent, cached).
 
         ``condition=None`` subscribes to everything (fanout, topic ``#``);
         otherwise the condition (an exact routing key, or ``{"prefix": ...}``) is
-        added to the subscription's filter policy.
+        added to the subscription's filter policy. A topic binding's ``pattern`` is
+        recorded on the queue for the consumers of every process
+        (:mod:`sqsbus.routing.bindings`).
         """
         key = (exchange, queue.url)
         if condition == "":
             condition = EMPTY_KEY_CONDITION
         wanted = None if condition is None else _encode(condition)
+        if pattern is not None and (exchange, queue.url, pattern) not in self._recorded:
+            self.bindings.record(queue, exchange, pattern)
+            self._recorded.add((exchange, queue.url, pattern))
         with self._lock:
             known = key in self._subscriptions
             conditions = self._routing_keys.get(key)
@@ -258,6 +279,22 @@ class ExchangeRouter:
         if not known:
             self._subscribe(exchange, queue)
         self._add_condition(exchange, queue, wanted)
+
+    def _filter_conditions(self, exchange: str, queue: QueueRef) -> list[Any] | None:
+        """The routing-key conditions of ``queue``'s subscription to ``exchange`` as they are
+        in SNS now (None: no filter, everything passes)."""
+        with self._lock:
+            subscription = self._subscriptions.get((exchange, queue.url))
+        if subscription is None:
+            return []
+        answer = call(
+            self._client(exchange),
+            "get_subscription_attributes",
+            f"read subscription of queue {queue.name!r} to exchange {exchange!r}",
+            SubscriptionArn=subscription,
+        ).get("Attributes", {})
+        conditions = json.loads(answer.get("FilterPolicy") or "{}").get(ROUTING_KEY_ATTRIBUTE)
+        return list(conditions) if isinstance(conditions, list) else None
 
     def _subscribe(self, exchange: str, queue: QueueRef) -> None:
         arn = self.topic_arn(exchange)
@@ -295,36 +332,58 @@ class ExchangeRouter:
             self.on_subscribed(queue, subscription)
 
     def _add_condition(self, exchange: str, queue: QueueRef, wanted: str | None) -> None:
+        """Add ``wanted`` (None: everything) to the subscription's filter, as it is in SNS
+        now: other processes add theirs to the same subscription. The filter is read, merged,
+        written and read back, and written again if another writer overwrote it."""
         key = (exchange, queue.url)
         with self._lock:
             subscription = self._subscriptions[key]
-            conditions = self._routing_keys.get(key)
-            if wanted is None:
-                if conditions is None:
-                    return
-                new: set[str] | None = None
+        for attempt in range(POLICY_WRITE_ATTEMPTS):
+            current = self._filter_conditions(exchange, queue)
+            present = None if current is None else {_encode(c) for c in current}
+            if present is None and wanted is not None:
+                # No filter: a fresh subscription, unless a recorded binding wants everything.
+                recorded = self.bindings.patterns(queue, exchange)
+                if any(topic_filter(pattern) is None for pattern in recorded):
+                    new: set[str] | None = None
+                else:
+                    new = {wanted}
+            elif present is None or wanted is None:
+                new = None
             else:
-                if conditions is not None and wanted in conditions:
-                    return
-                # A fresh subscription (None: no filter yet) gets its first condition.
-                new = {wanted} | (conditions or set())
-            self._routing_keys[key] = new
-        policy = (
-            {} if new is None else {ROUTING_KEY_ATTRIBUTE: [json.loads(c) for c in sorted(new)]}
-        )
-        call(
-            self._client(exchange),
-            "set_subscription_attributes",
-            f"route exchange {exchange!r} to queue {queue.name!r}",
-            SubscriptionArn=subscription,
-            AttributeName="FilterPolicy",
-            AttributeValue=json.dumps(policy),
+                new = present | {wanted}
+            with self._lock:
+                self._routing_keys[key] = new
+            if new == present:
+                return
+            if attempt:
+                logger.info("filter of queue %s was overwritten; adding it again", queue.name)
+            policy = (
+                {} if new is None else {ROUTING_KEY_ATTRIBUTE: [json.loads(c) for c in sorted(new)]}
+            )
+            call(
+                self._client(exchange),
+                "set_subscription_attributes",
+                f"route exchange {exchange!r} to queue {queue.name!r}",
+                SubscriptionArn=subscription,
+                AttributeName="FilterPolicy",
+                AttributeValue=json.dumps(policy),
+            )
+            pause = min(POLICY_MAX_PAUSE, POLICY_FIRST_PAUSE * 2**attempt)
+            time.sleep(random.uniform(pause / 2, pause))
+        raise TransientError(
+            f"the subscription filter of queue {queue.name!r} to exchange {exchange!r} was "
+            f"overwritten {POLICY_WRITE_ATTEMPTS} times by other writers"
         )
 
     def unsubscribe(self, exchange: str, queue: QueueRef) -> None:
         with self._lock:
             subscription = self._subscriptions.pop((exchange, queue.url), None)
             self._routing_keys.pop((exchange, queue.url), None)
+            recorded = {r for r in self._recorded if r[:2] == (exchange, queue.url)}
+            self._recorded -= recorded
+        if recorded:
+            self.bindings.forget(queue, exchange)
         if subscription is not None:
             call(
                 self._client(exchange),
