@@ -104,7 +104,8 @@ class ExchangeChannel(virtual.Channel):
     def basic_publish(
         self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any
     ) -> Any:
-        """Direct: local bindings when known, else the exchange's SNS topic (any process).
+        """Direct: straight to the bound queues when this process bound all of them, else the
+        exchange's SNS topic (reaching queues bound by any process).
 
         Topic exchanges always go through SNS; fanout through ``_put_fanout``.
         """
@@ -120,9 +121,15 @@ class ExchangeChannel(virtual.Channel):
         return super().basic_publish(message, exchange, routing_key, **kwargs)
 
     def _bound_here(self, exchange: str, routing_key: str) -> bool:
-        """True if this process knows a queue bound to ``exchange`` with ``routing_key``."""
+        """True if the queues this process bound to ``exchange`` with ``routing_key`` are all
+        the queues bound with it, by any process (as SNS says): then sending to them directly
+        (batched, through S3 if large) delivers what the topic would."""
         table = self.state.exchanges.get(exchange, {}).get("table") or []
-        return any(key == routing_key for key, _pattern, _queue in table)
+        queues = {queue for key, _pattern, queue in table if key == routing_key}
+        if not queues:
+            return False
+        arns = {self.directory.attributes(self.directory.ensure(q)).get("QueueArn") for q in queues}
+        return self.router.routes_only_to(exchange, routing_key, {a for a in arns if a})
 
     def _put_fanout(
         self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any

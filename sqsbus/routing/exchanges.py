@@ -30,10 +30,10 @@ from typing import Any, Final
 from sqsbus.aws import AWS, CredentialSource, call
 from sqsbus.config import Options, Secret
 from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, check_message_attributes, message_size
-from sqsbus.errors import ConfigurationError, MessageTooLarge, TransientError
+from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
 from sqsbus.forks import reset_in_child
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
-from sqsbus.routing.bindings import SharedBindings
+from sqsbus.routing.bindings import SharedBindings, condition_admits
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,8 @@ class ExchangeRouter:
         #: Called with (queue, subscription ARN) after each new subscription; the transport
         #: uses it to record a temporary queue's subscriptions for orphan sweeps.
         self.on_subscribed: Callable[[QueueRef, str], None] | None = None
+        #: exchange -> (monotonic time read, (queue ARN, filter conditions) per subscription).
+        self._routes: dict[str, tuple[float, list[tuple[str, list[Any] | None]]]] = {}
         #: Topic bindings recorded on their queues, seen by every process.
         self.bindings = SharedBindings(topic_filter, self._filter_conditions)
         #: (exchange, queue url, pattern) recorded by this process.
@@ -420,6 +422,65 @@ class ExchangeRouter:
         with self._lock:
             self._subscriber_counts[exchange] = (now, count)
         return count > 0
+
+    def routes_only_to(self, exchange: str, routing_key: str, queue_arns: set[str]) -> bool:
+        """Whether every queue bound to ``exchange`` whose filter admits ``routing_key`` is one
+        of ``queue_arns`` (the queues this process would send to directly).
+
+        Read from SNS (every subscription of the topic and its filter) and reused for
+        :data:`SUBSCRIBER_CACHE_SECONDS`: a queue another process binds with the key is seen
+        within that time. If SNS cannot be read, True: this process's own bindings are all
+        it can go by (as when it may not use SNS at all).
+        """
+        now = time.monotonic()
+        with self._lock:
+            cached = self._routes.get(exchange)
+        if cached is None or now - cached[0] >= SUBSCRIBER_CACHE_SECONDS:
+            try:
+                cached = (now, self._read_routes(exchange))
+            except SQSBusError as exc:
+                logger.warning("cannot read the bindings of exchange %s: %s", exchange, exc)
+                return True
+            with self._lock:
+                self._routes[exchange] = cached
+        admitting = {
+            endpoint
+            for endpoint, conditions in cached[1]
+            if conditions is None or any(condition_admits(c, routing_key) for c in conditions)
+        }
+        return admitting <= queue_arns
+
+    def _read_routes(self, exchange: str) -> list[tuple[str, list[Any] | None]]:
+        """(queue ARN, filter conditions or None) of every SQS subscription of the topic."""
+        client = self._client(exchange)
+        params: dict[str, Any] = {"TopicArn": self.topic_arn(exchange)}
+        routes: list[tuple[str, list[Any] | None]] = []
+        while True:
+            answer = call(
+                client, "list_subscriptions_by_topic", f"list bindings of {exchange!r}", **params
+            )
+            for subscription in answer.get("Subscriptions") or []:
+                arn = str(subscription.get("SubscriptionArn", ""))
+                if subscription.get("Protocol") != "sqs" or arn.count(":") < 6:
+                    continue  # pending confirmation, or not a queue
+                attributes = call(
+                    client,
+                    "get_subscription_attributes",
+                    f"read a binding of {exchange!r}",
+                    SubscriptionArn=arn,
+                ).get("Attributes", {})
+                policy = json.loads(attributes.get("FilterPolicy") or "{}")
+                conditions = policy.get(ROUTING_KEY_ATTRIBUTE)
+                routes.append(
+                    (
+                        str(subscription.get("Endpoint", "")),
+                        list(conditions) if isinstance(conditions, list) else None,
+                    )
+                )
+            token = answer.get("NextToken")
+            if not token:
+                return routes
+            params["NextToken"] = token
 
     def subscribed_exchanges(self, queue: QueueRef) -> list[str]:
         with self._lock:
