@@ -31,18 +31,20 @@ from sqsbus.errors import (
     SQSBusError,
     UndefinedQueueError,
 )
+from sqsbus.limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_LIST_RESULTS,
+    MAX_QUEUE_NAME_LENGTH,
+    MAX_RETENTION_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
 
-#: SQS queue names are at most 80 characters, ``.fifo`` included.
-MAX_QUEUE_NAME_LENGTH: Final = 80
 FIFO_SUFFIX: Final = ".fifo"
-#: Default maximum message size of a new queue (1 MiB, as on AWS since 2025).
-DEFAULT_MAX_MESSAGE_SIZE: Final = 1_048_576
 #: Seconds queue attributes read from SQS are reused before being read again.
 ATTRIBUTE_CACHE_SECONDS: Final = 300.0
 #: Dead-letter queues keep messages for SQS's maximum retention (14 days).
-DEAD_LETTER_RETENTION_SECONDS: Final = 14 * 24 * 3600
+DEAD_LETTER_RETENTION_SECONDS: Final = MAX_RETENTION_SECONDS
 
 _TRANSLATION: Final = {ord(c): "_" for c in string.punctuation if c not in "-_."}
 _TRANSLATION[ord(".")] = "-"
@@ -106,7 +108,7 @@ class QueueDirectory:
     """Resolves, creates and caches queues for one connection (thread-safe)."""
 
     #: ``MaxResults`` of each ``ListQueues`` page (SQS's maximum).
-    list_page_size = 1000
+    list_page_size = MAX_LIST_RESULTS
 
     def __init__(self, aws: AWS, options: Options) -> None:
         self.aws = aws
@@ -331,7 +333,7 @@ class QueueDirectory:
 
     def max_message_size(self, ref: QueueRef) -> int:
         value = self.attributes(ref).get("MaximumMessageSize")
-        return int(value) if value else DEFAULT_MAX_MESSAGE_SIZE
+        return int(value) if value else DEFAULT_MAX_MESSAGE_BYTES
 
     def content_based_deduplication(self, ref: QueueRef) -> bool:
         return self.attributes(ref).get("ContentBasedDeduplication", "false").lower() == "true"

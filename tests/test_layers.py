@@ -39,6 +39,9 @@ class Rule:
     allowed: tuple[str, ...] = ()
 
 
+#: Modules every layer may import, which import nothing of sqsbus themselves: the AWS limits,
+#: the retry policies and the exception hierarchy.
+LEAVES: Final = ("sqsbus.limits", "sqsbus.backoff", "sqsbus.errors")
 #: Tools for tests and benchmarks that the runtime must never load.
 TESTING_TOOLS: Final = ("sqsbus.local.proxy", "sqsbus.local._sessions", "sqsbus.local._aws_wire")
 
@@ -100,6 +103,10 @@ RULES: Final = [
         exempt=TESTING_TOOLS,
     ),
     Rule("the package never imports tests or benchmarks", "sqsbus", ("tests", "bench")),
+    *(
+        Rule(f"{leaf} (one home of a rule) imports nothing else of sqsbus", leaf, ("sqsbus",))
+        for leaf in LEAVES
+    ),
 ]
 
 
@@ -168,6 +175,9 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
         "local/bad.py": "import sqsbus.config\n",
         "kombu/bad.py": "from sqsbus.local import proxy\n",
         "cli.py": "import bench.run\n",
+        "limits.py": "from sqsbus.errors import SQSBusError\n",
+        "backoff.py": "import sqsbus.limits\n",
+        "errors.py": "from sqsbus import limits\n",
     }
     for name, text in files.items():
         path = root / name

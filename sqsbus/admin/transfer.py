@@ -19,6 +19,7 @@ from sqsbus.aws import call
 from sqsbus.engine import delays, operations
 from sqsbus.engine.messages import Received
 from sqsbus.errors import ConfigurationError, SQSBusError
+from sqsbus.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 
 __all__ = ["Mover", "ProgressCallback", "Route", "TransferResult", "move"]
@@ -26,8 +27,6 @@ __all__ = ["Mover", "ProgressCallback", "Route", "TransferResult", "move"]
 #: Seconds a received message stays invisible while it is being moved.
 MOVE_VISIBILITY_SECONDS: Final = 120
 RECEIVE_WAIT_SECONDS: Final = 1
-#: Total payload SQS accepts in one SendMessageBatch.
-MAX_BATCH_BYTES: Final = 1_048_576
 _KEPT_ATTRIBUTE_KEYS: Final = ("DataType", "StringValue", "BinaryValue")
 _MAX_ERRORS: Final = 5
 
@@ -110,7 +109,7 @@ class Mover:
                 batch = operations.receive(
                     self.source,
                     self.source.name,
-                    max_messages=min(operations.MAX_BATCH, remaining or operations.MAX_BATCH),
+                    max_messages=min(MAX_RECEIVE_MESSAGES, remaining or MAX_RECEIVE_MESSAGES),
                     wait_time_seconds=RECEIVE_WAIT_SECONDS,
                     visibility_timeout=MOVE_VISIBILITY_SECONDS,
                 )
@@ -214,7 +213,7 @@ def _chunks(messages: list[Received]) -> Iterator[list[Received]]:
     chunk_bytes = 0
     for message in messages:
         size = _size(message)
-        if chunk and (len(chunk) == operations.MAX_BATCH or chunk_bytes + size > MAX_BATCH_BYTES):
+        if chunk and (len(chunk) == MAX_BATCH_ENTRIES or chunk_bytes + size > MAX_BATCH_BYTES):
             yield chunk
             chunk, chunk_bytes = [], 0
         chunk.append(message)

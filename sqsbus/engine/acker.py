@@ -32,6 +32,7 @@ from sqsbus.engine import operations
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError, TransientError
+from sqsbus.limits import MAX_BATCH_ENTRIES
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class Acker:
             for message in messages:
                 lane = self._lanes.setdefault((message.queue.url, action), _Lane())
                 lane.entries.append(_Entry(message, due))
-                full = full or len(lane.entries) % operations.MAX_BATCH == 0
+                full = full or len(lane.entries) % MAX_BATCH_ENTRIES == 0
             self._count += len(messages)
             if self._pending() > MAX_BACKLOG:
                 self._room.clear()
@@ -206,8 +207,8 @@ class Acker:
         for (url, action), lane in self._lanes.items():
             eligible = [e for e in lane.entries if e.attempts == 0 or e.due <= now]
             chosen: list[_Entry] = []
-            while len(eligible) >= operations.MAX_BATCH:
-                batch, eligible = eligible[: operations.MAX_BATCH], eligible[operations.MAX_BATCH :]
+            while len(eligible) >= MAX_BATCH_ENTRIES:
+                batch, eligible = eligible[:MAX_BATCH_ENTRIES], eligible[MAX_BATCH_ENTRIES:]
                 batches.append((url, action, batch))
                 chosen += batch
             if eligible and min(e.due for e in eligible) <= now:

@@ -16,9 +16,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from sqsbus.engine.messages import Received
+from sqsbus.limits import MAX_DELAY_SECONDS as MAX_DELAY_SECONDS  # re-exported: Kombu adapter
 
-#: Longest per-message delay SQS accepts.
-MAX_DELAY_SECONDS: Final = 900
 #: Message attribute holding a hopping message's due time (epoch seconds).
 ETA_ATTRIBUTE: Final = "sqsbus.eta"
 #: A message surfacing less than this many seconds early is delivered, not hopped.

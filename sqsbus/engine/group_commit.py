@@ -42,13 +42,11 @@ from typing import Any, Final
 
 from sqsbus.aws import call
 from sqsbus.errors import DeliveryError, SQSBusError, TransientError
+from sqsbus.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH_ENTRIES: Final = 10
-#: SQS caps the sum of a batch's payloads at 1 MiB.
-MAX_BATCH_BYTES: Final = 1_048_576
 #: Batches that may be in flight per standard queue when full batches are waiting.
 MAX_IN_FLIGHT: Final = 4
 #: Seconds a publisher waits at most for others to join its batch, and only when

@@ -16,12 +16,11 @@ from typing import Any, Final
 
 from sqsbus.aws import call
 from sqsbus.engine.messages import Received
+from sqsbus.limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
 
-#: SQS takes at most 10 entries per batch call and returns at most 10 per receive.
-MAX_BATCH: Final = 10
 #: Error codes meaning a receipt handle no longer refers to a message we hold.
 STALE_RECEIPT_CODES: Final = frozenset(
     {"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"}
@@ -54,7 +53,7 @@ def receive(
     """``ReceiveMessage`` of up to ``max_messages`` (capped at 10)."""
     params: dict[str, Any] = {
         "QueueUrl": queue.url,
-        "MaxNumberOfMessages": max(1, min(MAX_BATCH, max_messages)),
+        "MaxNumberOfMessages": max(1, min(MAX_RECEIVE_MESSAGES, max_messages)),
         "WaitTimeSeconds": wait_time_seconds,
         "MessageSystemAttributeNames": list(system_attributes),
         "MessageAttributeNames": ["All"],
@@ -72,8 +71,8 @@ def _batch(
     entries: list[dict[str, Any]],
 ) -> list[EntryFailure]:
     failures: list[EntryFailure] = []
-    for start in range(0, len(entries), MAX_BATCH):
-        chunk = entries[start : start + MAX_BATCH]
+    for start in range(0, len(entries), MAX_BATCH_ENTRIES):
+        chunk = entries[start : start + MAX_BATCH_ENTRIES]
         for offset, entry in enumerate(chunk):
             entry["Id"] = str(start + offset)
         answer = call(queue.client, operation, action, QueueUrl=queue.url, Entries=chunk)

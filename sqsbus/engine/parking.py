@@ -31,8 +31,9 @@ from sqsbus.engine.delays import resendable_attributes
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.engine.payloads import as_sent
-from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, Publisher
+from sqsbus.engine.publisher import Publisher
 from sqsbus.errors import SQSBusError
+from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Parking:
             for received in operations.receive(
                 parking,
                 name,
-                max_messages=10,
+                max_messages=MAX_RECEIVE_MESSAGES,
                 wait_time_seconds=1,
                 visibility_timeout=self.leases.lease_seconds,
             ):
@@ -213,7 +214,11 @@ def empty_parking_queue(
     failed = 0
     while True:
         messages = operations.receive(
-            parking, parking.name, max_messages=10, wait_time_seconds=0, visibility_timeout=60
+            parking,
+            parking.name,
+            max_messages=MAX_RECEIVE_MESSAGES,
+            wait_time_seconds=0,
+            visibility_timeout=60,
         )
         if not messages:
             return failed

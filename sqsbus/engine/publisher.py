@@ -15,21 +15,18 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from sqsbus.codec import REFUSED_CHARACTERS
-from sqsbus.engine.delays import MAX_DELAY_SECONDS
 from sqsbus.engine.group_commit import GROUP_COMMIT
 from sqsbus.engine.messages import Received
 from sqsbus.engine.payloads import PayloadStore
 from sqsbus.engine.pointer import RESERVED_ATTRIBUTES, parse_pointer, reserved_attribute
 from sqsbus.engine.publish_batch import BATCH_LINGER_MS, current_batch
 from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
+from sqsbus.limits import MAX_ATTRIBUTE_NAME_LENGTH, MAX_DELAY_SECONDS
+from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES as MAX_MESSAGE_ATTRIBUTES  # re-exported: Kombu
 from sqsbus.queues import QueueDirectory, QueueRef
 
 logger = logging.getLogger(__name__)
 
-#: SQS accepts at most 10 message attributes per message.
-MAX_MESSAGE_ATTRIBUTES: Final = 10
-#: Longest message attribute name SQS accepts.
-MAX_ATTRIBUTE_NAME_LENGTH: Final = 256
 _ATTRIBUTE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]+")
 _ATTRIBUTE_TYPE: Final = re.compile(r"(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?")
 

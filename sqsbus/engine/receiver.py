@@ -23,6 +23,7 @@ from sqsbus.engine import operations
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError, TransientError
+from sqsbus.limits import MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
@@ -336,7 +337,7 @@ class Receiver:
             visibility_timeout=None if self.leases is None else self.leases.lease_seconds,
         )
         if self.gate is not None:
-            self._busy = len(messages) >= min(room, operations.MAX_BATCH)
+            self._busy = len(messages) >= min(room, MAX_RECEIVE_MESSAGES)
             self.gate.report(self.priority, self._busy)
         for message in messages:
             message.priority = self.priority

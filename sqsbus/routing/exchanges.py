@@ -30,25 +30,25 @@ from typing import Any, Final
 
 from sqsbus.aws import AWS, CredentialSource, call
 from sqsbus.config import Options, Secret
-from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, check_message_attributes, message_size
+from sqsbus.engine.publisher import check_message_attributes, message_size
 from sqsbus.errors import ConfigurationError, MessageTooLarge, TransientError
+from sqsbus.limits import (
+    MAX_MESSAGE_ATTRIBUTES,
+    MAX_STATEMENT_ID_LENGTH,
+    SNS_MAX_PUBLISH_BYTES,
+    SNS_MAX_TOPIC_NAME_LENGTH,
+)
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
 
 logger = logging.getLogger(__name__)
 
-#: SNS topic names are at most 256 characters.
-MAX_TOPIC_NAME_LENGTH: Final = 256
 #: Seconds a topic's subscription count is reused before it is read again.
 SUBSCRIBER_CACHE_SECONDS: Final = 15.0
 #: Message attribute carrying the routing key, matched by subscription filter policies.
 ROUTING_KEY_ATTRIBUTE: Final = "kombu.routing_key"
-#: Largest message SNS publishes (body and attributes): 256 KiB, below what SQS takes.
-MAX_PUBLISH_BYTES: Final = 262_144
 
 #: Start of the Sid of every queue policy statement sqsbus writes.
 STATEMENT_ID_PREFIX: Final = "sqsbus-"
-#: Longest Sid written (SQS permission labels: at most 80 letters, digits, ``-``, ``_``).
-MAX_STATEMENT_ID_LENGTH: Final = 80
 #: Writes of a queue policy that other writers keep overwriting before giving up.
 POLICY_WRITE_ATTEMPTS: Final = 8
 #: Seconds (at most; jittered) to wait after the first policy write before verifying it,
@@ -88,8 +88,10 @@ def topic_condition(pattern: str) -> FilterCondition | None:
 def topic_name(exchange: str, prefix: str = "") -> str:
     """The SNS topic name of ``exchange`` (same translation as queue names)."""
     name = entity_name(prefix + exchange)
-    if len(name) > MAX_TOPIC_NAME_LENGTH:
-        raise ValueError(f"topic name {name!r} is longer than {MAX_TOPIC_NAME_LENGTH} characters")
+    if len(name) > SNS_MAX_TOPIC_NAME_LENGTH:
+        raise ValueError(
+            f"topic name {name!r} is longer than {SNS_MAX_TOPIC_NAME_LENGTH} characters"
+        )
     return name
 
 
@@ -473,9 +475,9 @@ class ExchangeRouter:
             attributes[ROUTING_KEY_ATTRIBUTE] = {"DataType": "String", "StringValue": routing_key}
         check_message_attributes(target, attributes)
         size = message_size(body, attributes)
-        if size > MAX_PUBLISH_BYTES:
+        if size > SNS_MAX_PUBLISH_BYTES:
             raise MessageTooLarge(
-                f"message of {size} bytes is over the {MAX_PUBLISH_BYTES}-byte limit of SNS "
+                f"message of {size} bytes is over the {SNS_MAX_PUBLISH_BYTES}-byte limit of SNS "
                 f"for {target}; nothing was sent. Messages routed through an exchange's topic "
                 "do not go through S3 (every bound queue would share one object, deleted by "
                 "the first ack): publish large payloads to a queue directly "
