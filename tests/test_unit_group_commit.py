@@ -10,9 +10,12 @@ import pytest
 from botocore.exceptions import ClientError
 from fake_sqs import FakeSQS, ref
 
-from sqsbus.engine.group_commit import MAX_ATTEMPTS, MAX_IN_FLIGHT, GroupCommit
+from sqsbus.backoff import SQS_BATCH_RETRY
+from sqsbus.engine.group_commit import MAX_IN_FLIGHT, GroupCommit
 from sqsbus.errors import DeliveryError
 from sqsbus.queues import QueueRef
+
+MAX_ATTEMPTS = SQS_BATCH_RETRY.attempts
 
 
 def publish_concurrently(commit: GroupCommit, queue: QueueRef, bodies: list[str]) -> dict[str, Any]:

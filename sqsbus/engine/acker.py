@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from sqsbus.backoff import SQS_BATCH_RETRY
 from sqsbus.engine import operations
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
@@ -42,9 +43,6 @@ DEFAULT_WINDOW: Final = 0.05
 #: (:meth:`Acker.wait_for_room`): a consumer that acks faster than SQS confirms must
 #: not pile up settled messages without bound, nor let their leases lapse.
 MAX_BACKLOG: Final = 100
-#: Attempts per entry before a transient failure is given up (and logged).
-MAX_ATTEMPTS: Final = 5
-MAX_BACKOFF_SECONDS: Final = 5.0
 
 #: ``None``: delete; an int: change the visibility timeout to that many seconds.
 Action = int | None
@@ -295,11 +293,15 @@ class Acker:
             logger.exception("after deleting %d message(s)", len(messages))
 
     def _retry(self, url: str, action: Action, entries: list[_Entry], reason: str) -> None:
-        again = [e for e in entries if e.attempts + 1 < MAX_ATTEMPTS]
-        self._give_up(action, [e for e in entries if e.attempts + 1 >= MAX_ATTEMPTS], reason)
+        # An entry's ``attempts`` counts its failures before this one.
+        again: list[_Entry] = []
+        spent: list[_Entry] = []
+        for entry in entries:
+            (spent if SQS_BATCH_RETRY.exhausted(entry.attempts + 1) else again).append(entry)
+        self._give_up(action, spent, reason)
         if not again:
             return
-        delay = min(MAX_BACKOFF_SECONDS, 0.2 * 2 ** again[0].attempts)
+        delay = SQS_BATCH_RETRY.delay(again[0].attempts + 1)
         logger.warning(
             "could not %s %d message(s) of queue %s (%s); retrying in %.1fs",
             _verb(action),

@@ -41,6 +41,7 @@ from queue import SimpleQueue
 from typing import Any, Final
 
 from sqsbus.aws import call
+from sqsbus.backoff import SQS_BATCH_RETRY
 from sqsbus.errors import DeliveryError, SQSBusError, TransientError
 from sqsbus.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from sqsbus.queues import QueueRef
@@ -52,8 +53,6 @@ MAX_IN_FLIGHT: Final = 4
 #: Seconds a publisher waits at most for others to join its batch, and only when
 #: fewer are pending than published in the last round (a lone publisher never waits).
 GATHER_SECONDS: Final = 0.002
-MAX_ATTEMPTS: Final = 5
-MAX_BACKOFF_SECONDS: Final = 5.0
 #: Threads sending lingering batches (for all queues).
 LINGER_SENDERS: Final = 8
 #: Entries a queue's lane holds at most: beyond, lingering publishes wait for room
@@ -420,11 +419,10 @@ class GroupCommit:
         retry = []
         for pending in batch:
             pending.attempts += 1
-            if pending.attempts >= MAX_ATTEMPTS:
+            if SQS_BATCH_RETRY.exhausted(pending.attempts):
                 pending.error, pending.done = exc, True
             else:
-                delay = min(MAX_BACKOFF_SECONDS, 0.1 * 2**pending.attempts)
-                pending.not_before = time.monotonic() + delay
+                pending.not_before = time.monotonic() + SQS_BATCH_RETRY.delay(pending.attempts)
                 retry.append(pending)
         if retry:
             logger.warning(

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import select
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from sqsbus.backoff import RECEIVE_RETRY
 from sqsbus.engine import operations
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
@@ -32,10 +32,6 @@ logger = logging.getLogger(__name__)
 UNLIMITED_BUFFER: Final = 10
 #: Room for this many messages is worth a receive while the buffer is not empty.
 REFILL_BATCH: Final = 10
-#: Consecutive failed receives tolerated (with backoff) before the error is raised
-#: to the consuming thread, which makes Kombu/Celery reconnect and log it.
-FAILURES_BEFORE_RAISE: Final = 3
-MAX_BACKOFF_SECONDS: Final = 10.0
 
 
 class ReceiveFailed(TransientError):
@@ -376,14 +372,14 @@ class Receiver:
                     self._busy = False
                     self.gate.report(self.priority, False)
                 failures += 1
-                if failures >= FAILURES_BEFORE_RAISE or not isinstance(exc, TransientError):
+                if RECEIVE_RETRY.exhausted(failures) or not isinstance(exc, TransientError):
                     logger.error("receiving from queue %s failed: %s", self.queue.name, exc)
                     self.inbox.report(
                         ReceiveFailed(f"receiving from queue {self.queue.name!r}: {exc}")
                     )
                     self.stopped.set()
                     return
-                delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
+                delay = RECEIVE_RETRY.delay(failures)
                 logger.warning(
                     "receiving from queue %s failed (%s); retrying in %.1fs",
                     self.queue.name,

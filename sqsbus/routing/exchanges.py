@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from sqsbus.aws import AWS, CredentialSource, call
+from sqsbus.backoff import POLICY_WRITE_RETRY
 from sqsbus.config import Options, Secret
 from sqsbus.engine.publisher import check_message_attributes, message_size
 from sqsbus.errors import ConfigurationError, MessageTooLarge, TransientError
@@ -49,12 +49,6 @@ ROUTING_KEY_ATTRIBUTE: Final = "kombu.routing_key"
 
 #: Start of the Sid of every queue policy statement sqsbus writes.
 STATEMENT_ID_PREFIX: Final = "sqsbus-"
-#: Writes of a queue policy that other writers keep overwriting before giving up.
-POLICY_WRITE_ATTEMPTS: Final = 8
-#: Seconds (at most; jittered) to wait after the first policy write before verifying it,
-#: doubling with each further write up to POLICY_MAX_PAUSE.
-POLICY_FIRST_PAUSE: Final = 0.05
-POLICY_MAX_PAUSE: Final = 1.0
 _UNSAFE_IN_SID: Final = re.compile(r"[^A-Za-z0-9_-]")
 
 #: An SNS filter-policy condition on the routing key: an exact value or ``{"prefix": p}``.
@@ -374,12 +368,12 @@ class ExchangeRouter:
         """
         sid = policy_statement_id(topic_arn)
         with _policy_lock(queue.url):
-            for attempt in range(POLICY_WRITE_ATTEMPTS + 1):
+            for attempt in range(POLICY_WRITE_RETRY.attempts + 1):
                 policy = self._queue_policy(queue)
                 statements: list[Any] = policy["Statement"]
                 if any(_grants(statement, sid, topic_arn) for statement in statements):
                     return
-                if attempt == POLICY_WRITE_ATTEMPTS:
+                if attempt == POLICY_WRITE_RETRY.attempts:
                     break
                 if attempt:
                     logger.info("queue %s policy was overwritten; adding %s again", queue.name, sid)
@@ -402,11 +396,11 @@ class ExchangeRouter:
                 )
                 # Jittered, growing pause before verifying: writers that keep overwriting
                 # each other drift apart.
-                pause = min(POLICY_MAX_PAUSE, POLICY_FIRST_PAUSE * 2**attempt)
-                time.sleep(random.uniform(pause / 2, pause))
+                time.sleep(POLICY_WRITE_RETRY.delay(attempt + 1))
         raise TransientError(
-            f"the policy of queue {queue.name!r} was overwritten {POLICY_WRITE_ATTEMPTS} times "
-            f"by other writers; it still does not let topic {topic_arn} send to the queue"
+            f"the policy of queue {queue.name!r} was overwritten "
+            f"{POLICY_WRITE_RETRY.attempts} times by other writers; it still does not let topic "
+            f"{topic_arn} send to the queue"
         )
 
     def _queue_policy(self, queue: QueueRef) -> dict[str, Any]:
