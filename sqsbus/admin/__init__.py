@@ -12,10 +12,11 @@ connection), then::
 
 from sqsbus.admin.describe import MessageSummary, summarize
 from sqsbus.admin.inventory import DeadLetterPolicy, QueueInfo, list_queues, queue_info
-from sqsbus.admin.peek import PeekedMessage, PeekRefused, PeekResult, peek
+from sqsbus.admin.peek import PeekedMessage, PeekResult, peek
 from sqsbus.admin.redrive import dead_letter_sources, redrive
-from sqsbus.admin.session import AdminSession, BrokerChoice, UnknownQueueError, choose_broker
+from sqsbus.admin.session import AdminSession, BrokerChoice, choose_broker
 from sqsbus.admin.transfer import TransferResult, move
+from sqsbus.errors import PeekRefused, UnknownQueueError
 
 __all__ = [
     "AdminSession",

@@ -22,7 +22,7 @@ from sqsbus.backoff import RECEIVE_RETRY
 from sqsbus.engine import operations
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
-from sqsbus.errors import SQSBusError, TransientError
+from sqsbus.errors import ReceiveFailed, SQSBusError, TransientError
 from sqsbus.limits import MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 
@@ -32,10 +32,6 @@ logger = logging.getLogger(__name__)
 UNLIMITED_BUFFER: Final = 10
 #: Room for this many messages is worth a receive while the buffer is not empty.
 REFILL_BATCH: Final = 10
-
-
-class ReceiveFailed(TransientError):
-    """A receiver could not receive from its queue; reconnecting may help."""
 
 
 class Waker:

@@ -38,6 +38,7 @@ from sqsbus.errors import (
     QueueDoesNotExist,
     SQSBusError,
     UnreadablePayload,
+    UnsupportedExchangeType,
 )
 from sqsbus.kombu.queue_arguments import QueueArguments
 from sqsbus.queues import QueueRef, band_of, band_queue, priority_bands
@@ -55,10 +56,6 @@ BASIC_GET_WAIT_SECONDS = 1
 
 #: Exchange types whose bindings are shared by every process, as SNS subscriptions.
 SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic"})
-
-
-class UnsupportedExchangeType(SQSBusError, NotImplementedError):
-    """The exchange type is not available on this transport."""
 
 
 class Message(virtual.Message):
