@@ -104,18 +104,57 @@ class QueueRef:
         return f"QueueRef({self.name!r}, {self.url!r})"
 
 
-class QueueDirectory:
+class QueueAttributes:
+    """Queue attributes read from SQS (``GetQueueAttributes``), cached per queue URL;
+    thread-safe.
+
+    What publishing needs to know of a queue (size limit, content-based deduplication).
+    A :class:`QueueDirectory` is one; tools that hold only queue refs use one alone.
+    """
+
+    def __init__(self) -> None:
+        self._attributes: dict[str, tuple[float, dict[str, str]]] = {}
+        self._attributes_lock = threading.Lock()
+
+    def attributes(self, ref: QueueRef, *, fresh: bool = False) -> dict[str, str]:
+        """The queue's attributes, cached for :data:`ATTRIBUTE_CACHE_SECONDS`."""
+        now = time.monotonic()
+        with self._attributes_lock:
+            cached = self._attributes.get(ref.url)
+        if cached is not None and not fresh and now - cached[0] < ATTRIBUTE_CACHE_SECONDS:
+            return cached[1]
+        answer = call(
+            ref.client,
+            "get_queue_attributes",
+            f"read attributes of queue {ref.name!r}",
+            QueueUrl=ref.url,
+            AttributeNames=["All"],
+        )
+        attributes = {str(k): str(v) for k, v in answer.get("Attributes", {}).items()}
+        with self._attributes_lock:
+            self._attributes[ref.url] = (now, attributes)
+        return attributes
+
+    def max_message_size(self, ref: QueueRef) -> int:
+        value = self.attributes(ref).get("MaximumMessageSize")
+        return int(value) if value else DEFAULT_MAX_MESSAGE_BYTES
+
+    def content_based_deduplication(self, ref: QueueRef) -> bool:
+        return self.attributes(ref).get("ContentBasedDeduplication", "false").lower() == "true"
+
+
+class QueueDirectory(QueueAttributes):
     """Resolves, creates and caches queues for one connection (thread-safe)."""
 
     #: ``MaxResults`` of each ``ListQueues`` page (SQS's maximum).
     list_page_size = MAX_LIST_RESULTS
 
     def __init__(self, aws: AWS, options: Options) -> None:
+        super().__init__()
         self.aws = aws
         self.options = options
         self._urls: dict[str, str] = {}
         self._listed = False
-        self._attributes: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.RLock()
         validate_predefined(options)
 
@@ -308,35 +347,8 @@ class QueueDirectory:
     def forget(self, name: str) -> None:
         with self._lock:
             self._urls.pop(name, None)
+        with self._attributes_lock:
             self._attributes.pop(name, None)
-
-    # -- attributes -----------------------------------------------------------
-
-    def attributes(self, ref: QueueRef, *, fresh: bool = False) -> dict[str, str]:
-        """The queue's attributes, cached for :data:`ATTRIBUTE_CACHE_SECONDS`."""
-        now = time.monotonic()
-        with self._lock:
-            cached = self._attributes.get(ref.url)
-        if cached is not None and not fresh and now - cached[0] < ATTRIBUTE_CACHE_SECONDS:
-            return cached[1]
-        answer = call(
-            ref.client,
-            "get_queue_attributes",
-            f"read attributes of queue {ref.name!r}",
-            QueueUrl=ref.url,
-            AttributeNames=["All"],
-        )
-        attributes = {str(k): str(v) for k, v in answer.get("Attributes", {}).items()}
-        with self._lock:
-            self._attributes[ref.url] = (now, attributes)
-        return attributes
-
-    def max_message_size(self, ref: QueueRef) -> int:
-        value = self.attributes(ref).get("MaximumMessageSize")
-        return int(value) if value else DEFAULT_MAX_MESSAGE_BYTES
-
-    def content_based_deduplication(self, ref: QueueRef) -> bool:
-        return self.attributes(ref).get("ContentBasedDeduplication", "false").lower() == "true"
 
     def ref_for_url(self, url: str) -> QueueRef:
         """A ref for a queue whose URL this connection found itself (e.g. by listing)."""

@@ -13,6 +13,9 @@ message's count is only known once it is received, so unless ``allow_dead_letter
 :func:`peek` refuses up front when ``maxReceiveCount`` is 1 (every message shown would go to
 the DLQ), and otherwise receives one message at a time and stops at the first one it brought
 to the limit.
+
+Receives and the visibility change go through :mod:`sqsbus.engine.operations`
+(synchronously: the ids that could not be released are reported).
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ an error naming the messages and counted in :attr:`Acker.failed`.
 ``on_deleted`` is called (on the acker's thread) with the messages SQS confirmed
 deleted — and only those: large payloads in S3 are deleted from there, so an
 object outlives every delivery of its message.
+
+The data path settles every message it handed to the application here; the few
+callers that need an answer at once use :mod:`sqsbus.engine.operations` directly,
+and that module lists them.
 """
 
 from __future__ import annotations

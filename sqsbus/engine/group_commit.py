@@ -93,6 +93,11 @@ class Ticket:
     def error(self) -> BaseException | None:
         return self.entry.error
 
+    @property
+    def message_id(self) -> str:
+        """The id SQS gave the message ("" until it accepted it)."""
+        return self.entry.message_id
+
 
 @dataclass
 class _Lane:

@@ -14,6 +14,9 @@ A message settled within half a lease (the common case) costs no extra request.
 SQS caps a message's total visibility at 12 hours after its receive; the keeper
 extends up to that cap and then hands the message to ``on_cap`` (the transport
 parks it, see :mod:`sqsbus.engine.parking`).
+
+Extensions call :func:`sqsbus.engine.operations.change_visibility` synchronously, not
+through the acker: each entry's answer decides whether its lease is kept or lost.
 """
 
 from __future__ import annotations

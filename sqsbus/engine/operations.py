@@ -1,6 +1,19 @@
 """The SQS calls of the data path: receive, delete, change visibility.
 
-Sends go through :mod:`sqsbus.engine.group_commit`.
+This is the one module that sends ``DeleteMessageBatch`` and
+``ChangeMessageVisibilityBatch`` (sends go through :mod:`sqsbus.engine.group_commit`;
+``tests/test_one_path.py`` checks both).  Its :func:`delete`, :func:`change_visibility`
+and :func:`release` are called by:
+
+* the :class:`~sqsbus.engine.acker.Acker`, the one way the data path settles a message
+  it handed to the application (ack, reject, requeue, backoff, the original of a
+  forwarded message): batched, retried, and followed by ``on_deleted`` (S3 payloads);
+* as the one documented exception, callers that need each entry's answer at once, so
+  call synchronously: the lease keeper (an extension's answer says whether the lease is
+  lost), parking (the original of a parked message goes without ``on_deleted``: its S3
+  payload now belongs to the copy), :func:`release` (messages never handed out, from
+  the acker and receivers), and the operator tools ``peek`` and ``move``/``redrive``,
+  which report on each message.
 
 Each function is one counted AWS call with errors translated into
 :mod:`sqsbus.errors`.  Batch variants report per-entry failures instead of

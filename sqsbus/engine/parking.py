@@ -16,6 +16,11 @@ untrusted (anyone who can send to a parking queue writes it): it is resolved thr
 ``resolve_home``, which accepts only queues of the connection's own scope, and a copy
 whose home is refused stays in the parking queue.  A large payload travels as its S3
 pointer (:func:`~sqsbus.engine.payloads.as_sent`).
+
+Copies are sent with :meth:`~sqsbus.engine.publisher.Publisher.resend`; originals and
+copies are deleted with :func:`sqsbus.engine.operations.delete`, synchronously and not
+through the acker, whose ``on_deleted`` would delete the S3 payload the other one still
+points to.
 """
 
 from __future__ import annotations
