@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from fake_sqs import FakeSQS, ref
 
 from sqsbus.engine.group_commit import GROUP_COMMIT
@@ -118,3 +119,21 @@ def test_a_copy_not_answered_in_time_is_reported_as_possibly_sent() -> None:
     # It is still queued and goes once the first batch is answered.
     assert GROUP_COMMIT.flush(10)
     assert client.batches == [["first"], ["body 1"]]
+
+
+class InterruptedSQS(FakeSQS):
+    """Ctrl-C arrives while the first SendMessageBatch is under way."""
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.batches.append([e["MessageBody"][:8] for e in Entries])
+        raise KeyboardInterrupt
+
+
+def test_copies_not_sent_when_interrupted_are_never_sent() -> None:
+    client = InterruptedSQS(delay=0)
+    # Two copies of 600 kB: two batches (1 MiB each at most); Ctrl-C during the first.
+    large = [received(n, body=f"copy {n} " + "x" * 600_000) for n in (1, 2)]
+    with pytest.raises(KeyboardInterrupt):
+        publisher().resend_all(ref(client, "resend-interrupted"), [copy_of(m) for m in large])
+    assert GROUP_COMMIT.flush(1)  # nothing left to send, nothing stuck in flight
+    assert client.batches == [["copy 1 x"]]

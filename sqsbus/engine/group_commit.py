@@ -264,6 +264,21 @@ class GroupCommit:
                         lane.cond.wait(min(0.1, lane.wait_time(time.monotonic()) or 0.1))
         return True
 
+    def withdraw(self, tickets: Sequence[Ticket]) -> None:
+        """Take back the messages of ``tickets`` that no batch took yet: they are not sent
+        (settled with an error saying so); those in flight or answered are left alone."""
+        for ticket in tickets:
+            lane, entry = ticket.lane, ticket.entry
+            with lane.cond:
+                if entry.done or not any(pending is entry for pending in lane.pending):
+                    continue
+                lane.pending = deque(pending for pending in lane.pending if pending is not entry)
+                entry.error = SQSBusError(
+                    f"withdrawn before it was sent to queue {lane.queue.name!r}"
+                )
+                entry.done = True
+                lane.cond.notify_all()
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Send every lingering message now; True if all were settled in time."""
         deadline = time.monotonic() + timeout
@@ -301,13 +316,25 @@ class GroupCommit:
         return batch
 
     def _send_and_settle(self, lane: _Lane, batch: list[_Pending]) -> None:
-        """Without ``lane.cond``: send a batch taken by :meth:`_take_batch`, then settle it."""
+        """Without ``lane.cond``: send a batch taken by :meth:`_take_batch`, then settle it.
+
+        Interrupted (e.g. Ctrl-C in the thread sending it), the batch is settled as
+        unconfirmed before the interruption goes on: the lane never stays busy.
+        """
+        interrupted: BaseException | None = None
         try:
             retry = self._send_batch(lane.queue, batch)
         except Exception as exc:  # unforeseen: still answer every publisher of the batch
             for entry in batch:
                 entry.error, entry.done = exc, True
             retry = []
+        except BaseException as exc:
+            interrupted, retry = exc, []
+            for entry in batch:
+                entry.error = TransientError(
+                    f"sending to queue {lane.queue.name!r} was interrupted before SQS answered"
+                )
+                entry.done = True
         with lane.cond:
             lane.in_flight -= 1
             lane.pending.extendleft(reversed(retry))
@@ -323,6 +350,8 @@ class GroupCommit:
                     logger.exception("after SQS refused a message for queue %s", lane.queue.name)
         if any(entry.lingering for entry in batch):
             self._wake.set()  # the flusher may send the next lingering batch now
+        if interrupted is not None:
+            raise interrupted
 
     def _report_lost(self, queue: QueueRef, entry: _Pending) -> None:
         self.lost += 1

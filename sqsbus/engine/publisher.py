@@ -257,7 +257,11 @@ class Publisher:
             tickets[index] = GROUP_COMMIT.send_later(
                 queue, params, outgoing.size, timeout, owned=True, on_refused=outgoing.discard
             )
-        GROUP_COMMIT.settle(list(tickets.values()), time.monotonic() + timeout)
+        try:
+            GROUP_COMMIT.settle(list(tickets.values()), time.monotonic() + timeout)
+        except BaseException:  # e.g. Ctrl-C: copies not sent yet must not go later
+            GROUP_COMMIT.withdraw(list(tickets.values()))
+            raise
         for index, ticket in tickets.items():
             if ticket.error is not None:
                 outcomes[index] = ticket.error
