@@ -149,7 +149,7 @@ class _Outgoing:
     stored: PayloadPointer | None = None
     discard: Callable[[], object] | None = None
 
-    def refused(self, error: SQSBusError) -> None:
+    def failed(self, error: SQSBusError) -> None:
         """Delete the offloaded payload once the send failed, unless SQS may have the
         message anyway (a transient failure)."""
         if self.discard is None:
@@ -206,7 +206,7 @@ class Publisher:
             params = self._params(queue, outgoing, group_id, deduplication_id, delay_seconds)
             return self._dispatch(queue, params, outgoing, confirm)
         except SQSBusError as exc:
-            outgoing.refused(exc)
+            outgoing.failed(exc)
             raise
 
     def resend(
@@ -228,7 +228,7 @@ class Publisher:
         try:
             return GROUP_COMMIT.send(queue, self._copy_params(queue, copy, outgoing), outgoing.size)
         except SQSBusError as exc:
-            outgoing.refused(exc)
+            outgoing.failed(exc)
             raise
 
     def resend_all(
@@ -250,7 +250,7 @@ class Publisher:
                 params = self._copy_params(queue, copy, outgoing)
             except SQSBusError as exc:
                 if outgoing is not None:
-                    outgoing.refused(exc)
+                    outgoing.failed(exc)
                 outcomes.append(exc)
                 continue
             outcomes.append("")
