@@ -21,16 +21,27 @@ from botocore.config import Config as BotocoreConfig
 from botocore.exceptions import BotoCoreError
 
 from sqsbus.errors import ConfigurationError
+from sqsbus.limits import (
+    MAX_DELAY_SECONDS,
+    MAX_GROUP_ID_LENGTH,
+    MAX_KMS_DATA_KEY_REUSE_SECONDS,
+    MAX_MESSAGE_BYTES,
+    MAX_QUEUE_TAGS,
+    MAX_RECEIVE_COUNT,
+    MAX_RETENTION_SECONDS,
+    MAX_TAG_KEY_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_VISIBILITY_TIMEOUT,
+    MAX_WAIT_TIME_SECONDS,
+    MIN_KMS_DATA_KEY_REUSE_SECONDS,
+    MIN_MESSAGE_BYTES,
+    MIN_RETENTION_SECONDS,
+    S3_MAX_KEY_BYTES,
+    STS_MAX_SESSION_SECONDS,
+    STS_MIN_SESSION_SECONDS,
+)
 from sqsbus.redact import register_secret
 
-#: Longest long poll SQS allows.
-MAX_WAIT_TIME_SECONDS: Final = 20
-#: Longest visibility timeout SQS allows (12 hours).
-MAX_VISIBILITY_TIMEOUT: Final = 43_200
-#: Shortest STS session AWS grants, and Kombu's default.
-MIN_STS_TOKEN_TIMEOUT: Final = 900
-#: Longest STS session AWS grants for an assumed role.
-MAX_STS_TOKEN_TIMEOUT: Final = 43_200
 DEFAULT_REGION: Final = "us-east-1"
 #: HTTP connections per botocore client: long polls of many queues plus publishers.
 DEFAULT_MAX_POOL_CONNECTIONS: Final = 64
@@ -39,8 +50,8 @@ DEFAULT_MAX_POOL_CONNECTIONS: Final = 64
 #: (``celeryev.<id>``) and anonymous (``amq.gen-<id>``) queues.  Only these are checked for
 #: expiry by orphan sweeps (see :mod:`sqsbus.expiry`).
 DEFAULT_ORPHAN_QUEUE_PATTERNS: Final = ("*-pidbox", "celeryev-*", "amq-gen-*", "sqsbus-parking-*")
-#: Longest ``large_payload_prefix``: S3 keys are at most 1024 bytes, 36 go to the UUID.
-MAX_LARGE_PAYLOAD_PREFIX: Final = 1024 - 36
+#: Longest ``large_payload_prefix``: 36 bytes of an S3 key go to the UUID.
+MAX_LARGE_PAYLOAD_PREFIX: Final = S3_MAX_KEY_BYTES - 36
 #: Largest ``large_payload_threshold`` accepted (the queue's own limit caps it anyway).
 MAX_LARGE_PAYLOAD_THRESHOLD: Final = 16 * 1_048_576
 #: Default ``large_payload_max_bytes``: the largest payload a consumer reads from S3.
@@ -51,12 +62,15 @@ MAX_LARGE_PAYLOAD_MAX_BYTES: Final = 2**31 - 1
 _REGION_NAME: Final = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 #: Numeric CreateQueue attributes and the bounds SQS enforces.
 _CREATION_ATTRIBUTE_BOUNDS: Final = {
-    "DelaySeconds": (0, 900),
-    "MaximumMessageSize": (1024, 1_048_576),
-    "MessageRetentionPeriod": (60, 1_209_600),
-    "ReceiveMessageWaitTimeSeconds": (0, 20),
-    "VisibilityTimeout": (0, 43_200),
-    "KmsDataKeyReusePeriodSeconds": (60, 86_400),
+    "DelaySeconds": (0, MAX_DELAY_SECONDS),
+    "MaximumMessageSize": (MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES),
+    "MessageRetentionPeriod": (MIN_RETENTION_SECONDS, MAX_RETENTION_SECONDS),
+    "ReceiveMessageWaitTimeSeconds": (0, MAX_WAIT_TIME_SECONDS),
+    "VisibilityTimeout": (0, MAX_VISIBILITY_TIMEOUT),
+    "KmsDataKeyReusePeriodSeconds": (
+        MIN_KMS_DATA_KEY_REUSE_SECONDS,
+        MAX_KMS_DATA_KEY_REUSE_SECONDS,
+    ),
 }
 #: Every attribute CreateQueue accepts.
 CREATION_ATTRIBUTES: Final = frozenset(
@@ -73,11 +87,10 @@ CREATION_ATTRIBUTES: Final = frozenset(
         "FifoThroughputLimit",
     }
 )
-#: SQS's limits of a MessageGroupId: 1 to 128 printable ASCII characters.
-_GROUP_ID: Final = re.compile(r"[!-~]{1,128}")
+#: SQS's rule for a MessageGroupId: printable ASCII characters, at most MAX_GROUP_ID_LENGTH.
+_GROUP_ID: Final = re.compile(rf"[!-~]{{1,{MAX_GROUP_ID_LENGTH}}}")
 #: SQS queue tags: characters allowed in keys and values, and their limits.
 _TAG_TEXT: Final = re.compile(r"[\w .:/=+\-@]*")
-MAX_QUEUE_TAGS: Final = 50
 #: Key prefixes reserved by AWS, and by sqsbus for its bookkeeping (see ``expiry``).
 RESERVED_TAG_PREFIXES: Final = ("aws:", "sqsbus:")
 _BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -153,7 +166,7 @@ class Options:
     predefined_exchanges: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     supports_fanout: bool = True
     sts_role_arn: str | None = None
-    sts_token_timeout: int = MIN_STS_TOKEN_TIMEOUT
+    sts_token_timeout: int = STS_MIN_SESSION_SECONDS  # Kombu's default
     sts_token_buffer_time: int = 0
     client_config: Mapping[str, Any] = field(default_factory=dict)
     creation_attributes: Mapping[str, str] = field(default_factory=dict)
@@ -317,12 +330,14 @@ def _queue_tags(name: str, value: Any) -> dict[str, str]:
         )
     for key, text in tags.items():
         problem = None
-        if not 1 <= len(key) <= 128 or not _TAG_TEXT.fullmatch(key):
-            problem = "keys must be 1 to 128 letters, digits, spaces or _.:/=+-@"
+        if not 1 <= len(key) <= MAX_TAG_KEY_LENGTH or not _TAG_TEXT.fullmatch(key):
+            problem = f"keys must be 1 to {MAX_TAG_KEY_LENGTH} letters, digits, spaces or _.:/=+-@"
         elif key.lower().startswith(RESERVED_TAG_PREFIXES):
             problem = "keys starting with 'aws:' or 'sqsbus:' are reserved"
-        elif len(text) > 256 or not _TAG_TEXT.fullmatch(text):
-            problem = "values must be at most 256 letters, digits, spaces or _.:/=+-@"
+        elif len(text) > MAX_TAG_VALUE_LENGTH or not _TAG_TEXT.fullmatch(text):
+            problem = (
+                f"values must be at most {MAX_TAG_VALUE_LENGTH} letters, digits, spaces or _.:/=+-@"
+            )
         if problem:
             raise ConfigurationError(
                 f"transport option {name!r} has an invalid tag {key!r}: {problem}"
@@ -338,7 +353,9 @@ def _region(name: str, value: Any) -> str:
 
 def _group_id(name: str, value: Any) -> str:
     if not isinstance(value, str) or not _GROUP_ID.fullmatch(value):
-        raise _fail(name, "1 to 128 printable ASCII characters without spaces", value)
+        raise _fail(
+            name, f"1 to {MAX_GROUP_ID_LENGTH} printable ASCII characters without spaces", value
+        )
     return value
 
 
@@ -450,7 +467,9 @@ def _redrive_policy(name: str, value: Any) -> RedrivePolicy | None:
             f"transport option {name!r} needs 'dead_letter_queue': the name of the queue "
             "that receives dead letters"
         )
-    count = _int_range(1, 1000)(f"{name}['max_receive_count']", value.get("max_receive_count", 5))
+    count = _int_range(1, MAX_RECEIVE_COUNT)(
+        f"{name}['max_receive_count']", value.get("max_receive_count", 5)
+    )
     return RedrivePolicy(queue, count)
 
 
@@ -586,9 +605,9 @@ _OPTIONS: Final[dict[str, tuple[str | None, Validator]]] = {
     "sts_role_arn": ("sts_role_arn", _optional_string),
     "sts_token_timeout": (
         "sts_token_timeout",
-        _int_range(MIN_STS_TOKEN_TIMEOUT, MAX_STS_TOKEN_TIMEOUT),
+        _int_range(STS_MIN_SESSION_SECONDS, STS_MAX_SESSION_SECONDS),
     ),
-    "sts_token_buffer_time": ("sts_token_buffer_time", _int_range(0, MAX_STS_TOKEN_TIMEOUT)),
+    "sts_token_buffer_time": ("sts_token_buffer_time", _int_range(0, STS_MAX_SESSION_SECONDS)),
     "client-config": ("client_config", _client_config),
     "sqs-creation-attributes": ("creation_attributes", _creation_attributes),
     "queue_tags": ("queue_tags", _queue_tags),
@@ -720,7 +739,7 @@ def parse_options(
             )
 
     buffer_time = values.get("sts_token_buffer_time", 0)
-    timeout = values.get("sts_token_timeout", MIN_STS_TOKEN_TIMEOUT)
+    timeout = values.get("sts_token_timeout", STS_MIN_SESSION_SECONDS)
     if buffer_time >= timeout:
         raise ConfigurationError(
             f"transport option 'sts_token_buffer_time' ({buffer_time}) must be less than "

@@ -1,7 +1,41 @@
-"""Exceptions raised by sqsbus.
+"""Every exception of sqsbus that callers can catch, in one module.
 
 Every error names what went wrong and how to fix it.  None of them carries a
-secret: credentials are never formatted into messages.
+secret: credentials are never formatted into messages.  Catch :class:`SQSBusError`
+for all of them; :class:`TransientError` marks those worth a retry or a reconnect
+(Kombu and Celery take it for a connection error).
+
+The hierarchy, each class under its first base, its other bases after "also"
+(``tests/test_errors.py`` checks this tree against the classes, and that no other
+module of sqsbus defines an exception)::
+
+    Exception
+    └── SQSBusError
+        ├── ConfigurationError              also ValueError
+        ├── CredentialsError
+        ├── TransientError                  also ConnectionError
+        │   └── ReceiveFailed
+        ├── AccessDeniedError
+        ├── QueueError
+        │   ├── UndefinedQueueError         also KeyError
+        │   ├── InvalidQueueError           also ValueError
+        │   ├── QueueDoesNotExist
+        │   │   ├── QueueDeletedRecently    also TransientError
+        │   │   └── UnknownQueueError
+        │   └── PurgeInProgress
+        ├── MessageTooLarge                 also ValueError
+        ├── DeliveryError
+        │   └── PublishBatchError
+        ├── PayloadError
+        │   ├── PayloadMissing
+        │   └── UnreadablePayload           also ValueError
+        ├── UnsupportedExchangeType         also NotImplementedError
+        └── PeekRefused
+
+The embedded endpoint (:mod:`sqsbus.local`) stands alone and imports nothing else of
+sqsbus, so its ``LocalEndpointError`` lives there.
+
+Foundation layer: this module imports nothing from sqsbus.
 """
 
 from __future__ import annotations
@@ -21,6 +55,10 @@ class CredentialsError(SQSBusError):
 
 class TransientError(SQSBusError, ConnectionError):
     """Network failure, throttling or a 5xx answer: safe to retry or reconnect."""
+
+
+class ReceiveFailed(TransientError):
+    """A receiver could not receive from its queue; reconnecting may help."""
 
 
 class AccessDeniedError(SQSBusError):
@@ -48,6 +86,14 @@ class QueueDoesNotExist(QueueError):
 
 class QueueDeletedRecently(QueueDoesNotExist, TransientError):
     """SQS refuses to recreate a queue deleted less than 60 s ago: retry (reconnect) later."""
+
+
+class UnknownQueueError(QueueDoesNotExist):
+    """A queue named on the command line does not exist; the message lists close matches."""
+
+
+class PurgeInProgress(QueueError):
+    """The queue was purged less than a minute ago; SQS refuses another purge until then."""
 
 
 class MessageTooLarge(SQSBusError, ValueError):
@@ -81,3 +127,11 @@ class PayloadMissing(PayloadError):
 
 class UnreadablePayload(PayloadError, ValueError):
     """A message marked as stored in S3 has no valid pointer, or its payload is not text."""
+
+
+class UnsupportedExchangeType(SQSBusError, NotImplementedError):
+    """The exchange type is not available on this transport."""
+
+
+class PeekRefused(SQSBusError):
+    """Peeking would send messages to the dead-letter queue; the message says how to force it."""

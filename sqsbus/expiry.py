@@ -40,6 +40,7 @@ from sqsbus.engine.parking import PARKING_QUEUE_PREFIX, empty_parking_queue
 from sqsbus.engine.publisher import Publisher
 from sqsbus.errors import AccessDeniedError, QueueDoesNotExist, SQSBusError
 from sqsbus.forks import reset_in_child
+from sqsbus.limits import MAX_TAG_VALUE_LENGTH
 from sqsbus.queues import QueueDirectory, QueueRef, entity_name
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,6 @@ CHECKS_PER_SWEEP: Final = 30
 REFRESHES_PER_EXPIRY: Final = 3
 #: Seconds before a failed refresh is retried (at most the refresh period).
 RETRY_SECONDS: Final = 5.0
-#: SQS's limit on a tag value.
-MAX_TAG_VALUE: Final = 256
 
 
 # -- tags ----------------------------------------------------------------------------------
@@ -81,7 +80,7 @@ def refresh_seconds(expires: int) -> float:
 
 def expiry_tags(expires: int, now: float) -> dict[str, str]:
     """The tags of a temporary queue whose owner is alive at ``now``."""
-    owner = f"{socket.gethostname()}:{os.getpid()}"[:MAX_TAG_VALUE]
+    owner = f"{socket.gethostname()}:{os.getpid()}"[:MAX_TAG_VALUE_LENGTH]
     return {EXPIRES_TAG: str(expires), ALIVE_TAG: str(math.ceil(now)), OWNER_TAG: owner}
 
 
@@ -466,7 +465,7 @@ class QueueExpiry:
             kept = any(known.url == ref.url for known in self._kept.values())
         if not kept:
             return
-        if len(subscription_arn) > MAX_TAG_VALUE:
+        if len(subscription_arn) > MAX_TAG_VALUE_LENGTH:
             logger.warning(
                 "subscription %s is too long to record on queue %s; if its process dies, "
                 "a sweep deletes the queue but leaves the subscription",

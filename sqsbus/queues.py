@@ -31,18 +31,20 @@ from sqsbus.errors import (
     SQSBusError,
     UndefinedQueueError,
 )
+from sqsbus.limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_LIST_RESULTS,
+    MAX_QUEUE_NAME_LENGTH,
+    MAX_RETENTION_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
 
-#: SQS queue names are at most 80 characters, ``.fifo`` included.
-MAX_QUEUE_NAME_LENGTH: Final = 80
 FIFO_SUFFIX: Final = ".fifo"
-#: Default maximum message size of a new queue (1 MiB, as on AWS since 2025).
-DEFAULT_MAX_MESSAGE_SIZE: Final = 1_048_576
 #: Seconds queue attributes read from SQS are reused before being read again.
 ATTRIBUTE_CACHE_SECONDS: Final = 300.0
 #: Dead-letter queues keep messages for SQS's maximum retention (14 days).
-DEAD_LETTER_RETENTION_SECONDS: Final = 14 * 24 * 3600
+DEAD_LETTER_RETENTION_SECONDS: Final = MAX_RETENTION_SECONDS
 
 _TRANSLATION: Final = {ord(c): "_" for c in string.punctuation if c not in "-_."}
 _TRANSLATION[ord(".")] = "-"
@@ -102,18 +104,57 @@ class QueueRef:
         return f"QueueRef({self.name!r}, {self.url!r})"
 
 
-class QueueDirectory:
+class QueueAttributes:
+    """Queue attributes read from SQS (``GetQueueAttributes``), cached per queue URL;
+    thread-safe.
+
+    What publishing needs to know of a queue (size limit, content-based deduplication).
+    A :class:`QueueDirectory` is one; tools that hold only queue refs use one alone.
+    """
+
+    def __init__(self) -> None:
+        self._attributes: dict[str, tuple[float, dict[str, str]]] = {}
+        self._attributes_lock = threading.Lock()
+
+    def attributes(self, ref: QueueRef, *, fresh: bool = False) -> dict[str, str]:
+        """The queue's attributes, cached for :data:`ATTRIBUTE_CACHE_SECONDS`."""
+        now = time.monotonic()
+        with self._attributes_lock:
+            cached = self._attributes.get(ref.url)
+        if cached is not None and not fresh and now - cached[0] < ATTRIBUTE_CACHE_SECONDS:
+            return cached[1]
+        answer = call(
+            ref.client,
+            "get_queue_attributes",
+            f"read attributes of queue {ref.name!r}",
+            QueueUrl=ref.url,
+            AttributeNames=["All"],
+        )
+        attributes = {str(k): str(v) for k, v in answer.get("Attributes", {}).items()}
+        with self._attributes_lock:
+            self._attributes[ref.url] = (now, attributes)
+        return attributes
+
+    def max_message_size(self, ref: QueueRef) -> int:
+        value = self.attributes(ref).get("MaximumMessageSize")
+        return int(value) if value else DEFAULT_MAX_MESSAGE_BYTES
+
+    def content_based_deduplication(self, ref: QueueRef) -> bool:
+        return self.attributes(ref).get("ContentBasedDeduplication", "false").lower() == "true"
+
+
+class QueueDirectory(QueueAttributes):
     """Resolves, creates and caches queues for one connection (thread-safe)."""
 
     #: ``MaxResults`` of each ``ListQueues`` page (SQS's maximum).
-    list_page_size = 1000
+    list_page_size = MAX_LIST_RESULTS
 
     def __init__(self, aws: AWS, options: Options) -> None:
+        super().__init__()
         self.aws = aws
         self.options = options
         self._urls: dict[str, str] = {}
         self._listed = False
-        self._attributes: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.RLock()
         validate_predefined(options)
 
@@ -306,35 +347,8 @@ class QueueDirectory:
     def forget(self, name: str) -> None:
         with self._lock:
             self._urls.pop(name, None)
+        with self._attributes_lock:
             self._attributes.pop(name, None)
-
-    # -- attributes -----------------------------------------------------------
-
-    def attributes(self, ref: QueueRef, *, fresh: bool = False) -> dict[str, str]:
-        """The queue's attributes, cached for :data:`ATTRIBUTE_CACHE_SECONDS`."""
-        now = time.monotonic()
-        with self._lock:
-            cached = self._attributes.get(ref.url)
-        if cached is not None and not fresh and now - cached[0] < ATTRIBUTE_CACHE_SECONDS:
-            return cached[1]
-        answer = call(
-            ref.client,
-            "get_queue_attributes",
-            f"read attributes of queue {ref.name!r}",
-            QueueUrl=ref.url,
-            AttributeNames=["All"],
-        )
-        attributes = {str(k): str(v) for k, v in answer.get("Attributes", {}).items()}
-        with self._lock:
-            self._attributes[ref.url] = (now, attributes)
-        return attributes
-
-    def max_message_size(self, ref: QueueRef) -> int:
-        value = self.attributes(ref).get("MaximumMessageSize")
-        return int(value) if value else DEFAULT_MAX_MESSAGE_SIZE
-
-    def content_based_deduplication(self, ref: QueueRef) -> bool:
-        return self.attributes(ref).get("ContentBasedDeduplication", "false").lower() == "true"
 
     def ref_for_url(self, url: str) -> QueueRef:
         """A ref for a queue whose URL this connection found itself (e.g. by listing)."""

@@ -17,6 +17,10 @@ class FakeSQS:
     def __init__(self, delay: float = 0.02) -> None:
         self.delay = delay
         self.batches: list[list[str]] = []
+        #: Every entry sent, as given (without its batch Id).
+        self.entries: list[dict[str, Any]] = []
+        #: What GetQueueAttributes answers.
+        self.attributes: dict[str, str] = {}
         self.refuse: dict[str, tuple[str, bool]] = {}  # body -> (code, sender_fault)
         self.throttle_next = 0
         self.lock = threading.Lock()
@@ -28,6 +32,7 @@ class FakeSQS:
                 self.throttle_next -= 1
                 raise ClientError({"Error": {"Code": "ThrottlingException"}}, "SendMessageBatch")
             self.batches.append([e["MessageBody"] for e in Entries])
+            self.entries += [{k: v for k, v in e.items() if k != "Id"} for e in Entries]
             ok, failed = [], []
             for entry in Entries:
                 refusal = self.refuse.pop(entry["MessageBody"], None)
@@ -37,6 +42,9 @@ class FakeSQS:
                     code, sender_fault = refusal
                     failed.append({"Id": entry["Id"], "Code": code, "SenderFault": sender_fault})
             return {"Successful": ok, "Failed": failed}
+
+    def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
+        return {"Attributes": dict(self.attributes)}
 
 
 def ref(client: FakeSQS, name: str = "q") -> QueueRef:

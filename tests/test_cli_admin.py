@@ -483,6 +483,23 @@ def test_move_between_fifo_queues_keeps_groups_and_order(
     ] * 3
 
 
+def test_move_leaves_what_the_destination_refuses_and_moves_the_rest(
+    run: Run, sqs_client: Any, prefix: str
+) -> None:
+    source = sqs_client.create_queue(QueueName=f"{prefix}wide")["QueueUrl"]
+    sqs_client.create_queue(QueueName=f"{prefix}narrow", Attributes={"MaximumMessageSize": "1024"})
+    for body in ("small 1", "x" * 2000, "small 2"):
+        sqs_client.send_message(QueueUrl=source, MessageBody=body)
+
+    moved = run("move", "wide", "narrow")
+    assert moved.code == 1
+    assert "Moved 2 message(s) from 'wide' to 'narrow'; 1 failed." in moved.out
+    assert "over the 1024-byte limit of queue" in moved.err
+    assert [m["Body"] for m in receive_all(sqs_client, source)] == ["x" * 2000]
+    narrow = queue_url(sqs_client, prefix, "narrow")
+    assert sorted(m["Body"] for m in receive_all(sqs_client, narrow)) == ["small 1", "small 2"]
+
+
 def test_redrive_returns_dead_letters_to_their_source(
     run: Run, celery_app: Celery, sqs_client: Any, prefix: str
 ) -> None:

@@ -30,8 +30,7 @@ from kombu_helpers import (
 
 import sqsbus
 from sqsbus.aws import GLOBAL_STATS
-from sqsbus.errors import PublishBatchError
-from sqsbus.kombu.exchanges import UnsupportedExchangeType
+from sqsbus.errors import PublishBatchError, UnsupportedExchangeType
 from sqsbus.local import LocalEndpoint
 
 

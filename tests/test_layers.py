@@ -41,6 +41,9 @@ class Rule:
     allowed: tuple[str, ...] = ()
 
 
+#: Modules every layer may import, which import nothing of sqsbus themselves: the AWS limits,
+#: the retry policies and the exception hierarchy.
+LEAVES: Final = ("sqsbus.limits", "sqsbus.backoff", "sqsbus.errors")
 #: Tools for tests, benchmarks and the demo that the runtime must never load.
 TESTING_TOOLS: Final = ("sqsbus.testing",)
 #: ``sqsbus demo``: tooling too; the command line loads it by name, only when it runs.
@@ -111,6 +114,10 @@ RULES: Final = [
     ),
     Rule("runtime code never imports the demo", "sqsbus", DEMO, exempt=DEMO),
     Rule("the package never imports tests or benchmarks", "sqsbus", ("tests", "bench")),
+    *(
+        Rule(f"{leaf} (one home of a rule) imports nothing else of sqsbus", leaf, ("sqsbus",))
+        for leaf in LEAVES
+    ),
 ]
 
 
@@ -181,6 +188,9 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
         "testing/bad.py": "import sqsbus.aws\n",
         "routing/bad.py": "from sqsbus.demo import run\n",
         "cli.py": "import bench.run\n",
+        "limits.py": "from sqsbus.errors import SQSBusError\n",
+        "backoff.py": "import sqsbus.limits\n",
+        "errors.py": "from sqsbus import limits\n",
     }
     for name, text in files.items():
         path = root / name

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqsbus import codec
-from sqsbus.engine.group_commit import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, _Lane, _Pending
+from sqsbus.engine.group_commit import _Lane, _Pending
 from sqsbus.errors import ConfigurationError
+from sqsbus.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_QUEUE_NAME_LENGTH
 from sqsbus.queues import (
-    MAX_QUEUE_NAME_LENGTH,
     QueueRef,
     band_of,
     canonical_name,

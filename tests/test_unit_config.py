@@ -13,14 +13,13 @@ import pytest
 from sqsbus.config import (
     DEFAULT_REGION,
     KNOWN_OPTIONS,
-    MAX_VISIBILITY_TIMEOUT,
-    MIN_STS_TOKEN_TIMEOUT,
     Options,
     PredefinedQueue,
     Secret,
     parse_options,
 )
 from sqsbus.errors import ConfigurationError
+from sqsbus.limits import MAX_VISIBILITY_TIMEOUT, STS_MIN_SESSION_SECONDS
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/orders"
 FIFO_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/orders.fifo"
@@ -44,7 +43,7 @@ def test_defaults_match_kombu() -> None:
     assert options.polling_interval == 1.0
     assert options.queue_name_prefix == ""
     assert options.base64_encoding is True
-    assert options.sts_token_timeout == 900 == MIN_STS_TOKEN_TIMEOUT
+    assert options.sts_token_timeout == 900 == STS_MIN_SESSION_SECONDS
     assert options.sts_token_buffer_time == 0
     assert options.endpoint_url is None
     assert options.is_secure is True

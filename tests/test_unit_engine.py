@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sqsbus import limits
 from sqsbus.engine import operations
 from sqsbus.engine.messages import Received
 from sqsbus.engine.publisher import message_size
@@ -107,7 +108,7 @@ def test_receive_caps_max_number_of_messages_to_1_through_10(asked: int, sent: i
     operations.receive(queue_ref(client), "orders", max_messages=asked, wait_time_seconds=20)
     assert len(client.receive_calls) == 1
     assert client.receive_calls[0]["MaxNumberOfMessages"] == sent
-    assert operations.MAX_BATCH == 10
+    assert limits.MAX_RECEIVE_MESSAGES == limits.MAX_BATCH_ENTRIES == 10
 
 
 def test_receive_sends_queue_url_wait_time_and_attribute_names() -> None:

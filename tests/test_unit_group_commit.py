@@ -10,9 +10,12 @@ import pytest
 from botocore.exceptions import ClientError
 from fake_sqs import FakeSQS, ref
 
-from sqsbus.engine.group_commit import MAX_ATTEMPTS, MAX_IN_FLIGHT, GroupCommit
-from sqsbus.errors import DeliveryError
+from sqsbus.backoff import SQS_BATCH_RETRY
+from sqsbus.engine.group_commit import MAX_IN_FLIGHT, GroupCommit
+from sqsbus.errors import DeliveryError, SQSBusError
 from sqsbus.queues import QueueRef
+
+MAX_ATTEMPTS = SQS_BATCH_RETRY.attempts
 
 
 def publish_concurrently(commit: GroupCommit, queue: QueueRef, bodies: list[str]) -> dict[str, Any]:
@@ -295,3 +298,33 @@ def test_a_lingering_message_refused_for_good_runs_its_cleanup_and_a_retried_one
     )
     assert commit.settle([ticket], time.monotonic() + 15)
     assert ticket.error is not None and cleaned == ["bad"]
+
+
+class InterruptedSQS(FakeSQS):
+    """Ctrl-C arrives while the first SendMessageBatch is under way."""
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        if not self.batches:
+            self.batches.append([e["MessageBody"] for e in Entries])
+            raise KeyboardInterrupt
+        return super().send_message_batch(QueueUrl, Entries)
+
+
+def test_an_interrupted_send_settles_its_batch_and_frees_the_lane() -> None:
+    client = InterruptedSQS(delay=0)
+    commit = GroupCommit()
+    with pytest.raises(KeyboardInterrupt):
+        commit.send(ref(client), {"MessageBody": "cut"}, 1)
+    assert commit.flush(1)  # nothing stays in flight
+    assert commit.send(ref(client), {"MessageBody": "next"}, 1) == "id-next"
+
+
+def test_withdrawn_messages_are_never_sent() -> None:
+    client = FakeSQS(delay=0)
+    commit = GroupCommit()
+    queue = ref(client)
+    tickets = [commit.send_later(queue, {"MessageBody": b}, 1, 60, owned=True) for b in "ab"]
+    commit.withdraw(tickets)
+    assert all(t.done and isinstance(t.error, SQSBusError) for t in tickets)
+    assert commit.flush(1)
+    assert client.batches == []

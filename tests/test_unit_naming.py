@@ -9,8 +9,8 @@ import pytest
 
 from sqsbus.config import Options, PredefinedQueue, parse_options
 from sqsbus.errors import ConfigurationError, InvalidQueueError
+from sqsbus.limits import MAX_QUEUE_NAME_LENGTH
 from sqsbus.queues import (
-    MAX_QUEUE_NAME_LENGTH,
     canonical_name,
     entity_name,
     name_from_url,

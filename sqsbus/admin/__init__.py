@@ -15,12 +15,13 @@ connection), then::
 
 from sqsbus.admin.describe import MessageSummary, summarize
 from sqsbus.admin.inventory import DeadLetterPolicy, QueueInfo, list_queues, queue_info
-from sqsbus.admin.peek import PeekedMessage, PeekRefused, PeekResult, peek
-from sqsbus.admin.purge import PurgeInProgress, PurgeResult, purge
+from sqsbus.admin.peek import PeekedMessage, PeekResult, peek
+from sqsbus.admin.purge import PurgeResult, purge
 from sqsbus.admin.redrive import dead_letter_sources, redrive
-from sqsbus.admin.session import AdminSession, BrokerChoice, UnknownQueueError, choose_broker
+from sqsbus.admin.session import AdminSession, BrokerChoice, choose_broker
 from sqsbus.admin.sweep import SweepReport, sweep
 from sqsbus.admin.transfer import TransferResult, move
+from sqsbus.errors import PeekRefused, PurgeInProgress, UnknownQueueError
 
 # A literal, as type checkers read it; tests check it holds every registered command's function.
 __all__ = [

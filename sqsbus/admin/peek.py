@@ -13,6 +13,9 @@ message's count is only known once it is received, so unless ``allow_dead_letter
 :func:`peek` refuses up front when ``maxReceiveCount`` is 1 (every message shown would go to
 the DLQ), and otherwise receives one message at a time and stops at the first one it brought
 to the limit.
+
+Receives and the visibility change go through :mod:`sqsbus.engine.operations`
+(synchronously: the ids that could not be released are reported).
 """
 
 from __future__ import annotations
@@ -27,19 +30,15 @@ from sqsbus.admin.session import AdminSession
 from sqsbus.engine import operations
 from sqsbus.engine.forwarding import DEAD_LETTER_REASON_ATTRIBUTE, DEAD_LETTER_SOURCE_ATTRIBUTE
 from sqsbus.engine.messages import Received
-from sqsbus.errors import SQSBusError
+from sqsbus.errors import PeekRefused, SQSBusError
 from sqsbus.queues import QueueRef
 
-__all__ = ["PeekRefused", "PeekResult", "PeekedMessage", "peek"]
+__all__ = ["PeekResult", "PeekedMessage", "peek"]
 
 #: Seconds a peeked message stays invisible if the release after the peek fails.
 PEEK_VISIBILITY_SECONDS: Final = 30
 #: Long-poll seconds of each receive (0 would sample only some SQS servers).
 PEEK_WAIT_SECONDS: Final = 1
-
-
-class PeekRefused(SQSBusError):
-    """Peeking would send messages to the dead-letter queue; the message says how to force it."""
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,9 @@ from dataclasses import dataclass, replace
 from sqsbus.admin.inventory import QueueInfo, queue_info
 from sqsbus.admin.session import AdminSession
 from sqsbus.aws import call
-from sqsbus.errors import QueueError, SQSBusError
+from sqsbus.errors import PurgeInProgress, SQSBusError
 
-__all__ = ["PurgeInProgress", "PurgeResult", "purge"]
-
-
-class PurgeInProgress(QueueError):
-    """The queue was purged less than a minute ago; SQS refuses another purge until then."""
+__all__ = ["PurgeResult", "purge"]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sqsbus.aws import call
 from sqsbus.engine.forwarding import DEAD_LETTER_SOURCE_ATTRIBUTE
 from sqsbus.engine.messages import Received
 from sqsbus.errors import QueueError, SQSBusError
+from sqsbus.limits import MAX_LIST_RESULTS, MAX_MOVE_TASK_RESULTS
 from sqsbus.queues import QueueRef, name_from_url
 
 __all__ = ["dead_letter_sources", "redrive"]
@@ -38,7 +39,7 @@ def dead_letter_sources(session: AdminSession, dlq: QueueRef) -> list[QueueRef]:
             if policy is not None and policy.target_arn == dlq_arn:
                 found.append(ref)
         return found
-    params: dict[str, Any] = {"QueueUrl": dlq.url, "MaxResults": 1000}
+    params: dict[str, Any] = {"QueueUrl": dlq.url, "MaxResults": MAX_LIST_RESULTS}
     urls: list[str] = []
     while True:
         answer = call(
@@ -177,7 +178,7 @@ def _task_status(dlq: QueueRef, dlq_arn: str, handle: str) -> dict[str, Any]:
         "list_message_move_tasks",
         "read the move task's progress",
         SourceArn=dlq_arn,
-        MaxResults=10,
+        MaxResults=MAX_MOVE_TASK_RESULTS,
     )
     tasks = answer.get("Results") or []
     for task in tasks:

@@ -17,7 +17,12 @@ from urllib.parse import unquote, urlsplit
 
 from sqsbus.aws import AWS, configured_region, require_credentials
 from sqsbus.config import Options, parse_options
-from sqsbus.errors import ConfigurationError, QueueDoesNotExist, UndefinedQueueError
+from sqsbus.errors import (
+    ConfigurationError,
+    QueueDoesNotExist,
+    UndefinedQueueError,
+    UnknownQueueError,
+)
 from sqsbus.local.record import read_records
 from sqsbus.queues import QueueDirectory, QueueRef, band_queue, entity_name
 
@@ -25,7 +30,6 @@ __all__ = [
     "BROKER_ENV_VARS",
     "AdminSession",
     "BrokerChoice",
-    "UnknownQueueError",
     "choose_broker",
     "parse_option_args",
 ]
@@ -39,10 +43,6 @@ SCHEMES: Final = ("sqsbus", "sqs")
 CONNECT_TIMEOUT: Final = 10
 #: Broker used when nothing is configured: AWS through the boto3 credential chain.
 AWS_DEFAULT_URL: Final = "sqsbus://"
-
-
-class UnknownQueueError(QueueDoesNotExist):
-    """A queue named on the command line does not exist; the message lists close matches."""
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,41 @@
 """Move messages between queues, client-side.
 
-Client-side moves receive a batch, send it with ``SendMessageBatch`` (body and message
-attributes unchanged) and delete from the source only the entries the destination accepted.
-A message is therefore never lost; it can be delivered twice only if its delete fails after
-it was sent (counted as ``duplicated``). Entries the destination refuses stay in the source
-and are made visible again at the end. Into a FIFO queue a message keeps its group id (or
-gets ``fifo_message_group_id``) and is deduplicated by its source message id, so a retried
-send cannot duplicate it and an old deduplication id cannot swallow it.
+Client-side moves receive a batch, send copies through the engine's one resend path
+(:meth:`~sqsbus.engine.publisher.Publisher.resend_all`: body, message attributes and trace
+header unchanged, the same checks and batching as every send) and delete from the source
+only the copies the destination accepted. A message is therefore never lost; it can be
+delivered twice only if its delete fails after it was sent (counted as ``duplicated``).
+Copies the destination refuses stay in the source and are made visible again at the end;
+a send SQS may or may not have taken (no answer after the retries) stops the move. Into a
+FIFO queue a message keeps its group id (or gets ``fifo_message_group_id``) and is
+deduplicated by its source message id, so a retried send cannot duplicate it and an old
+deduplication id cannot swallow it.
+
+Deletes and visibility changes go through :mod:`sqsbus.engine.operations` synchronously:
+a move counts what was moved from each answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
-from sqsbus.aws import call
 from sqsbus.engine import delays, operations
 from sqsbus.engine.messages import Received
-from sqsbus.errors import ConfigurationError, SQSBusError
-from sqsbus.queues import QueueRef
+from sqsbus.engine.publisher import Copy, Publisher
+from sqsbus.errors import ConfigurationError, DeliveryError, MessageTooLarge, SQSBusError
+from sqsbus.limits import MAX_RECEIVE_MESSAGES
+from sqsbus.queues import QueueAttributes, QueueRef
 
 __all__ = ["Mover", "ProgressCallback", "Route", "TransferResult", "move"]
 
 #: Seconds a received message stays invisible while it is being moved.
 MOVE_VISIBILITY_SECONDS: Final = 120
 RECEIVE_WAIT_SECONDS: Final = 1
-#: Total payload SQS accepts in one SendMessageBatch.
-MAX_BATCH_BYTES: Final = 1_048_576
-_KEPT_ATTRIBUTE_KEYS: Final = ("DataType", "StringValue", "BinaryValue")
+#: Errors that keep one message out (SQS's answer for its entry, or the checks before
+#: sending): it stays in the source and the move goes on.  Any other error stops the move.
+REFUSALS: Final = (DeliveryError, MessageTooLarge, ConfigurationError)
 _MAX_ERRORS: Final = 5
 
 
@@ -95,6 +102,8 @@ class Mover:
         self.route = route
         self.fifo_group_id = fifo_group_id
         self.unroutable = unroutable
+        #: Sends the copies: the engine's resend path, reading each destination's limits.
+        self.publisher = Publisher(QueueAttributes(), fifo_message_group_id=fifo_group_id)
         self.result = TransferResult()
         self.skipped: set[str] = set()  # refused, unroutable, or possibly duplicated
         self.unsettled: dict[str, Received] = {}  # received and still in the source
@@ -110,7 +119,7 @@ class Mover:
                 batch = operations.receive(
                     self.source,
                     self.source.name,
-                    max_messages=min(operations.MAX_BATCH, remaining or operations.MAX_BATCH),
+                    max_messages=min(MAX_RECEIVE_MESSAGES, remaining or MAX_RECEIVE_MESSAGES),
                     wait_time_seconds=RECEIVE_WAIT_SECONDS,
                     visibility_timeout=MOVE_VISIBILITY_SECONDS,
                 )
@@ -138,31 +147,34 @@ class Mover:
                 continue
             by_destination.setdefault(destination.url, (destination, []))[1].append(message)
         for destination, group in by_destination.values():
-            for chunk in _chunks(group):
-                self._send(destination, chunk)
+            self._send(destination, group)
 
     def _failed(self, message: Received, reason: str) -> None:
         self.skipped.add(message.message_id)
         self.result.failed += 1
         self.result.note_reason(reason)
 
-    def _send(self, destination: QueueRef, chunk: list[Received]) -> None:
-        entries = [
-            _send_entry(m, destination, self.fifo_group_id, str(i)) for i, m in enumerate(chunk)
-        ]
-        answer = call(
-            destination.client,
-            "send_message_batch",
-            f"send to queue {destination.name!r}",
-            QueueUrl=destination.url,
-            Entries=entries,
-        )
-        for failure in answer.get("Failed") or []:
-            reason = f"{failure.get('Code', '')}: {failure.get('Message', '')}"
-            self._failed(chunk[int(failure["Id"])], reason)
-        sent = [chunk[int(entry["Id"])] for entry in answer.get("Successful") or []]
-        if not sent:
-            return
+    def _send(self, destination: QueueRef, messages: list[Received]) -> None:
+        """Send copies of ``messages`` to ``destination``; delete from the source those it
+        accepted; raise the first error that is not a refusal of one message."""
+        copies = [Copy(m, m.body, delays.resendable_attributes(m)) for m in messages]
+        outcomes = self.publisher.resend_all(destination, copies)
+        sent: list[Received] = []
+        stop: BaseException | None = None
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, str):
+                sent.append(message)
+            elif isinstance(outcome, REFUSALS):
+                self._failed(message, str(outcome))
+            elif stop is None:
+                stop = outcome  # the message stays in the source, released at the end
+        if sent:
+            self._settle_sent(destination, sent)
+        if stop is not None:
+            raise stop
+
+    def _settle_sent(self, destination: QueueRef, sent: list[Received]) -> None:
+        """Delete from the source what ``destination`` accepted, and count it."""
         for message in sent:
             self.unsettled.pop(message.message_id, None)  # never released: it is moved
             self.skipped.add(message.message_id)
@@ -179,45 +191,3 @@ class Mover:
         )
         for failure in failures:
             result.note_reason(f"delete from the source failed: {failure.code}")
-
-
-def _send_entry(
-    message: Received, destination: QueueRef, fifo_group_id: str, entry_id: str
-) -> dict[str, Any]:
-    entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body}
-    attributes = delays.resendable_attributes(message)
-    if attributes:
-        entry["MessageAttributes"] = attributes
-    trace = message.attributes.get("AWSTraceHeader")
-    if trace:
-        entry["MessageSystemAttributes"] = {
-            "AWSTraceHeader": {"DataType": "String", "StringValue": trace}
-        }
-    if destination.is_fifo:
-        entry["MessageGroupId"] = message.attributes.get("MessageGroupId") or fifo_group_id
-        entry["MessageDeduplicationId"] = message.message_id
-    return entry
-
-
-def _size(message: Received) -> int:
-    size = len(message.body.encode("utf-8"))
-    for name, value in message.message_attributes.items():
-        size += len(name.encode("utf-8"))
-        if isinstance(value, dict):
-            size += sum(len(str(value.get(key, ""))) for key in _KEPT_ATTRIBUTE_KEYS)
-    return size
-
-
-def _chunks(messages: list[Received]) -> Iterator[list[Received]]:
-    """Groups of at most 10 messages and :data:`MAX_BATCH_BYTES` each."""
-    chunk: list[Received] = []
-    chunk_bytes = 0
-    for message in messages:
-        size = _size(message)
-        if chunk and (len(chunk) == operations.MAX_BATCH or chunk_bytes + size > MAX_BATCH_BYTES):
-            yield chunk
-            chunk, chunk_bytes = [], 0
-        chunk.append(message)
-        chunk_bytes += size
-    if chunk:
-        yield chunk

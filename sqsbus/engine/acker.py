@@ -16,6 +16,10 @@ an error naming the messages and counted in :attr:`Acker.failed`.
 ``on_deleted`` is called (on the acker's thread) with the messages SQS confirmed
 deleted — and only those: large payloads in S3 are deleted from there, so an
 object outlives every delivery of its message.
+
+The data path settles every message it handed to the application here; the few
+callers that need an answer at once use :mod:`sqsbus.engine.operations` directly,
+and that module lists them.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from sqsbus.backoff import SQS_BATCH_RETRY
 from sqsbus.engine import operations
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError, TransientError
+from sqsbus.limits import MAX_BATCH_ENTRIES
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +47,6 @@ DEFAULT_WINDOW: Final = 0.05
 #: (:meth:`Acker.wait_for_room`): a consumer that acks faster than SQS confirms must
 #: not pile up settled messages without bound, nor let their leases lapse.
 MAX_BACKLOG: Final = 100
-#: Attempts per entry before a transient failure is given up (and logged).
-MAX_ATTEMPTS: Final = 5
-MAX_BACKOFF_SECONDS: Final = 5.0
 
 #: ``None``: delete; an int: change the visibility timeout to that many seconds.
 Action = int | None
@@ -181,7 +184,7 @@ class Acker:
             for message in messages:
                 lane = self._lanes.setdefault((message.queue.url, action), _Lane())
                 lane.entries.append(_Entry(message, due))
-                full = full or len(lane.entries) % operations.MAX_BATCH == 0
+                full = full or len(lane.entries) % MAX_BATCH_ENTRIES == 0
             self._count += len(messages)
             if self._pending() > MAX_BACKLOG:
                 self._room.clear()
@@ -206,8 +209,8 @@ class Acker:
         for (url, action), lane in self._lanes.items():
             eligible = [e for e in lane.entries if e.attempts == 0 or e.due <= now]
             chosen: list[_Entry] = []
-            while len(eligible) >= operations.MAX_BATCH:
-                batch, eligible = eligible[: operations.MAX_BATCH], eligible[operations.MAX_BATCH :]
+            while len(eligible) >= MAX_BATCH_ENTRIES:
+                batch, eligible = eligible[:MAX_BATCH_ENTRIES], eligible[MAX_BATCH_ENTRIES:]
                 batches.append((url, action, batch))
                 chosen += batch
             if eligible and min(e.due for e in eligible) <= now:
@@ -294,11 +297,15 @@ class Acker:
             logger.exception("after deleting %d message(s)", len(messages))
 
     def _retry(self, url: str, action: Action, entries: list[_Entry], reason: str) -> None:
-        again = [e for e in entries if e.attempts + 1 < MAX_ATTEMPTS]
-        self._give_up(action, [e for e in entries if e.attempts + 1 >= MAX_ATTEMPTS], reason)
+        # An entry's ``attempts`` counts its failures before this one.
+        again: list[_Entry] = []
+        spent: list[_Entry] = []
+        for entry in entries:
+            (spent if SQS_BATCH_RETRY.exhausted(entry.attempts + 1) else again).append(entry)
+        self._give_up(action, spent, reason)
         if not again:
             return
-        delay = min(MAX_BACKOFF_SECONDS, 0.2 * 2 ** again[0].attempts)
+        delay = SQS_BATCH_RETRY.delay(again[0].attempts + 1)
         logger.warning(
             "could not %s %d message(s) of queue %s (%s); retrying in %.1fs",
             _verb(action),

@@ -18,15 +18,12 @@ from typing import Any, Final
 
 from sqsbus.engine.messages import Received
 from sqsbus.errors import ConfigurationError
+from sqsbus.limits import MAX_DELAY_SECONDS, MAX_MESSAGE_ATTRIBUTES
 
-#: Longest per-message delay SQS accepts.
-MAX_DELAY_SECONDS: Final = 900
 #: Message attribute holding a hopping message's due time (epoch seconds).
 ETA_ATTRIBUTE: Final = "sqsbus.eta"
 #: A message surfacing less than this many seconds early is delivered, not hopped.
 HOP_SLACK_SECONDS: Final = 1.0
-#: SQS's limit of message attributes per message.
-MAX_MESSAGE_ATTRIBUTES: Final = 10
 #: Keys of a received message attribute that SendMessage accepts back.
 _ATTRIBUTE_VALUE_KEYS: Final = ("DataType", "StringValue", "BinaryValue")
 

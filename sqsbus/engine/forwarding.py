@@ -16,8 +16,9 @@ from sqsbus.engine.acker import Acker
 from sqsbus.engine.messages import Received
 from sqsbus.engine.parking import home_attributes
 from sqsbus.engine.payloads import as_sent
-from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, Publisher, message_size
+from sqsbus.engine.publisher import Publisher, message_size
 from sqsbus.errors import SQSBusError
+from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES
 from sqsbus.queues import QueueDirectory
 
 logger = logging.getLogger(__name__)

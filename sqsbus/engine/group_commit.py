@@ -40,22 +40,19 @@ from queue import SimpleQueue
 from typing import Any, Final
 
 from sqsbus.aws import call
+from sqsbus.backoff import SQS_BATCH_RETRY
 from sqsbus.errors import DeliveryError, SQSBusError, TransientError
 from sqsbus.forks import reset_in_child
+from sqsbus.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH_ENTRIES: Final = 10
-#: SQS caps the sum of a batch's payloads at 1 MiB.
-MAX_BATCH_BYTES: Final = 1_048_576
 #: Batches that may be in flight per standard queue when full batches are waiting.
 MAX_IN_FLIGHT: Final = 4
 #: Seconds a publisher waits at most for others to join its batch, and only when
 #: fewer are pending than published in the last round (a lone publisher never waits).
 GATHER_SECONDS: Final = 0.002
-MAX_ATTEMPTS: Final = 5
-MAX_BACKOFF_SECONDS: Final = 5.0
 #: Threads sending lingering batches (for all queues).
 LINGER_SENDERS: Final = 8
 #: Entries a queue's lane holds at most: beyond, lingering publishes wait for room
@@ -95,6 +92,11 @@ class Ticket:
     @property
     def error(self) -> BaseException | None:
         return self.entry.error
+
+    @property
+    def message_id(self) -> str:
+        """The id SQS gave the message ("" until it accepted it)."""
+        return self.entry.message_id
 
 
 @dataclass
@@ -262,6 +264,21 @@ class GroupCommit:
                         lane.cond.wait(min(0.1, lane.wait_time(time.monotonic()) or 0.1))
         return True
 
+    def withdraw(self, tickets: Sequence[Ticket]) -> None:
+        """Take back the messages of ``tickets`` that no batch took yet: they are not sent
+        (settled with an error saying so); those in flight or answered are left alone."""
+        for ticket in tickets:
+            lane, entry = ticket.lane, ticket.entry
+            with lane.cond:
+                if entry.done or not any(pending is entry for pending in lane.pending):
+                    continue
+                lane.pending = deque(pending for pending in lane.pending if pending is not entry)
+                entry.error = SQSBusError(
+                    f"withdrawn before it was sent to queue {lane.queue.name!r}"
+                )
+                entry.done = True
+                lane.cond.notify_all()
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Send every lingering message now; True if all were settled in time."""
         deadline = time.monotonic() + timeout
@@ -299,13 +316,25 @@ class GroupCommit:
         return batch
 
     def _send_and_settle(self, lane: _Lane, batch: list[_Pending]) -> None:
-        """Without ``lane.cond``: send a batch taken by :meth:`_take_batch`, then settle it."""
+        """Without ``lane.cond``: send a batch taken by :meth:`_take_batch`, then settle it.
+
+        Interrupted (e.g. Ctrl-C in the thread sending it), the batch is settled as
+        unconfirmed before the interruption goes on: the lane never stays busy.
+        """
+        interrupted: BaseException | None = None
         try:
             retry = self._send_batch(lane.queue, batch)
         except Exception as exc:  # unforeseen: still answer every publisher of the batch
             for entry in batch:
                 entry.error, entry.done = exc, True
             retry = []
+        except BaseException as exc:
+            interrupted, retry = exc, []
+            for entry in batch:
+                entry.error = TransientError(
+                    f"sending to queue {lane.queue.name!r} was interrupted before SQS answered"
+                )
+                entry.done = True
         with lane.cond:
             lane.in_flight -= 1
             lane.pending.extendleft(reversed(retry))
@@ -321,6 +350,8 @@ class GroupCommit:
                     logger.exception("after SQS refused a message for queue %s", lane.queue.name)
         if any(entry.lingering for entry in batch):
             self._wake.set()  # the flusher may send the next lingering batch now
+        if interrupted is not None:
+            raise interrupted
 
     def _report_lost(self, queue: QueueRef, entry: _Pending) -> None:
         self.lost += 1
@@ -422,11 +453,10 @@ class GroupCommit:
         retry = []
         for pending in batch:
             pending.attempts += 1
-            if pending.attempts >= MAX_ATTEMPTS:
+            if SQS_BATCH_RETRY.exhausted(pending.attempts):
                 pending.error, pending.done = exc, True
             else:
-                delay = min(MAX_BACKOFF_SECONDS, 0.1 * 2**pending.attempts)
-                pending.not_before = time.monotonic() + delay
+                pending.not_before = time.monotonic() + SQS_BATCH_RETRY.delay(pending.attempts)
                 retry.append(pending)
         if retry:
             logger.warning(

@@ -14,6 +14,9 @@ A message settled within half a lease (the common case) costs no extra request.
 SQS caps a message's total visibility at 12 hours after its receive; the keeper
 extends up to that cap and then hands the message to ``on_cap`` (the transport
 parks it, see :mod:`sqsbus.engine.parking`).
+
+Extensions call :func:`sqsbus.engine.operations.change_visibility` synchronously, not
+through the acker: each entry's answer decides whether its lease is kept or lost.
 """
 
 from __future__ import annotations
@@ -29,11 +32,10 @@ from typing import Final
 from sqsbus.engine import operations
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError
+from sqsbus.limits import MAX_BATCH_ENTRIES, MAX_TOTAL_VISIBILITY
 
 logger = logging.getLogger(__name__)
 
-#: SQS's cap on a message's visibility, counted from its receive (12 hours).
-MAX_TOTAL_VISIBILITY: Final = 12 * 3600
 #: Longest sleep of the keeper thread, so a stop is noticed promptly.
 MAX_SLEEP_SECONDS: Final = 1.0
 
@@ -154,8 +156,8 @@ class LeaseKeeper:
             else:
                 by_queue.setdefault(lease.message.queue.url, []).append(lease)
         for leases in by_queue.values():
-            for start in range(0, len(leases), operations.MAX_BATCH):
-                self._extend(leases[start : start + operations.MAX_BATCH], self.lease_seconds)
+            for start in range(0, len(leases), MAX_BATCH_ENTRIES):
+                self._extend(leases[start : start + MAX_BATCH_ENTRIES], self.lease_seconds)
         for lease in capped:
             self._hand_over_capped(lease)
 

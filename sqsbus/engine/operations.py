@@ -1,6 +1,19 @@
 """The SQS calls of the data path: receive, delete, change visibility.
 
-Sends go through :mod:`sqsbus.engine.group_commit`.
+This is the one module that sends ``DeleteMessageBatch`` and
+``ChangeMessageVisibilityBatch`` (sends go through :mod:`sqsbus.engine.group_commit`;
+``tests/test_one_path.py`` checks both).  Its :func:`delete`, :func:`change_visibility`
+and :func:`release` are called by:
+
+* the :class:`~sqsbus.engine.acker.Acker`, the one way the data path settles a message
+  it handed to the application (ack, reject, requeue, backoff, the original of a
+  forwarded message): batched, retried, and followed by ``on_deleted`` (S3 payloads);
+* as the one documented exception, callers that need each entry's answer at once, so
+  call synchronously: the lease keeper (an extension's answer says whether the lease is
+  lost), parking (the original of a parked message goes without ``on_deleted``: its S3
+  payload now belongs to the copy), :func:`release` (messages never handed out, from
+  the acker and receivers), and the operator tools ``peek`` and ``move``/``redrive``,
+  which report on each message.
 
 Each function is one counted AWS call with errors translated into
 :mod:`sqsbus.errors`.  Batch variants report per-entry failures instead of
@@ -16,12 +29,11 @@ from typing import Any, Final
 
 from sqsbus.aws import call
 from sqsbus.engine.messages import Received
+from sqsbus.limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
 
-#: SQS takes at most 10 entries per batch call and returns at most 10 per receive.
-MAX_BATCH: Final = 10
 #: Error codes meaning a receipt handle no longer refers to a message we hold.
 STALE_RECEIPT_CODES: Final = frozenset(
     {"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"}
@@ -54,7 +66,7 @@ def receive(
     """``ReceiveMessage`` of up to ``max_messages`` (capped at 10)."""
     params: dict[str, Any] = {
         "QueueUrl": queue.url,
-        "MaxNumberOfMessages": max(1, min(MAX_BATCH, max_messages)),
+        "MaxNumberOfMessages": max(1, min(MAX_RECEIVE_MESSAGES, max_messages)),
         "WaitTimeSeconds": wait_time_seconds,
         "MessageSystemAttributeNames": list(system_attributes),
         "MessageAttributeNames": ["All"],
@@ -72,8 +84,8 @@ def _batch(
     entries: list[dict[str, Any]],
 ) -> list[EntryFailure]:
     failures: list[EntryFailure] = []
-    for start in range(0, len(entries), MAX_BATCH):
-        chunk = entries[start : start + MAX_BATCH]
+    for start in range(0, len(entries), MAX_BATCH_ENTRIES):
+        chunk = entries[start : start + MAX_BATCH_ENTRIES]
         for offset, entry in enumerate(chunk):
             entry["Id"] = str(start + offset)
         answer = call(queue.client, operation, action, QueueUrl=queue.url, Entries=chunk)

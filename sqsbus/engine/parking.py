@@ -16,6 +16,11 @@ untrusted (anyone who can send to a parking queue writes it): it is resolved thr
 ``resolve_home``, which accepts only queues of the connection's own scope, and a copy
 whose home is refused stays in the parking queue.  A large payload travels as its S3
 pointer (:func:`~sqsbus.engine.payloads.as_sent`).
+
+Copies are sent with :meth:`~sqsbus.engine.publisher.Publisher.resend`; originals and
+copies are deleted with :func:`sqsbus.engine.operations.delete`, synchronously and not
+through the acker, whose ``on_deleted`` would delete the S3 payload the other one still
+points to.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from sqsbus.engine.delays import resendable_attributes
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.engine.payloads import as_sent
-from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, Publisher
+from sqsbus.engine.publisher import Publisher
 from sqsbus.errors import SQSBusError
+from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
@@ -131,7 +137,7 @@ class Parking:
             for received in operations.receive(
                 parking,
                 name,
-                max_messages=10,
+                max_messages=MAX_RECEIVE_MESSAGES,
                 wait_time_seconds=1,
                 visibility_timeout=self.leases.lease_seconds,
             ):
@@ -213,7 +219,11 @@ def empty_parking_queue(
     failed = 0
     while True:
         messages = operations.receive(
-            parking, parking.name, max_messages=10, wait_time_seconds=0, visibility_timeout=60
+            parking,
+            parking.name,
+            max_messages=MAX_RECEIVE_MESSAGES,
+            wait_time_seconds=0,
+            visibility_timeout=60,
         )
         if not messages:
             return failed

@@ -38,13 +38,12 @@ from sqsbus.errors import (
     SQSBusError,
     UnreadablePayload,
 )
+from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES, S3_MAX_DELETE_KEYS
 
 logger = logging.getLogger(__name__)
 
 #: S3 error codes meaning the object (or its bucket) is not there.
 MISSING_OBJECT_CODES: Final = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
-#: Keys per ``DeleteObjects`` call (the S3 limit).
-MAX_DELETE_KEYS: Final = 1000
 
 
 class PayloadStore:
@@ -103,8 +102,9 @@ class PayloadStore:
             raise ConfigurationError(
                 f"message for queue {queue!r} has {len(attributes)} message attributes; a "
                 f"message whose payload goes through S3 may have at most "
-                f"{MAX_ATTRIBUTES_WITH_POINTER} (SQS allows 10, and the extended-client format "
-                f"takes one for {SIZE_ATTRIBUTE}). Move the rest into the body."
+                f"{MAX_ATTRIBUTES_WITH_POINTER} (SQS allows {MAX_MESSAGE_ATTRIBUTES}, and the "
+                f"extended-client format takes one for {SIZE_ATTRIBUTE}). Move the rest into "
+                "the body."
             )
         data = body.encode("utf-8")
         if len(data) > self.max_bytes:
@@ -262,8 +262,8 @@ class PayloadStore:
         for pointer in pointers:
             by_bucket.setdefault(pointer.bucket, []).append(pointer.key)
         for bucket, keys in by_bucket.items():
-            for start in range(0, len(keys), MAX_DELETE_KEYS):
-                self._delete(bucket, keys[start : start + MAX_DELETE_KEYS])
+            for start in range(0, len(keys), S3_MAX_DELETE_KEYS):
+                self._delete(bucket, keys[start : start + S3_MAX_DELETE_KEYS])
 
     def _delete(self, bucket: str, keys: list[str]) -> None:
         action = f"delete {len(keys)} payload(s) from S3 bucket {bucket!r}"

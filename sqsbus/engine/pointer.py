@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES
+
 #: Pointer class name written by the current Java and Python extended clients.
 POINTER_CLASS: Final = "software.amazon.payloadoffloading.PayloadS3Pointer"
 #: Pointer class name of Java extended client versions before 2.0.
@@ -28,8 +30,8 @@ SIZE_ATTRIBUTE: Final = "ExtendedPayloadSize"
 #: Size attribute the Java extended client writes by default (both clients read both).
 LEGACY_SIZE_ATTRIBUTE: Final = "SQSLargePayloadSize"
 RESERVED_ATTRIBUTES: Final = (SIZE_ATTRIBUTE, LEGACY_SIZE_ATTRIBUTE)
-#: Message attributes an offloaded message may have besides the size attribute (10 - 1).
-MAX_ATTRIBUTES_WITH_POINTER: Final = 9
+#: Message attributes an offloaded message may have besides the size attribute.
+MAX_ATTRIBUTES_WITH_POINTER: Final = MAX_MESSAGE_ATTRIBUTES - 1
 BUCKET_MARKER: Final = "-..s3BucketName..-"
 KEY_MARKER: Final = "-..s3Key..-"
 

@@ -10,26 +10,34 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqsbus.codec import REFUSED_CHARACTERS
-from sqsbus.engine.delays import MAX_DELAY_SECONDS
-from sqsbus.engine.group_commit import GROUP_COMMIT
+from sqsbus.engine.group_commit import GROUP_COMMIT, Ticket
 from sqsbus.engine.messages import Received
 from sqsbus.engine.payloads import PayloadStore
-from sqsbus.engine.pointer import RESERVED_ATTRIBUTES, parse_pointer, reserved_attribute
+from sqsbus.engine.pointer import (
+    RESERVED_ATTRIBUTES,
+    PayloadPointer,
+    parse_pointer,
+    reserved_attribute,
+)
 from sqsbus.engine.publish_batch import BATCH_LINGER_MS, current_batch
 from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
-from sqsbus.queues import QueueDirectory, QueueRef
+from sqsbus.limits import MAX_ATTRIBUTE_NAME_LENGTH, MAX_DELAY_SECONDS
+from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES
+from sqsbus.queues import QueueAttributes, QueueRef
 
 logger = logging.getLogger(__name__)
 
-#: SQS accepts at most 10 message attributes per message.
-MAX_MESSAGE_ATTRIBUTES: Final = 10
-#: Longest message attribute name SQS accepts.
-MAX_ATTRIBUTE_NAME_LENGTH: Final = 256
+#: Message system attribute carrying the X-Ray trace header (a copy keeps it).
+TRACE_HEADER: Final = "AWSTraceHeader"
+#: Seconds :meth:`Publisher.resend_all` waits for SQS's answers by default.
+RESEND_TIMEOUT: Final = 60.0
 _ATTRIBUTE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]+")
 _ATTRIBUTE_TYPE: Final = re.compile(r"(String|Number|Binary)(\.[A-Za-z0-9_.-]+)?")
 
@@ -119,17 +127,56 @@ def _is_forwarded_pointer(queue: QueueRef, body: str, attributes: Mapping[str, A
     return True
 
 
+@dataclass(frozen=True)
+class Copy:
+    """A received message to send on elsewhere, with the body and attributes it carries."""
+
+    message: Received
+    body: str
+    attributes: Mapping[str, Any]
+    #: Deduplicates the copy on a FIFO queue (default: the message's id).
+    deduplication_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """A message checked (and offloaded to S3 if it had to be), ready to send."""
+
+    body: str
+    attributes: dict[str, Any]
+    size: int
+    #: Where its payload went in S3 (None: not offloaded), and how to delete it.
+    stored: PayloadPointer | None = None
+    discard: Callable[[], object] | None = None
+
+    def failed(self, error: SQSBusError) -> None:
+        """Delete the offloaded payload once the send failed, unless SQS may have the
+        message anyway (a transient failure)."""
+        if self.discard is None:
+            return
+        if isinstance(error, TransientError):
+            logger.warning("keeping payload %s of a send that may have failed", self.stored)
+        else:
+            self.discard()
+
+
 class Publisher:
-    """Checks and sends messages; :meth:`send` returns only after SQS accepted it."""
+    """Checks and sends messages; :meth:`send` returns only after SQS accepted it.
+
+    Copies of received messages (dead letters, parked messages, moves between queues) go
+    through :meth:`resend` or :meth:`resend_all` and nowhere else: same checks, same
+    batches, and each keeps its body, attributes, message group and trace header.
+    """
 
     def __init__(
         self,
-        directory: QueueDirectory,
+        directory: QueueAttributes,
         *,
         fifo_message_group_id: str = "default",
         linger_ms: int = 0,
         payloads: PayloadStore | None = None,
     ) -> None:
+        #: Reads each queue's size limit and deduplication setting.
         self.directory = directory
         #: Where large payloads go (``large_payload_bucket``); None: nowhere.
         self.payloads = payloads
@@ -154,46 +201,12 @@ class Publisher:
         ``confirm`` waits for SQS to accept the message even with a linger (for moves,
         where the original is deleted next).
         """
-        attributes = dict(message_attributes or {})
-        check_message_attributes(f"queue {queue.name!r}", attributes)
-        forwarded = _is_forwarded_pointer(queue, body, attributes)
-        limit = self.directory.max_message_size(queue)
-        size = message_size(body, attributes)
-        stored = None
-        if not forwarded and self.payloads is not None and self.payloads.wants(size, limit):
-            body, attributes, stored = self.payloads.offload(body, attributes, queue=queue.name)
-            size = message_size(body, attributes)
-        elif size > limit:
-            raise MessageTooLarge(
-                f"message of {size} bytes is over the {limit}-byte limit of queue "
-                f"{queue.name!r}; nothing was sent. Set the transport option "
-                "large_payload_bucket to send large payloads through S3 (docs/large-payloads.md), "
-                "or make the payload smaller."
-            )
-        payloads = self.payloads
-        # Run once SQS refuses the pointer for good: now (raised here) or later (queued).
-        discard_payload = (
-            None if stored is None or payloads is None else lambda: payloads.discard([stored])
-        )
+        outgoing = self._prepare(queue, body, message_attributes or {})
         try:
-            return self._send(
-                queue,
-                body,
-                attributes,
-                size,
-                group_id,
-                deduplication_id,
-                delay_seconds,
-                confirm,
-                discard_payload,
-            )
+            params = self._params(queue, outgoing, group_id, deduplication_id, delay_seconds)
+            return self._dispatch(queue, params, outgoing, confirm)
         except SQSBusError as exc:
-            if discard_payload is not None:
-                if isinstance(exc, TransientError):
-                    # SQS may have taken the message after all: keep what it points to.
-                    logger.warning("keeping payload %s of a send that may have failed", stored)
-                else:
-                    discard_payload()
+            outgoing.failed(exc)
             raise
 
     def resend(
@@ -210,32 +223,97 @@ class Publisher:
         On a FIFO queue the copy is deduplicated by ``deduplication_id`` (by default the
         message's id), so sending it again after an unanswered call stores it once.
         """
-        return self.send(
-            queue,
-            body,
-            message_attributes=attributes,
-            group_id=message.attributes.get("MessageGroupId"),
-            deduplication_id=(deduplication_id or message.message_id) if queue.is_fifo else None,
-            confirm=True,
-        )
+        copy = Copy(message, body, attributes, deduplication_id)
+        outgoing = self._prepare(queue, body, attributes)
+        try:
+            return GROUP_COMMIT.send(queue, self._copy_params(queue, copy, outgoing), outgoing.size)
+        except SQSBusError as exc:
+            outgoing.failed(exc)
+            raise
 
-    def _send(
+    def resend_all(
+        self, queue: QueueRef, copies: Sequence[Copy], *, timeout: float = RESEND_TIMEOUT
+    ) -> list[str | BaseException]:
+        """Send ``copies`` to ``queue`` as :meth:`resend` does, in shared batches (up to 10
+        and 1 MiB per call, in order on a FIFO queue), and wait for SQS's answers.
+
+        Returns, for each copy in order, its SQS message id or the error that kept it out;
+        a :class:`TransientError` when SQS may have taken it anyway (no answer after the
+        retries, or none within ``timeout`` seconds).
+        """
+        outcomes: list[str | BaseException] = []
+        tickets: dict[int, Ticket] = {}
+        for index, copy in enumerate(copies):
+            outgoing = None
+            try:
+                outgoing = self._prepare(queue, copy.body, copy.attributes)
+                params = self._copy_params(queue, copy, outgoing)
+            except SQSBusError as exc:
+                if outgoing is not None:
+                    outgoing.failed(exc)
+                outcomes.append(exc)
+                continue
+            outcomes.append("")
+            tickets[index] = GROUP_COMMIT.send_later(
+                queue, params, outgoing.size, timeout, owned=True, on_refused=outgoing.discard
+            )
+        try:
+            GROUP_COMMIT.settle(list(tickets.values()), time.monotonic() + timeout)
+        except BaseException:  # e.g. Ctrl-C: copies not sent yet must not go later
+            GROUP_COMMIT.withdraw(list(tickets.values()))
+            raise
+        for index, ticket in tickets.items():
+            if ticket.error is not None:
+                outcomes[index] = ticket.error
+            elif ticket.done:
+                outcomes[index] = ticket.message_id
+            else:
+                outcomes[index] = TransientError(
+                    f"SQS did not answer within {timeout:g} s for a message to queue "
+                    f"{queue.name!r}; it may still be sent"
+                )
+        return outcomes
+
+    def _prepare(self, queue: QueueRef, body: str, attributes: Mapping[str, Any]) -> _Outgoing:
+        """Check ``body`` and ``attributes`` for ``queue``; offload the body to S3 if it
+        is too large and a bucket is configured, else refuse it."""
+        checked = dict(attributes)
+        check_message_attributes(f"queue {queue.name!r}", checked)
+        forwarded = _is_forwarded_pointer(queue, body, checked)
+        limit = self.directory.max_message_size(queue)
+        size = message_size(body, checked)
+        payloads = self.payloads
+        if not forwarded and payloads is not None and payloads.wants(size, limit):
+            body, checked, stored = payloads.offload(body, checked, queue=queue.name)
+            # Run once SQS refuses the pointer for good: now (raised) or later (queued).
+            return _Outgoing(
+                body,
+                checked,
+                message_size(body, checked),
+                stored,
+                lambda: payloads.discard([stored]),
+            )
+        if size > limit:
+            raise MessageTooLarge(
+                f"message of {size} bytes is over the {limit}-byte limit of queue "
+                f"{queue.name!r}; nothing was sent. Set the transport option "
+                "large_payload_bucket to send large payloads through S3 (docs/large-payloads.md), "
+                "or make the payload smaller."
+            )
+        return _Outgoing(body, checked, size)
+
+    def _params(
         self,
         queue: QueueRef,
-        body: str,
-        attributes: dict[str, Any],
-        size: int,
+        outgoing: _Outgoing,
         group_id: str | None,
         deduplication_id: str | None,
         delay_seconds: int | None,
-        confirm: bool,
-        on_refused: Callable[[], object] | None = None,
-    ) -> str:
-        """Send, or queue to send (lingering, in a publish batch); ``on_refused`` runs if a
-        queued message is then refused (a refusal while waiting raises instead)."""
-        params: dict[str, Any] = {"MessageBody": body}
-        if attributes:
-            params["MessageAttributes"] = attributes
+    ) -> dict[str, Any]:
+        """``SendMessage`` parameters (without ``QueueUrl``) under the queue's FIFO rules."""
+        params: dict[str, Any] = {"MessageBody": outgoing.body}
+        if outgoing.attributes:
+            params["MessageAttributes"] = outgoing.attributes
         if queue.is_fifo:
             params["MessageGroupId"] = group_id or self.fifo_message_group_id
             if deduplication_id:
@@ -254,18 +332,42 @@ class Publisher:
                 params["MessageGroupId"] = group_id  # SQS fair queues on standard queues
             if delay_seconds:
                 params["DelaySeconds"] = max(0, min(MAX_DELAY_SECONDS, int(delay_seconds)))
+        return params
+
+    def _copy_params(self, queue: QueueRef, copy: Copy, outgoing: _Outgoing) -> dict[str, Any]:
+        """Parameters of a copy: the message's group, deduplicated by the copy's id on a
+        FIFO queue, with the message's X-Ray trace header."""
+        message = copy.message
+        deduplication_id = (copy.deduplication_id or message.message_id) if queue.is_fifo else None
+        group_id = message.attributes.get("MessageGroupId")
+        params = self._params(queue, outgoing, group_id, deduplication_id, None)
+        trace = message.attributes.get(TRACE_HEADER)
+        if trace:
+            params["MessageSystemAttributes"] = {
+                TRACE_HEADER: {"DataType": "String", "StringValue": trace}
+            }
+        return params
+
+    def _dispatch(
+        self, queue: QueueRef, params: dict[str, Any], outgoing: _Outgoing, confirm: bool
+    ) -> str:
+        """Send, or queue to send (lingering, in a publish batch); a queued message that
+        SQS then refuses has its offloaded payload deleted (a refusal while waiting raises
+        instead)."""
         if confirm:
-            return GROUP_COMMIT.send(queue, params, size)
+            return GROUP_COMMIT.send(queue, params, outgoing.size)
         batch = current_batch()
         if batch is not None:
             linger = (self.linger_ms or BATCH_LINGER_MS) / 1000
             ticket = GROUP_COMMIT.send_later(
-                queue, params, size, linger, owned=True, on_refused=on_refused
+                queue, params, outgoing.size, linger, owned=True, on_refused=outgoing.discard
             )
             batch.add(ticket)
             return ""
         if self.linger_ms:
             linger = self.linger_ms / 1000
-            GROUP_COMMIT.send_later(queue, params, size, linger, on_refused=on_refused)
+            GROUP_COMMIT.send_later(
+                queue, params, outgoing.size, linger, on_refused=outgoing.discard
+            )
             return ""
-        return GROUP_COMMIT.send(queue, params, size)
+        return GROUP_COMMIT.send(queue, params, outgoing.size)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import select
 import socket
 import threading
@@ -20,9 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from sqsbus.engine import operations
+from sqsbus.backoff import RECEIVE_RETRY
 from sqsbus.engine.messages import Received
-from sqsbus.errors import SQSBusError, TransientError
+from sqsbus.errors import ReceiveFailed, SQSBusError, TransientError
+from sqsbus.limits import MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
@@ -31,14 +31,6 @@ logger = logging.getLogger(__name__)
 UNLIMITED_BUFFER: Final = 10
 #: Room for this many messages is worth a receive while the buffer is not empty.
 REFILL_BATCH: Final = 10
-#: Consecutive failed receives tolerated (with backoff) before the error is raised
-#: to the consuming thread, which makes Kombu/Celery reconnect and log it.
-FAILURES_BEFORE_RAISE: Final = 3
-MAX_BACKOFF_SECONDS: Final = 10.0
-
-
-class ReceiveFailed(TransientError):
-    """A receiver could not receive from its queue; reconnecting may help."""
 
 
 class Waker:
@@ -361,7 +353,7 @@ class Receiver:
         wait = 0 if self._busy else self.owner.poll.wait_time_seconds
         messages = self.owner.receive(self.queue, self.name, self.priority, room, wait)
         if self.gate is not None:
-            self._busy = len(messages) >= min(room, operations.MAX_BATCH)
+            self._busy = len(messages) >= min(room, MAX_RECEIVE_MESSAGES)
             self.gate.report(self.priority, self._busy)
         if messages and not self.stopped.is_set():
             messages = self.owner.on_received(messages)
@@ -395,14 +387,14 @@ class Receiver:
                     self._busy = False
                     self.gate.report(self.priority, False)
                 failures += 1
-                if failures >= FAILURES_BEFORE_RAISE or not isinstance(exc, TransientError):
+                if RECEIVE_RETRY.exhausted(failures) or not isinstance(exc, TransientError):
                     logger.error("receiving from queue %s failed: %s", self.queue.name, exc)
                     self.inbox.report(
                         ReceiveFailed(f"receiving from queue {self.queue.name!r}: {exc}")
                     )
                     self.stopped.set()
                     return
-                delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
+                delay = RECEIVE_RETRY.delay(failures)
                 logger.warning(
                     "receiving from queue %s failed (%s); retrying in %.1fs",
                     self.queue.name,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kombu.transport import virtual
 
 from sqsbus import codec
-from sqsbus.errors import AccessDeniedError, SQSBusError
+from sqsbus.errors import AccessDeniedError, UnsupportedExchangeType
 from sqsbus.routing.exchanges import FilterCondition, topic_condition
 
 if TYPE_CHECKING:
@@ -27,10 +27,6 @@ logger = logging.getLogger(__name__)
 
 #: Exchange types whose bindings are shared by every process, as SNS subscriptions.
 SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic"})
-
-
-class UnsupportedExchangeType(SQSBusError, NotImplementedError):
-    """The exchange type is not available on this transport."""
 
 
 class ExchangeChannel(virtual.Channel):

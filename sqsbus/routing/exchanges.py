@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import re
 import threading
 import time
@@ -28,34 +27,29 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from sqsbus.aws import AWS, CredentialSource, call
+from sqsbus.backoff import POLICY_WRITE_RETRY
 from sqsbus.config import Options, Secret
-from sqsbus.engine.publisher import MAX_MESSAGE_ATTRIBUTES, check_message_attributes, message_size
+from sqsbus.engine.publisher import check_message_attributes, message_size
 from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
 from sqsbus.forks import reset_in_child
+from sqsbus.limits import (
+    MAX_MESSAGE_ATTRIBUTES,
+    MAX_STATEMENT_ID_LENGTH,
+    SNS_MAX_PUBLISH_BYTES,
+    SNS_MAX_TOPIC_NAME_LENGTH,
+)
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
 from sqsbus.routing.bindings import SharedBindings, condition_admits
 
 logger = logging.getLogger(__name__)
 
-#: SNS topic names are at most 256 characters.
-MAX_TOPIC_NAME_LENGTH: Final = 256
 #: Seconds a topic's subscription count is reused before it is read again.
 SUBSCRIBER_CACHE_SECONDS: Final = 15.0
 #: Message attribute carrying the routing key, matched by subscription filter policies.
 ROUTING_KEY_ATTRIBUTE: Final = "kombu.routing_key"
-#: Largest message SNS publishes (body and attributes): 256 KiB, below what SQS takes.
-MAX_PUBLISH_BYTES: Final = 262_144
 
 #: Start of the Sid of every queue policy statement sqsbus writes.
 STATEMENT_ID_PREFIX: Final = "sqsbus-"
-#: Longest Sid written (SQS permission labels: at most 80 letters, digits, ``-``, ``_``).
-MAX_STATEMENT_ID_LENGTH: Final = 80
-#: Writes of a queue policy that other writers keep overwriting before giving up.
-POLICY_WRITE_ATTEMPTS: Final = 8
-#: Seconds (at most; jittered) to wait after the first policy write before verifying it,
-#: doubling with each further write up to POLICY_MAX_PAUSE.
-POLICY_FIRST_PAUSE: Final = 0.05
-POLICY_MAX_PAUSE: Final = 1.0
 _UNSAFE_IN_SID: Final = re.compile(r"[^A-Za-z0-9_-]")
 
 #: An SNS filter-policy condition on the routing key: an exact value or ``{"prefix": p}``.
@@ -98,8 +92,10 @@ def topic_filter(pattern: str) -> FilterCondition | None:
 def topic_name(exchange: str, prefix: str = "") -> str:
     """The SNS topic name of ``exchange`` (same translation as queue names)."""
     name = entity_name(prefix + exchange)
-    if len(name) > MAX_TOPIC_NAME_LENGTH:
-        raise ValueError(f"topic name {name!r} is longer than {MAX_TOPIC_NAME_LENGTH} characters")
+    if len(name) > SNS_MAX_TOPIC_NAME_LENGTH:
+        raise ValueError(
+            f"topic name {name!r} is longer than {SNS_MAX_TOPIC_NAME_LENGTH} characters"
+        )
     return name
 
 
@@ -340,7 +336,7 @@ class ExchangeRouter:
         key = (exchange, queue.url)
         with self._lock:
             subscription = self._subscriptions[key]
-        for attempt in range(POLICY_WRITE_ATTEMPTS):
+        for attempt in range(POLICY_WRITE_RETRY.attempts + 1):
             current = self._filter_conditions(exchange, queue)
             present = None if current is None else {_encode(c) for c in current}
             if present is None and wanted is not None:
@@ -358,6 +354,8 @@ class ExchangeRouter:
                 self._routing_keys[key] = new
             if new == present:
                 return
+            if attempt == POLICY_WRITE_RETRY.attempts:
+                break
             if attempt:
                 logger.info("filter of queue %s was overwritten; adding it again", queue.name)
             policy = (
@@ -371,11 +369,10 @@ class ExchangeRouter:
                 AttributeName="FilterPolicy",
                 AttributeValue=json.dumps(policy),
             )
-            pause = min(POLICY_MAX_PAUSE, POLICY_FIRST_PAUSE * 2**attempt)
-            time.sleep(random.uniform(pause / 2, pause))
+            time.sleep(POLICY_WRITE_RETRY.delay(attempt + 1))
         raise TransientError(
             f"the subscription filter of queue {queue.name!r} to exchange {exchange!r} was "
-            f"overwritten {POLICY_WRITE_ATTEMPTS} times by other writers"
+            f"overwritten {POLICY_WRITE_RETRY.attempts} times by other writers"
         )
 
     def unsubscribe(self, exchange: str, queue: QueueRef) -> None:
@@ -497,12 +494,12 @@ class ExchangeRouter:
         """
         sid = policy_statement_id(topic_arn)
         with _policy_lock(queue.url):
-            for attempt in range(POLICY_WRITE_ATTEMPTS + 1):
+            for attempt in range(POLICY_WRITE_RETRY.attempts + 1):
                 policy = self._queue_policy(queue)
                 statements: list[Any] = policy["Statement"]
                 if any(_grants(statement, sid, topic_arn) for statement in statements):
                     return
-                if attempt == POLICY_WRITE_ATTEMPTS:
+                if attempt == POLICY_WRITE_RETRY.attempts:
                     break
                 if attempt:
                     logger.info("queue %s policy was overwritten; adding %s again", queue.name, sid)
@@ -525,11 +522,11 @@ class ExchangeRouter:
                 )
                 # Jittered, growing pause before verifying: writers that keep overwriting
                 # each other drift apart.
-                pause = min(POLICY_MAX_PAUSE, POLICY_FIRST_PAUSE * 2**attempt)
-                time.sleep(random.uniform(pause / 2, pause))
+                time.sleep(POLICY_WRITE_RETRY.delay(attempt + 1))
         raise TransientError(
-            f"the policy of queue {queue.name!r} was overwritten {POLICY_WRITE_ATTEMPTS} times "
-            f"by other writers; it still does not let topic {topic_arn} send to the queue"
+            f"the policy of queue {queue.name!r} was overwritten "
+            f"{POLICY_WRITE_RETRY.attempts} times by other writers; it still does not let topic "
+            f"{topic_arn} send to the queue"
         )
 
     def _queue_policy(self, queue: QueueRef) -> dict[str, Any]:
@@ -598,9 +595,9 @@ class ExchangeRouter:
             attributes[ROUTING_KEY_ATTRIBUTE] = {"DataType": "String", "StringValue": routing_key}
         check_message_attributes(target, attributes)
         size = message_size(body, attributes)
-        if size > MAX_PUBLISH_BYTES:
+        if size > SNS_MAX_PUBLISH_BYTES:
             raise MessageTooLarge(
-                f"message of {size} bytes is over the {MAX_PUBLISH_BYTES}-byte limit of SNS "
+                f"message of {size} bytes is over the {SNS_MAX_PUBLISH_BYTES}-byte limit of SNS "
                 f"for {target}; nothing was sent. Messages routed through an exchange's topic "
                 "do not go through S3 (every bound queue would share one object, deleted by "
                 "the first ack): publish large payloads to a queue directly "
