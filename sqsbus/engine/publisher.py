@@ -28,8 +28,7 @@ from sqsbus.engine.pointer import (
 )
 from sqsbus.engine.publish_batch import BATCH_LINGER_MS, current_batch
 from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
-from sqsbus.limits import MAX_ATTRIBUTE_NAME_LENGTH, MAX_DELAY_SECONDS
-from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES
+from sqsbus.limits import MAX_ATTRIBUTE_NAME_LENGTH, MAX_DELAY_SECONDS, MAX_MESSAGE_ATTRIBUTES
 from sqsbus.queues import QueueAttributes, QueueRef
 
 logger = logging.getLogger(__name__)
