@@ -202,9 +202,9 @@ class Sweeper:
         tags = self._tags(name, url)
         if tags is None or not is_expired(tags, time.time()):
             return False
+        ref = self.directory.ref_for_url(url)
         if self._is_parking_queue(name):
             # Messages its dead owner held past the 12-hour cap: send them home first.
-            ref = self.directory.ref_for_url(url)
             failed = empty_parking_queue(
                 ref, Publisher(self.directory), self.directory.queue_in_scope
             )
@@ -215,6 +215,11 @@ class Sweeper:
                     failed,
                 )
                 return False
+        # An owner cut off (not dead) may still hold messages of it: never delete those.
+        held = self.directory.held_messages(ref)
+        if held is not None:
+            logger.warning("kept expired queue %s: %s; a later sweep looks again", name, held)
+            return False
         for subscription in recorded_subscriptions(tags):
             region = subscription.split(":")[3] or None
             try:

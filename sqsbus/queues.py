@@ -139,6 +139,16 @@ class QueueAttributes:
         value = self.attributes(ref).get("MaximumMessageSize")
         return int(value) if value else DEFAULT_MAX_MESSAGE_BYTES
 
+    def held_messages(self, ref: QueueRef) -> str | None:
+        """What still waits in ``ref`` out of sight (in flight: someone holds it; delayed),
+        as read now; None if nothing does. A queue holding such messages is never deleted."""
+        attributes = self.attributes(ref, fresh=True)
+        in_flight = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
+        delayed = int(attributes.get("ApproximateNumberOfMessagesDelayed", 0))
+        if not in_flight and not delayed:
+            return None
+        return f"{in_flight} message(s) in flight and {delayed} delayed"
+
     def content_based_deduplication(self, ref: QueueRef) -> bool:
         return self.attributes(ref).get("ContentBasedDeduplication", "false").lower() == "true"
 

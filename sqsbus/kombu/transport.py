@@ -210,7 +210,8 @@ class Transport(virtual.Transport):
         """Delete ``queue`` and its exchange subscriptions, if it exists.
 
         A parking queue is emptied first (its messages sent home); one that cannot be
-        emptied is kept, to be swept once expired.
+        emptied, or still has messages in flight or delayed, is kept, to be swept once
+        expired.
         """
         self.temporary_queues.discard(queue)
         self.expiry.release(queue)
@@ -218,11 +219,14 @@ class Transport(virtual.Transport):
             ref = self.directory.get(queue)
         except QueueDoesNotExist:
             return
-        if queue == self.parking_queue_name and empty_parking_queue(
-            ref, self.publisher, self.directory.queue_in_scope
-        ):
-            logger.error("kept parking queue %s: some messages could not be sent home", queue)
-            return
+        if queue == self.parking_queue_name:
+            if empty_parking_queue(ref, self.publisher, self.directory.queue_in_scope):
+                logger.error("kept parking queue %s: some messages could not be sent home", queue)
+                return
+            held = self.directory.held_messages(ref)
+            if held is not None:
+                logger.warning("kept parking queue %s: %s", queue, held)
+                return
         for exchange in self.router.subscribed_exchanges(ref):
             self.router.unsubscribe(exchange, ref)
         call(ref.client, "delete_queue", f"delete queue {ref.name!r}", QueueUrl=ref.url)
