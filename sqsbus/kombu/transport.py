@@ -26,6 +26,7 @@ from sqsbus.engine.parking import PARKING_QUEUE_PREFIX, Parking, empty_parking_q
 from sqsbus.engine.payloads import PayloadStore
 from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
+from sqsbus.engine.side_jobs import SideJobs
 from sqsbus.errors import (
     ConfigurationError,
     QueueDoesNotExist,
@@ -130,6 +131,8 @@ class Transport(virtual.Transport):
         self.parking: Parking | None = None
         #: This connection's parking queue (see sqsbus.engine.parking), made on first use.
         self.parking_queue_name = f"{PARKING_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}"
+        #: Parking and S3 deletes, off the lease keeper's and the acker's threads.
+        self.side_jobs = SideJobs()
         self.acker = self._new_acker()
         self.router = ExchangeRouter(self.aws, self.options, self.directory)
         if not self.options.supports_fanout:
@@ -187,12 +190,19 @@ class Transport(virtual.Transport):
                 parking_queue=lambda: self.declare_temporary_queue(self.parking_queue_name),
                 resolve_home=self.directory.queue_in_scope,
             )
-        return Acker(leases=self.leases, on_deleted=self.payloads.delete_acked)
+        return Acker(leases=self.leases, on_deleted=self._delete_payloads)
+
+    def _delete_payloads(self, messages: list[Received]) -> None:
+        """Acker hook: SQS deleted ``messages``; their S3 payloads go on a side thread."""
+        if any(message.payload is not None for message in messages):
+            self.side_jobs.submit(lambda: self.payloads.delete_acked(messages))
 
     def _park(self, message: Received) -> None:
-        """Lease keeper hook: ``message`` reached SQS's 12-hour cap while held."""
-        if self.parking is not None:
-            self.parking.park(message)
+        """Lease keeper hook: ``message`` reached SQS's 12-hour cap while held; it is parked
+        on a side thread, so that the keeper goes on extending the other leases."""
+        parking = self.parking
+        if parking is not None:
+            self.side_jobs.submit(lambda: parking.park(message))
 
     def declare_temporary_queue(self, queue: str, x_expires: Any = None) -> QueueRef:
         """Declare a queue private to this connection, ``x-expires`` in milliseconds."""
@@ -234,6 +244,7 @@ class Transport(virtual.Transport):
 
     def close_connection(self, connection: Any) -> None:
         try:
+            self.side_jobs.drain()  # a parking under way ends before its message is given back
             super().close_connection(connection)  # closes channels, releasing unacked messages
         finally:
             self._join_receivers()
@@ -242,6 +253,10 @@ class Transport(virtual.Transport):
             self.acker.close()  # pending acks and releases are sent before anything is deleted
             if self.leases is not None:
                 self.leases.stop()
+            if not self.side_jobs.drain():
+                logger.warning(
+                    "parking or S3 deletes were still running when the connection closed"
+                )
             for queue in list(self.temporary_queues):
                 try:
                     self.drop_queue(queue)
