@@ -24,10 +24,11 @@ PACKAGE: Final = Path(sqsbus.errors.__file__).resolve().parent
 ELSEWHERE: Final = {
     # The embedded endpoint stands alone (test_layers: it imports nothing else of sqsbus).
     "sqsbus.local.endpoint": {"LocalEndpointError", "MotoNotInstalledError", "_ExitedEarly"},
-    "sqsbus.local._http": {"HttpError"},
-    # The demo is being rewritten (issue 15); its two errors move here when that lands.
-    "sqsbus.demo": {"DemoFailed"},
-    "sqsbus.demo_app": {"FlakyTaskError"},
+    # Tooling, not the library's API (test_layers: the runtime never imports it).
+    "sqsbus.testing._http": {"HttpError"},
+    "sqsbus.testing.children": {"ChildFailed"},
+    "sqsbus.demo.runner": {"DemoFailed"},
+    "sqsbus.demo.app": {"FlakyTaskError"},
 }
 
 #: A line of the drawn tree: box-drawing prefix, class name, optional "also" bases.
