@@ -90,6 +90,9 @@ class Consumer:
         self.forwarder = Forwarder(directory, publisher, acker)
         self.inbox = Inbox(waker, demand)
         self._receivers: dict[str, list[Receiver]] = {}
+        #: FIFO message groups with a message handed out and not settled yet: the next
+        #: message of such a group waits in the buffer (one at a time, in order).
+        self._busy_groups: dict[tuple[str, str], Received] = {}
         #: Receivers stopped by a cancel, until they have ended.
         self._stopping: list[Receiver] = []
         self._no_ack: set[str] = set()
@@ -123,9 +126,30 @@ class Consumer:
         self.acker.release(self.inbox.remove(name))
 
     def take(self) -> Received | None:
-        """The next buffered message (highest band first), or None."""
-        taken = self.inbox.take(1)
-        return taken[0] if taken else None
+        """The next buffered message (highest band first), or None; a FIFO queue's message
+        only once the earlier one of its group was settled."""
+        if self._busy_groups:
+            message = self.inbox.take_first(self._free)
+        else:
+            taken = self.inbox.take(1)
+            message = taken[0] if taken else None
+        if message is not None:
+            self._hand_out(message)
+        return message
+
+    def _free(self, message: Received) -> bool:
+        return message.ordered_group not in self._busy_groups
+
+    def _hand_out(self, message: Received) -> None:
+        group = message.ordered_group
+        if group is not None and message.name not in self._no_ack:
+            self._busy_groups[group] = message
+
+    def _settled(self, message: Received) -> None:
+        """``message`` is no longer handed out: the next of its FIFO group may go."""
+        group = message.ordered_group
+        if group is not None and self._busy_groups.get(group) is message:
+            del self._busy_groups[group]
 
     def get(self, name: str, bands: Sequence[Band], *, no_ack: bool = False) -> Received | None:
         """One message of ``name``, prepared: a buffered one, else one single receive per
@@ -133,7 +157,7 @@ class Consumer:
 
         With ``no_ack`` it is deleted at once.
         """
-        message = self.inbox.take_named(name)
+        message = self.inbox.take_first(lambda m: m.name == name and self._free(m))
         for index, band in enumerate(reversed(bands)):
             if message is not None:
                 break
@@ -143,6 +167,8 @@ class Consumer:
             message = prepared[0] if prepared else None
         if message is not None and no_ack:
             self.acker.delete([message])
+        elif message is not None:
+            self._hand_out(message)
         return message
 
     def no_ack(self, name: str) -> bool:
@@ -209,7 +235,9 @@ class Consumer:
         return [m for m in messages if self._resolve_payload(m)]
 
     def release(self, messages: list[Received]) -> None:
-        """Give back messages received after their receiver was stopped."""
+        """Give back messages never handed to the application (visible again now)."""
+        for message in messages:
+            self._settled(message)
         self.acker.release(messages)
 
     def acks_room(self, timeout: float) -> bool:
@@ -251,6 +279,7 @@ class Consumer:
 
     def ack(self, message: Received) -> None:
         """Processed: delete it (batched)."""
+        self._settled(message)
         self.acker.delete([message])
 
     def requeue(self, message: Received, *, closing: bool = False) -> None:
@@ -262,6 +291,7 @@ class Consumer:
         SQS now, for the next receive (``closing``: soon, batched with the others given back
         by a consumer going away). One parked at SQS's 12-hour visibility cap is sent home.
         """
+        self._settled(message)
         parking = self._parking()
         if message.home is not None and parking is not None:
             parking.send_home([message])
@@ -276,6 +306,7 @@ class Consumer:
     def reject(self, message: Received, *, task: str | None = None) -> None:
         """Failed, not to be requeued: retried later if its predefined queue's
         ``backoff_policy`` lists ``task``, else moved to the dead-letter queue, else deleted."""
+        self._settled(message)
         backoff = _backoff_seconds(message, task)
         if backoff is not None:
             self.acker.set_visibility([message], backoff)
@@ -285,6 +316,7 @@ class Consumer:
     def discard(self, message: Received, reason: str) -> None:
         """Unreadable (``reason`` says why): to the dead-letter queue, else logged with its
         body and deleted (a no-ack queue's message was deleted on receipt: just logged)."""
+        self._settled(message)
         if message.name in self._no_ack:
             logger.error(
                 "message %s on no-ack queue %s is unreadable: %s. Body: %.200r",
@@ -314,6 +346,7 @@ class Consumer:
         age = (time.time() - sent) * 1000
         if age < ttl_ms:
             return False
+        self._settled(message)
         logger.info(
             "message %s of queue %s expired (%.0f ms old, TTL %.0f ms); not delivered",
             message.message_id,

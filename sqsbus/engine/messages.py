@@ -34,6 +34,13 @@ class Received:
     requeued: bool = False
 
     @property
+    def ordered_group(self) -> tuple[str, str] | None:
+        """(queue URL, MessageGroupId) of a FIFO queue's message: those of one group are
+        handed out one at a time, in order; None for a standard queue's."""
+        group = self.attributes.get("MessageGroupId")
+        return (self.queue.url, group) if group and self.queue.is_fifo else None
+
+    @property
     def redelivered(self) -> bool:
         """Delivered before: received more than once, or requeued by the application."""
         return self.requeued or self.receive_count > 1

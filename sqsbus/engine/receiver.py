@@ -214,8 +214,13 @@ class Inbox:
 
     def take_named(self, name: str) -> Received | None:
         """Remove and return the oldest buffered message consumed under ``name``."""
+        return self.take_first(lambda message: message.name == name)
+
+    def take_first(self, accept: Callable[[Received], bool]) -> Received | None:
+        """Remove and return the first buffered message ``accept`` takes: highest priority
+        band first, in arrival order within a band."""
         with self._cond:
-            candidates = [i for i, m in enumerate(self._items) if m.name == name]
+            candidates = [i for i, m in enumerate(self._items) if accept(m)]
             if not candidates:
                 return None
             index = max(candidates, key=lambda i: (self._items[i].priority, -i))
