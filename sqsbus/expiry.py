@@ -16,11 +16,17 @@ closes it.  So:
   match ``orphan_queue_patterns``, and never deletes a queue without the tags.  Processes
   that keep temporary queues (Celery workers, ``celery events``, Flower) sweep once per
   ``orphan_sweep_interval``, checking at most :data:`CHECKS_PER_SWEEP` queues picked at
-  random, so a sweep costs the same whatever the number of queues and processes.
+  random, so a sweep costs the same whatever the number of queues and processes;
+* a connection still open when its interpreter exits normally has its temporary queues
+  deleted then, with their subscriptions, by :data:`EXIT_CLEANUP` (within
+  :data:`EXIT_CLEANUP_SECONDS`): Celery's short-lived clients (``celery inspect``,
+  ``control``, ``status``) take a connection from the app's pool and never close it.  The
+  sweeps are for the processes that die.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import math
@@ -29,10 +35,11 @@ import random
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqsbus.aws import AWS, call
 from sqsbus.config import Options
@@ -59,6 +66,9 @@ CHECKS_PER_SWEEP: Final = 30
 REFRESHES_PER_EXPIRY: Final = 3
 #: Seconds before a failed refresh is retried (at most the refresh period).
 RETRY_SECONDS: Final = 5.0
+#: Most seconds a normal interpreter exit waits for the temporary queues of connections left
+#: open to be deleted; what is left then is swept once expired, as after a crash.
+EXIT_CLEANUP_SECONDS: Final = 5.0
 
 
 # -- tags ----------------------------------------------------------------------------------
@@ -414,6 +424,81 @@ class Keeper:
 #: The process's keeper.
 KEEPER: Final = Keeper()
 reset_in_child(KEEPER._after_fork_in_child)
+
+
+# -- at interpreter exit -------------------------------------------------------------------
+
+
+class TemporaryQueueOwner(Protocol):
+    """A connection with temporary queues (:class:`sqsbus.kombu.transport.Transport`)."""
+
+    #: Names of the temporary queues it has not deleted yet.
+    temporary_queues: set[str]
+
+    def drop_temporary_queues(self) -> None:
+        """Delete them, with their subscriptions, and stop keeping them alive."""
+
+
+class ExitCleanup:
+    """Deletes, at a normal interpreter exit, the temporary queues of connections left open.
+
+    A connection is tracked (weakly) from its first temporary queue on.  :meth:`run` (an
+    ``atexit`` hook) has every tracked connection that still holds some drop them, on a
+    helper thread given at most ``timeout`` seconds, so that an unreachable endpoint never
+    holds the exit longer.  A forked child tracks nothing of its parent's.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._owners: weakref.WeakSet[TemporaryQueueOwner] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def track(self, owner: TemporaryQueueOwner) -> None:
+        with self._lock:
+            self._owners.add(owner)
+
+    def run(self) -> bool:
+        """Drop the temporary queues still held; False if they could not all be dropped in
+        time (the rest is left to the sweeps)."""
+        with self._lock:
+            owners = [owner for owner in self._owners if owner.temporary_queues]
+            self._owners.clear()
+        if not owners:
+            return True
+        helper = threading.Thread(
+            target=_drop_all, args=(owners,), name="sqsbus-exit-cleanup", daemon=True
+        )
+        try:
+            helper.start()
+        except RuntimeError:  # Python 3.12.0-3.12.2 start no thread in atexit hooks
+            logger.info("temporary queues left at exit: sweeps delete them once expired")
+            return False
+        helper.join(self.timeout)
+        if helper.is_alive():
+            logger.warning(
+                "temporary queues not deleted within %g s at exit: sweeps delete them once expired",
+                self.timeout,
+            )
+            return False
+        return True
+
+    def _after_fork_in_child(self) -> None:
+        self._owners = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+
+def _drop_all(owners: list[TemporaryQueueOwner]) -> None:
+    for owner in owners:
+        try:
+            owner.drop_temporary_queues()
+        except Exception as exc:  # the others are dropped all the same
+            logger.warning("could not delete temporary queues at exit: %s", exc)
+
+
+#: The process's exit cleanup.
+EXIT_CLEANUP: Final = ExitCleanup(EXIT_CLEANUP_SECONDS)
+atexit.register(EXIT_CLEANUP.run)
+reset_in_child(EXIT_CLEANUP._after_fork_in_child)
 
 
 # -- one connection's temporary queues -----------------------------------------------------

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
+from sqsbus.expiry import EXIT_CLEANUP
 from sqsbus.local import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, LocalEndpoint
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ def endpoint(
     log_file = tmp_path_factory.mktemp("endpoint") / "moto.log"
     with LocalEndpoint(log_file=log_file) as started:
         yield started
+        # What the interpreter's exit would do for connections the tests left open (Celery
+        # apps' pools): now, while the endpoint still answers.
+        EXIT_CLEANUP.run()
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 One worker (``alpha``, prefork ``-c 2``) is shared by the module; the broadcast test starts a
 second worker (``beta``) after ``alpha`` and its bindings exist, and stops it with ``control
 shutdown``. Replies travel through SNS (``celery.pidbox`` and ``reply.celery.pidbox`` exchanges)
-and each client's reply queue; results through Celery's filesystem result backend.
+and each client's reply queue; results through Celery's filesystem result backend. The
+``celery`` command line runs as a child process (``python -m celery -A tests.celery_app``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Final
 import boto3
 import pytest
 from celery_app import AppSettings, create_app
-from celery_helpers import RESULT_TIMEOUT, Harness, WorkerProcess, read_records, wait_for
+from celery_helpers import RESULT_TIMEOUT, ROOT, Harness, WorkerProcess, read_records, wait_for
 from kombu_helpers import queue_counts
 
-from sqsbus.local import LocalEndpoint
+from sqsbus.local import DEFAULT_REGION, LocalEndpoint
 from sqsbus.queues import canonical_name
 from sqsbus.routing.exchanges import SUBSCRIBER_CACHE_SECONDS
 
@@ -312,6 +315,69 @@ def subscribed_queue_arns(endpoint: LocalEndpoint, topic_arn: str) -> set[str]:
 def queue_names(sqs_client: SQSClient, prefix: str) -> list[str]:
     urls = sqs_client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
     return sorted(url.rsplit("/", 1)[-1] for url in urls)
+
+
+# -- short-lived clients -------------------------------------------------------------------
+
+
+def run_celery(settings: AppSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``celery -A tests.celery_app ARGS`` in a child process, with ``settings``."""
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.celery_app", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def reply_topic(prefix: str) -> str:
+    """The SNS topic of Celery's reply exchange (``reply.celery.pidbox``)."""
+    return f"arn:aws:sns:{DEFAULT_REGION}:123456789012:{prefix}reply-celery-pidbox"
+
+
+def test_celery_inspect_commands_leave_no_reply_queue_behind(
+    alpha: Cluster, sqs_client: SQSClient, endpoint: LocalEndpoint
+) -> None:
+    """Each ``celery inspect ping`` gets a reply queue subscribed to the reply exchange and
+    exits without closing its connection: both are deleted when it exits."""
+    prefix = alpha.settings.queue_name_prefix
+    # The reply queues of this process's clients (still open).
+    queues = queue_names(sqs_client, prefix)
+    subscribers = subscribed_queue_arns(endpoint, reply_topic(prefix))
+
+    for _ in range(10):
+        result = run_celery(
+            alpha.settings, "inspect", "ping", "-d", alpha.host, "--timeout", str(REPLY_TIMEOUT)
+        )
+        # A reply came: the command had a reply queue, subscribed.
+        assert result.returncode == 0 and "pong" in result.stdout, result.stdout + result.stderr
+        assert result.stderr == "", result.stderr
+
+    assert queue_names(sqs_client, prefix) == queues
+    assert subscribed_queue_arns(endpoint, reply_topic(prefix)) == subscribers
+
+
+def test_control_commands_no_worker_answers_leave_nothing_behind(
+    endpoint: LocalEndpoint, sqs_client: SQSClient
+) -> None:
+    settings = AppSettings(
+        broker_url=endpoint.broker_url(), queue_name_prefix=f"k{uuid.uuid4().hex[:8]}-"
+    )
+    for command in (("inspect", "ping"), ("status",)):
+        result = run_celery(settings, *command, "--timeout", "1")
+        assert result.returncode != 0, result.stdout
+        assert "No nodes replied" in result.stderr, result.stderr
+    # The reply exchange's topic exists (both commands subscribed to it), unsubscribed.
+    assert queue_names(sqs_client, settings.queue_name_prefix) == []
+    assert subscribed_queue_arns(endpoint, reply_topic(settings.queue_name_prefix)) == set()
 
 
 # -- events --------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from sqsbus.errors import (
     SQSBusError,
     TransientError,
 )
-from sqsbus.expiry import QueueExpiry, SweepReport
+from sqsbus.expiry import EXIT_CLEANUP, QueueExpiry, SweepReport
 from sqsbus.kombu.channel import Channel
 from sqsbus.kombu.exchanges import SUPPORTED_EXCHANGE_TYPES
 from sqsbus.kombu.queue_arguments import QueueArguments
@@ -207,6 +207,7 @@ class Transport(virtual.Transport):
     def declare_temporary_queue(self, queue: str, x_expires: Any = None) -> QueueRef:
         """Declare a queue private to this connection, ``x-expires`` in milliseconds."""
         self.temporary_queues.add(queue)
+        EXIT_CLEANUP.track(self)  # deleted at exit if this connection is never closed
         return self.expiry.declare(queue, x_expires)
 
     def sweep_orphan_queues(self, limit: int | None = None) -> SweepReport:
@@ -242,6 +243,16 @@ class Transport(virtual.Transport):
         call(ref.client, "delete_queue", f"delete queue {ref.name!r}", QueueUrl=ref.url)
         self.directory.forget(ref.name)
 
+    def drop_temporary_queues(self) -> None:
+        """Delete this connection's temporary queues, with their subscriptions, and stop
+        keeping them alive: at close, or at interpreter exit if it is still open."""
+        for queue in list(self.temporary_queues):
+            try:
+                self.drop_queue(queue)
+            except SQSBusError as exc:
+                logger.warning("could not delete temporary queue %s: %s", queue, exc)
+        self.expiry.close()
+
     def close_connection(self, connection: Any) -> None:
         try:
             self.side_jobs.drain()  # a parking under way ends before its message is given back
@@ -257,12 +268,7 @@ class Transport(virtual.Transport):
                 logger.warning(
                     "parking or S3 deletes were still running when the connection closed"
                 )
-            for queue in list(self.temporary_queues):
-                try:
-                    self.drop_queue(queue)
-                except SQSBusError as exc:
-                    logger.warning("could not delete temporary queue %s: %s", queue, exc)
-            self.expiry.close()
+            self.drop_temporary_queues()
             if self._loop is not None:
                 self.unregister_from_event_loop(connection, self._loop)
             self.waker.close()
