@@ -76,6 +76,7 @@ class WorkerProcess:
         *,
         name: str,
         concurrency: int = 2,
+        pool: str = "prefork",
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
@@ -94,6 +95,7 @@ class WorkerProcess:
             log_file,
             name=name,
             concurrency=concurrency,
+            pool=pool,
             loglevel="INFO",
             options=(),
             env=env,

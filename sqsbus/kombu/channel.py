@@ -23,7 +23,7 @@ from sqsbus.engine.consumer import Band, Consumer, ConsumeSettings
 from sqsbus.engine.messages import Received
 from sqsbus.engine.receiver import Inbox, PollSettings
 from sqsbus.errors import QueueDoesNotExist
-from sqsbus.kombu import envelope
+from sqsbus.kombu import envelope, worker_shutdown
 from sqsbus.kombu.exchanges import ExchangeChannel
 from sqsbus.kombu.message import Message
 from sqsbus.kombu.queue_arguments import QueueArguments
@@ -213,7 +213,9 @@ class Channel(ExchangeChannel):
         return result
 
     def deliver_buffered(self) -> int:
-        """Hand buffered messages to consumers while QoS allows; return how many."""
+        """Hand buffered messages to consumers while QoS allows; return how many (one at most
+        once the Celery worker of this process is shutting down, see
+        :mod:`sqsbus.kombu.worker_shutdown`: the others are released when it closes)."""
         delivered = 0
         callbacks = self.connection._callbacks
         while self._channel_qos.can_consume():
@@ -236,6 +238,8 @@ class Channel(ExchangeChannel):
                 self._unsettled[payload["properties"]["delivery_tag"]] = received
             callback(payload)
             delivered += 1
+            if worker_shutdown.shutting_down():
+                break  # one at a time: Celery stops between deliveries (solo runs tasks here)
         self.consumer.raise_error()
         return delivered
 

@@ -9,6 +9,7 @@ pipe.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -34,6 +35,7 @@ from sqsbus.errors import (
     TransientError,
 )
 from sqsbus.expiry import EXIT_CLEANUP, QueueExpiry, SweepReport
+from sqsbus.kombu import worker_shutdown
 from sqsbus.kombu.channel import Channel
 from sqsbus.kombu.exchanges import SUPPORTED_EXCHANGE_TYPES
 from sqsbus.kombu.queue_arguments import QueueArguments
@@ -43,9 +45,12 @@ from sqsbus.routing.exchanges import ExchangeRouter
 logger = logging.getLogger(__name__)
 
 
-#: Seconds between idle wake-ups of Kombu's hub, so a Celery worker notices a
-#: shutdown request promptly even when no message arrives.
+#: Seconds between idle wake-ups of Kombu's hub (and of a waiting ``drain_events``), so a
+#: Celery worker notices a shutdown request promptly even when no message arrives.
 HUB_TICK_SECONDS = 1.0
+#: Longest wait of a ``drain_events`` once the Celery worker of this process is shutting
+#: down: a real wait, so that green threads still take turns (gevent, eventlet pools).
+SHUTDOWN_DRAIN_SECONDS = 0.1
 
 
 def unknown_region_error(options: Options, exc: TransientError) -> ConfigurationError | None:
@@ -149,6 +154,7 @@ class Transport(virtual.Transport):
         #: Receivers of closed channels whose last long poll may still be in flight.
         self.stopping_receivers: list[Receiver] = []
         self.waker = Waker()
+        worker_shutdown.watch()
         self._loop: Any = None
         self._tick: Any = None
 
@@ -274,10 +280,16 @@ class Transport(virtual.Transport):
             self.waker.close()
 
     def _join_receivers(self) -> None:
-        """Wait for in-flight long polls (at most one poll's duration) to end and release."""
+        """Wait for in-flight long polls (at most one poll's duration) to end and release.
+
+        Not those of this connection's temporary queues (Celery's pidbox and reply queues):
+        deleted at close with whatever they hold, they have nothing to release.
+        """
         deadline = time.monotonic() + self.options.wait_time_seconds + 2
         while self.stopping_receivers:
             receiver = self.stopping_receivers.pop()
+            if receiver.name in self.temporary_queues:
+                continue
             receiver.join(max(0.0, deadline - time.monotonic()))
 
     # -- delivery -------------------------------------------------------------
@@ -304,18 +316,32 @@ class Transport(virtual.Transport):
     def _deliver_buffered(self) -> int:
         delivered = 0
         for channel in list(self.channels):
+            if delivered and worker_shutdown.shutting_down():
+                break  # one message per call while the worker is shutting down
             if isinstance(channel, Channel) and not channel.closed:
                 delivered += channel.deliver_buffered()
         return delivered
 
     def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
-        """Deliver buffered messages, waiting up to ``timeout`` for some to arrive."""
+        """Deliver buffered messages, waiting up to ``timeout`` for some to arrive.
+
+        Once this process's Celery worker is shutting down, waits at most
+        :data:`SHUTDOWN_DRAIN_SECONDS` (see :mod:`sqsbus.kombu.worker_shutdown`).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self.waker.clear()
             if self._deliver_buffered():
                 return
-            remaining = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            if worker_shutdown.shutting_down():
+                deadline = min(
+                    math.inf if deadline is None else deadline, now + SHUTDOWN_DRAIN_SECONDS
+                )
+            remaining = None if deadline is None else deadline - now
             if remaining is not None and remaining <= 0:
                 raise TimeoutError()  # socket.timeout, which Kombu expects
-            self.waker.wait(remaining)
+            # In ticks, so that a shutdown that began meanwhile is noticed.
+            self.waker.wait(
+                HUB_TICK_SECONDS if remaining is None else min(remaining, HUB_TICK_SECONDS)
+            )

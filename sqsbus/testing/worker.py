@@ -1,11 +1,12 @@
 """A ``celery worker`` child process, for tests, benchmarks and the demo.
 
-:class:`CeleryWorker` runs ``python -m celery -A APP worker`` with a prefork pool in a session
-of its own, so that the worker and its pool processes form one process group, and appends its
-output to a log file. :meth:`~CeleryWorker.wait_ready` waits for a readiness check the caller
-gives (a ready file its app writes, a task it answered) while watching that it still runs;
-:meth:`~CeleryWorker.stop` asks for Celery's warm shutdown (``SIGTERM``) and kills the whole
-group if that takes too long; :meth:`~CeleryWorker.kill` does so at once.
+:class:`CeleryWorker` runs ``python -m celery -A APP worker`` (a prefork pool unless told
+otherwise) in a session of its own, so that the worker and its pool processes form one process
+group, and appends its output to a log file. :meth:`~CeleryWorker.wait_ready` waits for a
+readiness check the caller gives (a ready file its app writes, a task it answered) while
+watching that it still runs; :meth:`~CeleryWorker.stop` asks for Celery's warm shutdown
+(``SIGTERM``) and kills the whole group if that takes too long; :meth:`~CeleryWorker.kill`
+does so at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Final, Self
 
 from sqsbus.testing.children import wait_for_child
 
-__all__ = ["LEAN", "CeleryWorker"]
+__all__ = ["LEAN", "POOLS", "CeleryWorker"]
 
 #: Worker options that leave out what a single worker does not need (fewer queues, requests).
 LEAN: Final = ("--without-gossip", "--without-mingle", "--without-heartbeat")
@@ -30,6 +31,8 @@ LEAN: Final = ("--without-gossip", "--without-mingle", "--without-heartbeat")
 READY_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 30.0
 LOG_TAIL_LINES: Final = 40
+#: Celery's execution pools (``--pool``); gevent and eventlet need their package installed.
+POOLS: Final = ("prefork", "threads", "solo", "gevent", "eventlet")
 
 
 def _no_context() -> str:
@@ -43,7 +46,8 @@ class CeleryWorker:
         app: the ``-A`` argument, e.g. ``sqsbus.demo.app:app``.
         log_file: where the worker's stdout and stderr are appended.
         name: the worker's node name is ``name@<host>``.
-        concurrency: pool processes.
+        concurrency: pool processes (threads, green threads; ignored by ``solo``).
+        pool: Celery's ``--pool``, one of :data:`POOLS`.
         loglevel: Celery's ``--loglevel``.
         options: more ``celery worker`` options (default :data:`LEAN`).
         env: the worker's whole environment (default: this process's).
@@ -57,6 +61,7 @@ class CeleryWorker:
         *,
         name: str,
         concurrency: int = 1,
+        pool: str = "prefork",
         loglevel: str = "warning",
         options: Sequence[str] = LEAN,
         env: Mapping[str, str] | None = None,
@@ -65,7 +70,10 @@ class CeleryWorker:
         self.app = app
         self.log_file = log_file
         self.name = name
+        if pool not in POOLS:
+            raise ValueError(f"unknown Celery pool {pool!r}; one of {', '.join(POOLS)}")
         self.concurrency = concurrency
+        self.pool = pool
         self.loglevel = loglevel
         self.options = tuple(options)
         self.env = dict(os.environ if env is None else env)
@@ -81,7 +89,7 @@ class CeleryWorker:
             "-A",
             self.app,
             "worker",
-            "--pool=prefork",
+            f"--pool={self.pool}",
             f"--concurrency={self.concurrency}",
             f"--loglevel={self.loglevel}",
             *self.options,
