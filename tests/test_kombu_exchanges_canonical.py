@@ -8,17 +8,19 @@ canonical uses fails here.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection, Exchange, Producer, Queue
-from kombu_helpers import connect, drain_for
+from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
+from kombu_helpers import connect
 
 from sqsbus.local import LocalEndpoint
 
 #: Seconds to collect what arrives (several receives of the consumer's queues).
-SETTLE_SECONDS = 3.0
+SETTLE_SECONDS = 2.5
 
 
 @pytest.fixture
@@ -38,8 +40,21 @@ def declare(conn: Connection, *queues: Queue) -> None:
         queue(conn.default_channel).declare()
 
 
-def received(conn: Connection, queue: Queue) -> list[Any]:
-    return sorted(drain_for(conn, [queue], SETTLE_SECONDS), key=repr)
+def received(conn: Connection, *queues: Queue) -> dict[str, list[Any]]:
+    """What arrives on each of ``queues`` within :data:`SETTLE_SECONDS`, by queue name."""
+    names = {conn.transport.directory.get(q.name).url: q.name for q in queues}
+    bodies: dict[str, list[Any]] = {q.name: [] for q in queues}
+
+    def on_message(body: Any, message: Message) -> None:
+        bodies[names[message.delivery_info["sqs_queue"]]].append(body)
+        message.ack()
+
+    with Consumer(conn, list(queues), callbacks=[on_message]):
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.5)
+    return {name: sorted(found, key=repr) for name, found in bodies.items()}
 
 
 @pytest.mark.parametrize("exchange_given_as", ["object", "name"])
@@ -56,8 +71,10 @@ def test_fanout_with_an_empty_routing_key_reaches_every_bound_queue(
         routing_key="",
     )
 
-    assert received(consumer, first) == [{"headline": "sqsbus"}]
-    assert received(consumer, second) == [{"headline": "sqsbus"}]
+    assert received(consumer, first, second) == {
+        "reader-1": [{"headline": "sqsbus"}],
+        "reader-2": [{"headline": "sqsbus"}],
+    }
 
 
 def test_direct_routes_by_key_and_an_empty_key_only_to_its_own_binding(
@@ -74,9 +91,11 @@ def test_direct_routes_by_key_and_an_empty_key_only_to_its_own_binding(
     publish({"picture": 1}, exchange=media, routing_key="images")
     publish({"nothing": 1}, exchange=media, routing_key="")
 
-    assert received(consumer, video) == [{"clip": 1}]
-    assert received(consumer, images) == [{"picture": 1}]
-    assert received(consumer, unkeyed) == [{"nothing": 1}]
+    assert received(consumer, video, images, unkeyed) == {
+        "video": [{"clip": 1}],
+        "images": [{"picture": 1}],
+        "unkeyed": [{"nothing": 1}],
+    }
 
 
 def test_topic_patterns_with_star_and_hash(consumer: Connection, producer: Connection) -> None:
@@ -89,6 +108,7 @@ def test_topic_patterns_with_star_and_hash(consumer: Connection, producer: Conne
     for key in ("order.created", "user.created", "order.paid.late", "user.deleted"):
         Producer(producer).publish({"key": key}, exchange=events, routing_key=key)
 
-    assert received(consumer, orders) == [{"key": "order.created"}, {"key": "order.paid.late"}]
-    assert received(consumer, created) == [{"key": "order.created"}, {"key": "user.created"}]
-    assert len(received(consumer, everything)) == 4
+    found = received(consumer, orders, created, everything)
+    assert found["all-orders"] == [{"key": "order.created"}, {"key": "order.paid.late"}]
+    assert found["anything-created"] == [{"key": "order.created"}, {"key": "user.created"}]
+    assert len(found["everything"]) == 4
