@@ -28,14 +28,13 @@ from typing import Any, Final
 
 from sqsbus.aws import call
 from sqsbus.errors import SQSBusError
+from sqsbus.limits import MAX_TAG_VALUE_LENGTH
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
 
 #: Tag key prefix: one tag per topic binding of the queue (exchange and pattern).
 BINDING_TAG: Final = "sqsbus:bind:"
-#: SQS's limit on a tag value.
-MAX_TAG_VALUE: Final = 256
 #: Seconds recorded bindings and subscription filters are reused before being read again.
 CACHE_SECONDS: Final = 15.0
 #: Before dropping, a read older than this is refreshed (a binding may have just been made).
@@ -75,7 +74,7 @@ def condition_admits(condition: Condition, key: str) -> bool:
 def binding_tag(exchange: str, pattern: str) -> tuple[str, str] | None:
     """The tag (key, value) recording a topic binding; None if it does not fit in a tag."""
     value = base64.b64encode(json.dumps([exchange, pattern]).encode()).decode()
-    if len(value) > MAX_TAG_VALUE:
+    if len(value) > MAX_TAG_VALUE_LENGTH:
         return None
     digest = hashlib.sha256(f"{exchange}\0{pattern}".encode()).hexdigest()[:16]
     return BINDING_TAG + digest, value

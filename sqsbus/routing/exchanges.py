@@ -181,6 +181,16 @@ def _warn_shared_topics(exchange: str, topic_arn: str) -> None:
     )
 
 
+def _read_conditions(client: Any, subscription: str, action: str) -> list[Any] | None:
+    """The routing-key conditions of a subscription's filter policy as SNS holds it now
+    (None: no filter, everything passes)."""
+    attributes = call(
+        client, "get_subscription_attributes", action, SubscriptionArn=subscription
+    ).get("Attributes", {})
+    conditions = json.loads(attributes.get("FilterPolicy") or "{}").get(ROUTING_KEY_ATTRIBUTE)
+    return list(conditions) if isinstance(conditions, list) else None
+
+
 def _region_of(arn: str) -> str | None:
     parts = arn.split(":")
     return parts[3] if len(parts) > 3 and parts[3] else None
@@ -285,14 +295,11 @@ class ExchangeRouter:
             subscription = self._subscriptions.get((exchange, queue.url))
         if subscription is None:
             return []
-        answer = call(
+        return _read_conditions(
             self._client(exchange),
-            "get_subscription_attributes",
+            subscription,
             f"read subscription of queue {queue.name!r} to exchange {exchange!r}",
-            SubscriptionArn=subscription,
-        ).get("Attributes", {})
-        conditions = json.loads(answer.get("FilterPolicy") or "{}").get(ROUTING_KEY_ATTRIBUTE)
-        return list(conditions) if isinstance(conditions, list) else None
+        )
 
     def _subscribe(self, exchange: str, queue: QueueRef) -> None:
         arn = self.topic_arn(exchange)
@@ -313,18 +320,15 @@ class ExchangeRouter:
             ReturnSubscriptionArn=True,
         )
         subscription = str(answer["SubscriptionArn"])
-        current = call(
+        conditions = _read_conditions(
             self._client(exchange),
-            "get_subscription_attributes",
+            subscription,
             f"read subscription of queue {queue.name!r} to exchange {exchange!r}",
-            SubscriptionArn=subscription,
-        ).get("Attributes", {})
-        policy = json.loads(current.get("FilterPolicy") or "{}")
-        conditions = policy.get(ROUTING_KEY_ATTRIBUTE)
+        )
         with self._lock:
             self._subscriptions[(exchange, queue.url)] = subscription
             self._routing_keys[(exchange, queue.url)] = (
-                {_encode(c) for c in conditions} if isinstance(conditions, list) else None
+                None if conditions is None else {_encode(c) for c in conditions}
             )
         if self.on_subscribed is not None:
             self.on_subscribed(queue, subscription)
@@ -460,20 +464,8 @@ class ExchangeRouter:
                 arn = str(subscription.get("SubscriptionArn", ""))
                 if subscription.get("Protocol") != "sqs" or arn.count(":") < 6:
                     continue  # pending confirmation, or not a queue
-                attributes = call(
-                    client,
-                    "get_subscription_attributes",
-                    f"read a binding of {exchange!r}",
-                    SubscriptionArn=arn,
-                ).get("Attributes", {})
-                policy = json.loads(attributes.get("FilterPolicy") or "{}")
-                conditions = policy.get(ROUTING_KEY_ATTRIBUTE)
-                routes.append(
-                    (
-                        str(subscription.get("Endpoint", "")),
-                        list(conditions) if isinstance(conditions, list) else None,
-                    )
-                )
+                conditions = _read_conditions(client, arn, f"read a binding of {exchange!r}")
+                routes.append((str(subscription.get("Endpoint", "")), conditions))
             token = answer.get("NextToken")
             if not token:
                 return routes
