@@ -21,6 +21,16 @@ def connect(endpoint: LocalEndpoint, prefix: str, **options: Any) -> Connection:
     return Connection(endpoint.broker_url(), transport_options=transport_options)
 
 
+def get_within(bound: Any, seconds: float) -> Any:
+    """``bound.get()`` (a single receive) until a message comes, or None after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        message = bound.get()
+        if message is not None:
+            return message
+    return None
+
+
 def direct_queue(name: str, **kwargs: Any) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name, **kwargs)
 

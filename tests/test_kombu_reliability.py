@@ -17,6 +17,7 @@ from kombu_helpers import (
     connect,
     counts,
     direct_queue,
+    get_within,
     publish,
     queue_attributes,
     url_of,
@@ -25,16 +26,6 @@ from kombu_helpers import (
 
 from sqsbus.engine.delays import ETA_ATTRIBUTE
 from sqsbus.local import LocalEndpoint
-
-
-def get_within(bound: Any, seconds: float) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        message = bound.get()
-        if message is not None:
-            return message
-    return None
-
 
 # -- leases ---------------------------------------------------------------------------------
 

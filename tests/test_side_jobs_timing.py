@@ -8,24 +8,14 @@ other held message, which another consumer must therefore not receive.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
-from kombu_helpers import connect, direct_queue, publish
+from kombu_helpers import connect, direct_queue, get_within, publish
 
 from sqsbus.local import LocalEndpoint
 from sqsbus.testing.proxy import FaultProxy, Faults
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def get_within(bound: Any, seconds: float) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        message = bound.get()
-        if message is not None:
-            return message
-    return None
 
 
 def test_a_slow_parking_does_not_hold_up_the_other_leases(
