@@ -36,7 +36,7 @@ from sqsbus.backoff import SQS_BATCH_RETRY
 from sqsbus.engine import operations
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
-from sqsbus.errors import SQSBusError, TransientError
+from sqsbus.errors import QueueDoesNotExist, SQSBusError, TransientError
 from sqsbus.limits import MAX_BATCH_ENTRIES
 
 logger = logging.getLogger(__name__)
@@ -262,6 +262,17 @@ class Acker:
                 failures = operations.change_visibility(queue, handles, action)
         except TransientError as exc:
             self._retry(url, action, batch, str(exc))
+            return
+        except QueueDoesNotExist:
+            # Deleted meanwhile (a reply queue its owner closed): its messages went with it.
+            logger.debug(
+                "%s %d message(s) of queue %s: the queue is gone, and its messages with it",
+                _verb(action),
+                len(batch),
+                queue.name,
+            )
+            if action is None:
+                self._report_deleted([e.message for e in batch])
             return
         except SQSBusError as exc:
             self._give_up(action, batch, str(exc))
