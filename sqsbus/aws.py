@@ -50,7 +50,7 @@ from sqsbus.errors import (
     TransientError,
 )
 from sqsbus.forks import reset_in_child
-from sqsbus.html_pages import html_summary
+from sqsbus.markup import html_summary, xml_error_message
 from sqsbus.redact import SigningSecrets, register_secret
 
 logger = logging.getLogger(__name__)
@@ -198,6 +198,7 @@ def translate_error(exc: BaseException, action: str, region: str | None = None) 
             # find the error code in its text.
             known = [c for c in CREDENTIAL_CODES | ACCESS_DENIED_CODES if f">{c}<" in message]
             code = known[0] if known else code
+        message = xml_error_message(message) or message
         page = html_summary(message)
         if page is not None:  # a proxy or web server answered, not AWS: no markup in errors
             text = (
@@ -206,6 +207,11 @@ def translate_error(exc: BaseException, action: str, region: str | None = None) 
                 "URL points at the AWS service (not a web server), and any proxy in between."
             )
             return TransientError(text) if status >= 500 or status == 429 else SQSBusError(text)
+        if status >= 500 and code == str(status):  # botocore found no AWS error in it
+            return TransientError(
+                f"{action}: the endpoint answered HTTP {status} ({message}) without an AWS "
+                "error; a proxy or load balancer in between may be failing"
+            )
         if code in TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientError(f"{action}: AWS asked to retry ({code}: {message})")
         if code in EXPIRED_CODES:
