@@ -201,11 +201,7 @@ def translate_error(exc: BaseException, action: str, region: str | None = None) 
         message = xml_error_message(message) or message
         page = html_summary(message)
         if page is not None:  # a proxy or web server answered, not AWS: no markup in errors
-            text = (
-                f"{action}: the endpoint answered HTTP {status or code} with an HTML page"
-                f"{f' ({page!r})' if page else ''}, not an AWS answer. Check that the endpoint "
-                "URL points at the AWS service (not a web server), and any proxy in between."
-            )
+            text = f"{action}: {_html_answer(status or code, page)}"
             return TransientError(text) if status >= 500 or status == 429 else SQSBusError(text)
         if status >= 500 and code == str(status):  # botocore found no AWS error in it
             return TransientError(
@@ -330,6 +326,9 @@ class AWS:
             kwargs["endpoint_url"] = self.options.endpoint_url
         client = session.create_client(service, **kwargs)
         self._count(client, service)
+        if service != "s3":  # S3 objects may be HTML; SQS and SNS answers never are
+            service_id = client.meta.service_model.service_id.hyphenize()
+            client.meta.events.register(f"before-parse.{service_id}", refuse_html_answer)
         if assumed is not None:
             # An answer "these credentials expired" renews them and retries, once per call.
             hook: Any = functools.partial(retry_after_renewal, assumed)
@@ -409,6 +408,29 @@ class AWS:
             )
 
         return AssumedRoleCredentials(assume, buffer_time=options.sts_token_buffer_time)
+
+
+def refuse_html_answer(response_dict: dict[str, Any] | None = None, **_: Any) -> None:
+    """botocore ``before-parse`` hook: a successful answer that is an HTML page came from a
+    web server or proxy, not AWS, and botocore would read it as an empty result (no queues,
+    no messages); raise :class:`TransientError` naming the page instead."""
+    answer = response_dict or {}
+    status, body = answer.get("status_code", 0), answer.get("body")
+    if not isinstance(status, int) or not 200 <= status < 300 or not isinstance(body, bytes):
+        return
+    page = html_summary(body[:4096].decode("utf-8", errors="replace"))
+    if page is not None:
+        raise TransientError(_html_answer(status, page))
+
+
+def _html_answer(status: int | str, page: str) -> str:
+    """What an HTML page titled ``page`` answered with HTTP ``status`` means."""
+    title = f" ({page!r})" if page else ""
+    return (
+        f"the endpoint answered HTTP {status} with an HTML page{title}, not an AWS answer. "
+        "Check that the endpoint URL points at the AWS service (not a web server), and any "
+        "proxy in between."
+    )
 
 
 def _scrub_signing_credentials(session: botocore.session.Session, client: Any) -> None:

@@ -30,12 +30,11 @@ _TIMEOUTS = (ConnectTimeoutError, ReadTimeoutError)
 
 def explain(exc: SQSBusError, session: AdminSession | None, broker: BrokerChoice | None) -> str:
     """The line an operator reads for ``exc`` (no secrets: error texts never hold one)."""
-    source = f" (from {broker.source})" if broker else ""
     if isinstance(exc, TransientError):
         if session is not None:
             timed_out = _timeout_cause(exc)
             if timed_out is not None:
-                return _timeout_text(timed_out, session, source)
+                return _timeout_text(timed_out, session, broker)
             wrong_region = unknown_region_error(session.options, exc)
             if wrong_region is not None:
                 return str(wrong_region)
@@ -60,8 +59,9 @@ def _timeout_cause(exc: BaseException) -> ConnectTimeoutError | ReadTimeoutError
 
 
 def _timeout_text(
-    exc: ConnectTimeoutError | ReadTimeoutError, session: AdminSession, source: str
+    exc: ConnectTimeoutError | ReadTimeoutError, session: AdminSession, broker: BrokerChoice | None
 ) -> str:
+    source = f" (from {broker.source})" if broker else ""
     config: dict[str, Any] = {**BotocoreConfig.OPTION_DEFAULTS, **session.options.client_config}
     endpoint = exc.kwargs.get("endpoint_url") or session.options.endpoint_url or "the endpoint"
     attempts = _attempts(config["retries"])
