@@ -24,7 +24,7 @@ import boto3
 import pytest
 from kombu import Connection
 
-from sqsbus.errors import ConfigurationError
+from sqsbus.errors import ConfigurationError, SQSBusError
 from sqsbus.local import LocalEndpoint
 
 #: A secret that must never appear in any output.
@@ -217,6 +217,16 @@ def test_an_html_answer_is_named_by_its_status_and_title_never_quoted(html_port:
         # more an answer than a 403 (botocore alone would read it as "no queues")
         assert "with an HTML page ('502 Bad Gateway'), not an AWS answer" in line
         assert any(f"HTTP {status} " in line for status in (200, 403, 404))
+
+
+@pytest.mark.parametrize("html_port", [403], indirect=True)
+def test_a_kombu_connection_names_the_html_page_too(html_port: int) -> None:
+    conn = Connection(broker_at(html_port), transport_options={"region": "us-east-1"})
+    with pytest.raises(SQSBusError) as raised:
+        conn.connect()
+    message = str(raised.value)
+    assert "answered HTTP 403 with an HTML page ('502 Bad Gateway'), not an AWS answer" in message
+    assert "<" not in message and CANARY_SECRET not in message
 
 
 # -- regions -------------------------------------------------------------------------------
