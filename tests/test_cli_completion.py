@@ -2,7 +2,7 @@
 
 The bash script is loaded in a ``bash`` process and its function called the way bash calls it
 on TAB (``COMP_WORDS``/``COMP_CWORD`` set, ``COMPREPLY`` read back); the zsh script is
-checked by ``zsh -n``.
+checked by ``zsh -n`` and loaded into a ``zsh`` after ``compinit``.
 """
 
 from __future__ import annotations
@@ -99,6 +99,22 @@ def test_zsh_script_parses() -> None:
         [zsh, "-n"], input=text, capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 0, result.stderr
+    # Loaded after compinit, as ~/.zshrc would: _sqsbus completes the sqsbus command.
+    loaded = subprocess.run(
+        [
+            zsh,
+            "-f",
+            "-c",
+            'autoload -U compinit; compinit -u -D; eval "$1"; print -r -- "$_comps[sqsbus]"',
+            "zsh",
+            text,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (loaded.returncode, loaded.stdout, loaded.stderr) == (0, "_sqsbus\n", "")
 
 
 def test_unknown_shell_is_refused() -> None:
