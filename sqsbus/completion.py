@@ -5,6 +5,7 @@ of options with fixed choices complete without a list kept by hand.
 
 :func:`describe` reads the parser into :class:`Subcommand` records; :func:`bash_script` and
 :func:`zsh_script` write them out. Options whose metavar is ``PATH`` complete file names.
+argparse has no public API to walk a parser, so :func:`describe` reads its ``_actions``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _options(parser: argparse.ArgumentParser, extra: Mapping[str, Sequence[str]]
 
 
 def _help_text(action: argparse.Action) -> str:
-    """The help of ``action`` with ``%(default)s`` filled in, up to its first aside."""
+    """The help of ``action`` with ``%(default)s`` filled in, on one line."""
     text = action.help or ""
     params = {key: value for key, value in vars(action).items() if value != argparse.SUPPRESS}
     with contextlib.suppress(KeyError, TypeError, ValueError):
