@@ -18,7 +18,14 @@ from typing import Any
 import botocore.session
 from kombu.transport import virtual
 
-from sqsbus.aws import AWS, RequestStats, call, configured_region, require_credentials
+from sqsbus.aws import (
+    AWS,
+    RequestStats,
+    call,
+    configured_region,
+    require_credentials,
+    unknown_region_error,
+)
 from sqsbus.config import Options, parse_options
 from sqsbus.engine.acker import Acker
 from sqsbus.engine.group_commit import GROUP_COMMIT
@@ -30,7 +37,6 @@ from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
 from sqsbus.engine.side_jobs import SideJobs
 from sqsbus.errors import (
-    ConfigurationError,
     QueueDoesNotExist,
     SQSBusError,
     TransientError,
@@ -52,22 +58,6 @@ HUB_TICK_SECONDS = 1.0
 #: Longest wait of a ``drain_events`` once the Celery worker of this process is shutting
 #: down: a real wait, so that green threads still take turns (gevent, eventlet pools).
 SHUTDOWN_DRAIN_SECONDS = 0.1
-
-
-def unknown_region_error(options: Options, exc: TransientError) -> ConfigurationError | None:
-    """A clear error for an unreachable AWS endpoint of a region botocore does not know
-    (a typo, most likely); None if an endpoint is set or the region is known."""
-    if options.endpoint_url:
-        return None
-    known = botocore.session.get_session().get_available_regions("sqs")
-    if options.region in known:
-        return None
-    return ConfigurationError(
-        f"region {options.region!r} is not an AWS region botocore knows, and its SQS "
-        f"endpoint cannot be reached ({exc}). Check the 'region' transport option "
-        "(or AWS_DEFAULT_REGION / the profile's region); for a new region, upgrade botocore "
-        "or set endpoint_url."
-    )
 
 
 def _noop() -> None:
