@@ -46,12 +46,13 @@ class Forwarder:
             return False
         eta = time.time() + remaining
         try:
-            self.publisher.send(
+            # The one resend path: group and trace header travel with the hop.
+            self.publisher.resend(
                 received.queue,
+                received,
                 received.body,
-                message_attributes=delays.resendable_attributes(received),
+                delays.resendable_attributes(received),
                 delay_seconds=delays.delay_for(eta),
-                confirm=True,
             )
         except SQSBusError as exc:
             # Keep the original out of sight instead (counts one more receive).

@@ -135,6 +135,8 @@ class Copy:
     attributes: Mapping[str, Any]
     #: Deduplicates the copy on a FIFO queue (default: the message's id).
     deduplication_id: str | None = None
+    #: Seconds SQS keeps the copy invisible (a standard queue's ``DelaySeconds``).
+    delay_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -216,13 +218,15 @@ class Publisher:
         attributes: Mapping[str, Any],
         *,
         deduplication_id: str | None = None,
+        delay_seconds: int | None = None,
     ) -> str:
         """Send a copy of the received ``message`` to ``queue``, confirmed, in its message group.
 
         On a FIFO queue the copy is deduplicated by ``deduplication_id`` (by default the
         message's id), so sending it again after an unanswered call stores it once.
+        ``delay_seconds`` delays the copy (delay hops).
         """
-        copy = Copy(message, body, attributes, deduplication_id)
+        copy = Copy(message, body, attributes, deduplication_id, delay_seconds)
         outgoing = self._prepare(queue, body, attributes)
         try:
             return GROUP_COMMIT.send(queue, self._copy_params(queue, copy, outgoing), outgoing.size)
@@ -339,7 +343,7 @@ class Publisher:
         message = copy.message
         deduplication_id = (copy.deduplication_id or message.message_id) if queue.is_fifo else None
         group_id = message.attributes.get("MessageGroupId")
-        params = self._params(queue, outgoing, group_id, deduplication_id, None)
+        params = self._params(queue, outgoing, group_id, deduplication_id, copy.delay_seconds)
         trace = message.attributes.get(TRACE_HEADER)
         if trace:
             params["MessageSystemAttributes"] = {
