@@ -62,6 +62,7 @@ class Forwarder:
                 received.message_id,
                 received.queue.name,
                 exc,
+                extra=received.log_fields("delay-hop"),
             )
             self.acker.set_visibility([received], delays.delay_for(eta))
             return True
@@ -106,6 +107,7 @@ class Forwarder:
                 received.queue.name,
                 dead.name,
                 exc,
+                extra=received.log_fields("dead-letter"),
             )
             self.acker.set_visibility([received], DEAD_LETTER_RETRY_SECONDS)
             return True
@@ -115,6 +117,7 @@ class Forwarder:
             received.queue.name,
             dead.name,
             reason,
+            extra=received.log_fields("dead-letter"),
         )
         received.payload = None  # its S3 object now belongs to the dead-letter copy
         self.acker.delete([received])

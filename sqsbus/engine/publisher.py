@@ -29,6 +29,7 @@ from sqsbus.engine.pointer import (
 from sqsbus.engine.publish_batch import BATCH_LINGER_MS, current_batch
 from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
 from sqsbus.limits import MAX_ATTRIBUTE_NAME_LENGTH, MAX_DELAY_SECONDS, MAX_MESSAGE_ATTRIBUTES
+from sqsbus.log_fields import message_fields
 from sqsbus.queues import QueueAttributes, QueueRef
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,11 @@ class _Outgoing:
         if self.discard is None:
             return
         if isinstance(error, TransientError):
-            logger.warning("keeping payload %s of a send that may have failed", self.stored)
+            logger.warning(
+                "keeping payload %s of a message whose send may have failed",
+                self.stored,
+                extra=message_fields("send"),
+            )
         else:
             self.discard()
 
@@ -329,6 +334,7 @@ class Publisher:
                     "message without delay (set DelaySeconds on the queue instead)",
                     queue.name,
                     delay_seconds,
+                    extra=message_fields("send", queue=queue.name),
                 )
         else:
             if group_id:
