@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import boto3
 import pytest
 from kombu import Exchange, Queue
 from kombu_helpers import connect, direct_queue, get_within, publish
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sqsbus.local import LocalEndpoint
+from sqsbus.local import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, LocalEndpoint
 from sqsbus.tracing import extract_context, inject_context
 
 
@@ -97,3 +98,57 @@ def test_extract_ignores_what_is_not_a_trace_context(
     ):
         context = extract_context(headers)
         assert not trace.get_current_span(context).get_span_context().is_valid
+
+
+def test_with_botocore_instrumented_full_attributes_and_large_payloads_still_go_through(
+    endpoint: LocalEndpoint,
+    prefix: str,
+    tracer: tuple[trace.Tracer, InMemorySpanExporter, TracerProvider],
+) -> None:
+    """The instrumentation adds attributes only where they fit: a message routed through SNS
+    with the most attributes sqsbus allows, and a large payload sent through S3, arrive whole."""
+    spans, _, provider = tracer
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint.url,
+        region_name=DEFAULT_REGION,
+        aws_access_key_id=DEFAULT_ACCESS_KEY,
+        aws_secret_access_key=DEFAULT_SECRET_KEY,
+    ).create_bucket(Bucket=f"{prefix}payloads")
+    events = Exchange("full", type="topic")
+    routed = Queue("routed", events, routing_key="order.#")
+    large = direct_queue("large")
+    full = {f"a{n}": {"DataType": "String", "StringValue": str(n)} for n in range(9)}
+    instrumentor = BotocoreInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        options = {"large_payload_bucket": f"{prefix}payloads"}
+        with (
+            connect(endpoint, prefix, **options) as producer,
+            connect(endpoint, prefix, **options) as consumer,
+        ):
+            for queue in (routed, large):
+                queue(consumer.default_channel).declare()
+            with spans.start_as_current_span("send"), producer.Producer() as sender:
+                sender.publish(
+                    "full", exchange=events, routing_key="order.full", message_attributes=full
+                )
+                sender.publish(
+                    "x" * 300_000,
+                    exchange="",  # straight to the queue: large payloads go through S3
+                    routing_key="large",
+                    headers=inject_context({}),
+                )
+            got = get_within(routed(consumer.default_channel), 5)
+            assert got is not None and got.payload == "full"
+            attributes = got.delivery_info["sqs_message"]["MessageAttributes"]
+            assert {name: attributes[name]["StringValue"] for name in full} == {
+                name: value["StringValue"] for name, value in full.items()
+            }
+            got.ack()
+            big = get_within(large(consumer.default_channel), 5)
+            assert big is not None and big.payload == "x" * 300_000
+            assert "traceparent" in big.headers
+            big.ack()
+    finally:
+        instrumentor.uninstrument()
