@@ -4,7 +4,8 @@ The test process (the producer) traces into the SDK's in-memory exporter; the wo
 ``celery worker`` process, writes its finished spans to a file (``celery_app/spans.py``). Both
 have Celery and botocore instrumented, as an application would. The worker's ``run/<task>`` span
 must continue the producer's ``apply_async/<task>`` span: same trace id, that span as parent,
-for a task sent to a queue directly and for one routed through a topic exchange (SNS).
+for a task sent to a queue directly and for one routed through a topic or a fanout exchange
+(an SNS topic).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from celery import current_app
-from celery_app import AppSettings, create_app, topic_queue
+from celery_app import AppSettings, create_app, fanout_queue, topic_queue
 from celery_app.spans import read_spans
 from celery_helpers import Harness, WorkerProcess, task, wait_for
 from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
@@ -65,6 +66,7 @@ def traced(
         result_dir=str(base / "results"),
         state_dir=str(base / "state"),
         topic_exchange=f"traced-{uid}",
+        fanout_exchange=f"broadcast-{uid}",
         trace_file=str(base / "spans.jsonl"),
     )
     # Celery's instrumentation finds the publishing task in the current app (as in an
@@ -130,17 +132,29 @@ def test_a_task_sent_to_a_queue_runs_in_the_producers_trace(
     assert_continues(traced, producer_spans, result)
 
 
+def went_through_sns(exporter: InMemorySpanExporter, trace_id: str) -> bool:
+    """botocore traced an SNS ``Publish`` in trace ``trace_id`` (the exchange's topic)."""
+    return any(
+        (span.attributes or {}).get("rpc.method") == "Publish"
+        and span.context is not None
+        and f"{span.context.trace_id:032x}" == trace_id
+        for span in exporter.get_finished_spans()
+    )
+
+
 def test_a_task_routed_through_a_topic_exchange_runs_in_the_producers_trace(
     traced: Harness, producer_spans: InMemorySpanExporter
 ) -> None:
     queue = topic_queue(traced.settings.topic_exchange)
     result = task(traced.app, "add").apply_async((1, 4), queue=queue.name, routing_key="traced.add")
     trace_id = assert_continues(traced, producer_spans, result)
-    # It went through the exchange's SNS topic: botocore traced that Publish in the same trace.
-    publishes = [
-        span
-        for span in producer_spans.get_finished_spans()
-        if (span.attributes or {}).get("rpc.method") == "Publish"
-        and f"{span.context.trace_id:032x}" == trace_id
-    ]
-    assert publishes
+    assert went_through_sns(producer_spans, trace_id)
+
+
+def test_a_task_routed_through_a_fanout_exchange_runs_in_the_producers_trace(
+    traced: Harness, producer_spans: InMemorySpanExporter
+) -> None:
+    queue = fanout_queue(traced.settings.fanout_exchange)
+    result = task(traced.app, "add").apply_async((3, 2), queue=queue.name)
+    trace_id = assert_continues(traced, producer_spans, result)
+    assert went_through_sns(producer_spans, trace_id)

@@ -35,6 +35,7 @@ __all__ = [
     "AppSettings",
     "app",
     "create_app",
+    "fanout_queue",
     "status_file",
     "topic_queue",
 ]
@@ -68,6 +69,8 @@ class AppSettings:
     #: A topic exchange: the worker also consumes :func:`topic_queue` of it, bound by
     #: ``traced.#`` (empty: no such queue).
     topic_exchange: str = ""
+    #: A fanout exchange: the worker also consumes :func:`fanout_queue` of it.
+    fanout_exchange: str = ""
     #: Where the worker writes its finished OpenTelemetry spans (``spans.py``; empty: the
     #: worker is not traced).
     trace_file: str = ""
@@ -93,6 +96,11 @@ def status_file(state_dir: str | os.PathLike[str], pid: int) -> Path:
 def topic_queue(exchange: str) -> Queue:
     """The queue bound to topic exchange ``exchange`` by ``traced.#``."""
     return Queue(f"{exchange}-tasks", Exchange(exchange, type="topic"), routing_key="traced.#")
+
+
+def fanout_queue(exchange: str) -> Queue:
+    """The queue bound to fanout exchange ``exchange``."""
+    return Queue(f"{exchange}-tasks", Exchange(exchange, type="fanout"))
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -138,11 +146,12 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
         result_serializer="json",
         accept_content=["json"],
     )
-    if settings.topic_exchange:
-        app.conf.task_queues = [
-            Queue(app.conf.task_default_queue),
-            topic_queue(settings.topic_exchange),
-        ]
+    exchange_queues = [
+        *([topic_queue(settings.topic_exchange)] if settings.topic_exchange else []),
+        *([fanout_queue(settings.fanout_exchange)] if settings.fanout_exchange else []),
+    ]
+    if exchange_queues:
+        app.conf.task_queues = [Queue(app.conf.task_default_queue), *exchange_queues]
     if settings.result_dir:
         app.conf.result_backend = Path(settings.result_dir).as_uri()
     state_dir = Path(settings.state_dir) if settings.state_dir else None
