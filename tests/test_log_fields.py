@@ -17,7 +17,10 @@ from typing import Final
 import pytest
 
 from sqsbus import log_fields
+from sqsbus.engine.messages import Received, batch_log_fields
 from sqsbus.log_fields import FIELDS, MAX_FIELD_LENGTH, message_fields
+from sqsbus.queues import QueueRef
+from sqsbus.redact import forget_secret, register_secret
 
 PACKAGE: Final = Path(__file__).resolve().parent.parent / "sqsbus"
 #: The runtime: everything that handles messages (not the operator tooling, which prints).
@@ -120,8 +123,6 @@ def test_text_from_messages_is_bounded_and_printable() -> None:
 
 
 def test_registered_secrets_never_reach_a_field() -> None:
-    from sqsbus.redact import forget_secret, register_secret
-
     register_secret("SECRETKEY1234567")
     try:
         fields = message_fields("send", queue="q-SECRETKEY1234567")
@@ -134,3 +135,18 @@ def test_an_unknown_operation_is_a_bug_named_at_once() -> None:
     with pytest.raises(ValueError, match="unknown sqsbus log operation 'ack'"):
         message_fields("ack")
     assert "dead-letter" in log_fields.OPERATIONS
+
+
+def test_a_batch_record_names_every_message_and_a_parked_one_its_home() -> None:
+    orders = QueueRef("orders", "https://sqs/1/orders", client=None)
+    parking = QueueRef("sqsbus-parking-x", "https://sqs/1/sqsbus-parking-x", client=None)
+    first = Received(orders, "orders", "m-1", "h1", "", {"ApproximateReceiveCount": "2"})
+    second = Received(parking, "orders", "m-2", "h2", "", home=orders)
+    assert batch_log_fields([first, second], "delete", attempt=3) == {
+        "sqsbus_queue": "orders",
+        "sqsbus_message_id": "m-1,m-2",
+        "sqsbus_operation": "delete",
+        "sqsbus_attempt": 3,
+    }
+    assert second.log_fields("send-home")["sqsbus_queue"] == "orders"
+    assert batch_log_fields([first], "lease")["sqsbus_attempt"] == 2
