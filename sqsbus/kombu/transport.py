@@ -46,6 +46,7 @@ from sqsbus.kombu import worker_shutdown
 from sqsbus.kombu.channel import Channel
 from sqsbus.kombu.exchanges import SUPPORTED_EXCHANGE_TYPES
 from sqsbus.kombu.queue_arguments import QueueArguments
+from sqsbus.log_fields import message_fields
 from sqsbus.queues import QueueDirectory, QueueRef
 from sqsbus.routing.exchanges import ExchangeRouter
 
@@ -229,7 +230,11 @@ class Transport(virtual.Transport):
             return
         if queue == self.parking_queue_name:
             if empty_parking_queue(ref, self.publisher, self.directory.queue_in_scope):
-                logger.error("kept parking queue %s: some messages could not be sent home", queue)
+                logger.error(
+                    "kept parking queue %s: some messages could not be sent home",
+                    queue,
+                    extra=message_fields("send-home", queue=ref.name),
+                )
                 return
             held = self.directory.held_messages(ref)
             if held is not None:
@@ -259,7 +264,10 @@ class Transport(virtual.Transport):
         finally:
             self._join_receivers()
             if self.options.publish_linger_ms and not GROUP_COMMIT.flush():
-                logger.warning("lingering messages were still unsent when the connection closed")
+                logger.warning(
+                    "lingering messages were still unsent when the connection closed",
+                    extra=message_fields("send"),
+                )
             self.acker.close()  # pending acks and releases are sent before anything is deleted
             if self.leases is not None:
                 self.leases.stop()
