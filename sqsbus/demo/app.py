@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from celery import Celery, signals
 
-from sqsbus.demo import stats
+from sqsbus.demo import metrics, stats
 from sqsbus.demo.settings import (
     ADD_TASK,
     FLAKY_FAILURES,
@@ -112,10 +112,25 @@ flaky: Any = app.task(name=FLAKY_TASK, bind=True)(_flaky)
 
 
 def _on_worker_init(**_: Any) -> None:
-    if _settings is not None and _settings.parent_pid is not None:
+    if _settings is None:
+        return
+    if _settings.parent_pid is not None:
         threading.Thread(
             target=_watch_parent, args=(os.getppid(),), name="sqsbus-demo-watchdog", daemon=True
         ).start()
+    if _settings.metrics_port is not None:
+        metrics.serve(metrics.worker_port(_settings.metrics_port), "sqsbus-demo-worker")
+
+
+def _on_worker_process_init(**_: Any) -> None:
+    """A pool process serves its own metrics (retries and chord callbacks it publishes)."""
+    if _settings is None or _settings.metrics_port is None:
+        return
+    from celery.utils.log import current_process_index
+
+    index = current_process_index(base=0)
+    if index is not None:
+        metrics.serve_forked(metrics.pool_port(_settings.metrics_port, index))
 
 
 def _watch_parent(parent: int) -> None:
@@ -147,6 +162,7 @@ def _nothing() -> None:
 
 
 signals.worker_init.connect(_on_worker_init, weak=False)
+signals.worker_process_init.connect(_on_worker_process_init, weak=False)
 signals.worker_shutting_down.connect(_on_worker_shutting_down, weak=False)
 
 _from_env = DemoSettings.from_env()

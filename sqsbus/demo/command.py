@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sqsbus.demo.metrics import DEFAULT_PORT
 from sqsbus.demo.plan import DEFAULT_TASKS, MIN_TASKS
 from sqsbus.demo.runner import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, run
 
@@ -52,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the summary as JSON to PATH",
     )
     parser.add_argument(
+        "--metrics",
+        dest="metrics_port",
+        type=_port,
+        nargs="?",
+        const=DEFAULT_PORT,
+        metavar="PORT",
+        help=(
+            "serve each process's sqsbus metrics to Prometheus while the demo runs: the "
+            "producer on PORT (default %(const)s), the worker on PORT+1, its pool processes on "
+            "the ports after (needs sqsbus[prometheus]; see docs/observability.md)"
+        ),
+    )
+    parser.add_argument(
         "--keep",
         action="store_true",
         help="keep the run's directory (worker log, endpoint log, results, stats)",
@@ -63,6 +77,13 @@ def _task_count(text: str) -> int:
     number = _positive_int(text)
     if number < MIN_TASKS:
         raise argparse.ArgumentTypeError(f"must be at least {MIN_TASKS}, got {number}")
+    return number
+
+
+def _port(text: str) -> int:
+    number = _positive_int(text)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {number}")
     return number
 
 
@@ -95,4 +116,5 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         json_path=args.json_path,
         keep=args.keep,
+        metrics_port=args.metrics_port,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from sqsbus.demo.metrics import SUMMARY_SAMPLES
 from sqsbus.demo.plan import Plan
 from sqsbus.demo.producer import Collector
 from sqsbus.demo.settings import FLAKY_FAILURES, FLAKY_TASK
@@ -264,7 +265,36 @@ def format_summary(
         "retries, chord callback, chord_unlock polls)",
         f"  AWS requests per message  {accounts.per_message:.2f}",
     ]
+    if "metrics" in summary:
+        lines += _format_metrics(summary["metrics"])
     return "\n".join(lines)
+
+
+def _format_metrics(scraped: Mapping[str, Any]) -> list[str]:
+    """The figures read back from the processes' Prometheus endpoints."""
+    producer, worker = scraped["producer"], scraped["worker"]
+    ports = ", ".join(str(port) for port in scraped["ports_answered"])
+    lines = [
+        "",
+        f"Metrics, read from the processes' Prometheus endpoints (ports {ports}) "
+        "once the tasks were done",
+        f"  {'sample':<38}  {'producer':>8}  {'worker':>8}",
+    ]
+    for name, meaning in SUMMARY_SAMPLES.items():
+        lines.append(f"  {name:<38}  {producer[name]:>8.0f}  {worker[name]:>8.0f}  {meaning}")
+    requests = producer["sqsbus_aws_requests_total"] + worker["sqsbus_aws_requests_total"]
+    published = (
+        producer["sqsbus_messages_published_total"] + worker["sqsbus_messages_published_total"]
+    )
+    counted = scraped["producer_requests_counted"]
+    verdict = "equal to" if producer["sqsbus_aws_requests_total"] == counted else "DIFFERENT FROM"
+    lines.append(
+        f"  the producer's requests are {verdict} what sqsbus counted in it ({counted}); "
+        "the worker still long-polls"
+    )
+    if published:
+        lines.append(f"  AWS requests per message  {requests / published:.2f} (from the metrics)")
+    return lines
 
 
 def _merged(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, int]:

@@ -25,6 +25,7 @@ from types import FrameType, ModuleType
 from typing import Any, Final
 
 from sqsbus.aws import GLOBAL_STATS
+from sqsbus.demo import metrics
 from sqsbus.demo.plan import DEFAULT_TASKS, Plan
 from sqsbus.demo.producer import Collector, publish
 from sqsbus.demo.progress import Progress
@@ -133,8 +134,13 @@ def run(
     timeout: float = DEFAULT_TIMEOUT,
     json_path: Path | None = None,
     keep: bool = False,
+    metrics_port: int | None = None,
 ) -> int:
-    """Run the demo; return the exit status (0 ok, 1 failed, 130 interrupted)."""
+    """Run the demo; return the exit status (0 ok, 1 failed, 130 interrupted).
+
+    With ``metrics_port``, each process serves its metrics to Prometheus from that port on
+    (:mod:`sqsbus.demo.metrics`).
+    """
     try:
         from sqsbus.demo import app as demo_app
     except ModuleNotFoundError as exc:
@@ -143,12 +149,22 @@ def run(
             return EXIT_FAILED
         raise
 
+    if metrics_port is not None:
+        try:
+            metrics.check_available()
+            metrics.check_ports_free(
+                range(metrics_port, metrics.pool_port(metrics_port, concurrency))
+            )
+        except metrics.MetricsUnavailable as exc:
+            print(f"sqsbus demo: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+
     plan = Plan.for_tasks(tasks)
     workdir = Path(tempfile.mkdtemp(prefix="sqsbus-demo-"))
     # Ctrl-C and SIGTERM both unwind through the cleanup, even where SIGINT was ignored.
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in signals}
-    demo = _Demo(demo_app, plan, concurrency, timeout, workdir)
+    demo = _Demo(demo_app, plan, concurrency, timeout, workdir, metrics_port)
     status = EXIT_FAILED
     try:
         try:
@@ -196,9 +212,16 @@ class _Demo:
     """One run: the endpoint, the worker, the producer and their summary."""
 
     def __init__(
-        self, app_module: ModuleType, plan: Plan, concurrency: int, timeout: float, workdir: Path
+        self,
+        app_module: ModuleType,
+        plan: Plan,
+        concurrency: int,
+        timeout: float,
+        workdir: Path,
+        metrics_port: int | None = None,
     ) -> None:
         self.mod = app_module
+        self.metrics_port = metrics_port
         self.plan = plan
         self.concurrency = concurrency
         self.timeout = timeout
@@ -220,7 +243,7 @@ class _Demo:
         wall_started = time.monotonic()
         try:
             return self._run(wall_started)
-        except (DemoFailed, ChildFailed, LocalEndpointError) as exc:
+        except (DemoFailed, ChildFailed, LocalEndpointError, metrics.MetricsUnavailable) as exc:
             self.problems.append(str(exc))
             print(f"\nsqsbus demo: FAILED: {exc}", file=sys.stderr)
             if self.worker is not None and self.worker.started:
@@ -240,6 +263,15 @@ class _Demo:
         _say(f"sqsbus demo: {self.plan.total} real Celery tasks through sqsbus to a local SQS")
         self.endpoint.start()
         _say(f"  endpoint   {self.endpoint.url} (moto, in memory)")
+        if self.metrics_port is not None:
+            port = self.metrics_port
+            metrics.serve(port, "sqsbus-demo-producer")
+            _say(
+                f"  metrics    http://127.0.0.1:{port}/metrics (producer), "
+                f":{metrics.worker_port(port)} (worker), "
+                f":{metrics.pool_port(port, 0)}-{metrics.pool_port(port, self.concurrency - 1)} "
+                "(pool processes)"
+            )
         env = self._environment.enter_context(
             _isolated_aws_environment(self.endpoint, self.workdir)
         )
@@ -250,6 +282,7 @@ class _Demo:
             result_dir=self.result_dir,
             stats_dir=self.stats_dir,
             parent_pid=os.getpid(),
+            metrics_port=self.metrics_port,
         )
         mod.configure(settings)
         baseline_requests = GLOBAL_STATS.http_requests()
@@ -316,6 +349,7 @@ class _Demo:
         mod.app.close()
         producer_requests = difference(GLOBAL_STATS.http_requests(), baseline_requests)
         producer_published = difference(dict(mod.counters.published), baseline_published)
+        scraped = self._scrape_metrics() if self.metrics_port is not None else None
 
         stop_started = time.monotonic()
         grace = WORKER_STOP_TIMEOUT if problem is None else FAILED_STOP_TIMEOUT
@@ -350,11 +384,41 @@ class _Demo:
                 "worker_pid": worker.pid,
             },
         )
+        if scraped is not None:
+            self.summary["metrics"] = scraped
         _say(format_summary(self.summary, self.plan, collector, accounts))
         if problems:
             raise DemoFailed("; ".join(problems))
         _say("\nOK: every task completed with the expected result.")
         return EXIT_OK
+
+    def _scrape_metrics(self) -> dict[str, Any]:
+        """What the processes' Prometheus endpoints say, read once the tasks are done.
+
+        The producer has closed its connections: its figures are final, and its request
+        count must equal what sqsbus counted in it. The worker's processes still long-poll,
+        so theirs are a moment's reading.
+        """
+        assert self.metrics_port is not None
+        port = self.metrics_port
+        producer = metrics.scrape(port)
+        worker: dict[str, float] = {}
+        answered = [port]
+        for worker_side in (
+            metrics.worker_port(port),
+            *(metrics.pool_port(port, i) for i in range(self.concurrency)),
+        ):
+            try:
+                metrics.add(worker, metrics.scrape(worker_side))
+            except OSError:
+                continue  # a pool process that has not started or was replaced
+            answered.append(worker_side)
+        return {
+            "ports_answered": answered,
+            "producer": {name: producer.get(name, 0.0) for name in metrics.SUMMARY_SAMPLES},
+            "worker": {name: worker.get(name, 0.0) for name in metrics.SUMMARY_SAMPLES},
+            "producer_requests_counted": GLOBAL_STATS.total_http_requests,
+        }
 
     def _endpoint_requests(self, counted: int) -> int | None:
         """The requests the endpoint logged, once those still in flight have been answered.

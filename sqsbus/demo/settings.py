@@ -48,6 +48,7 @@ _ENV_QUEUE_PREFIX: Final = "SQSBUS_DEMO_QUEUE_PREFIX"
 _ENV_RESULT_DIR: Final = "SQSBUS_DEMO_RESULT_DIR"
 _ENV_STATS_DIR: Final = "SQSBUS_DEMO_STATS_DIR"
 _ENV_PARENT_PID: Final = "SQSBUS_DEMO_PARENT_PID"
+_ENV_METRICS_PORT: Final = "SQSBUS_DEMO_METRICS_PORT"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class DemoSettings:
     stats_dir: Path
     #: The producer's pid: the worker stops itself if that process goes away.
     parent_pid: int | None = None
+    #: The producer's Prometheus port (``--metrics``); the worker's processes serve on the
+    #: ports after it (:mod:`sqsbus.demo.metrics`).
+    metrics_port: int | None = None
 
     def to_env(self) -> dict[str, str]:
         """Environment variables that make a worker on the demo's app use these settings."""
@@ -71,6 +75,8 @@ class DemoSettings:
         }
         if self.parent_pid is not None:
             env[_ENV_PARENT_PID] = str(self.parent_pid)
+        if self.metrics_port is not None:
+            env[_ENV_METRICS_PORT] = str(self.metrics_port)
         return env
 
     @classmethod
@@ -84,10 +90,12 @@ class DemoSettings:
         if missing:
             raise RuntimeError(f"sqsbus demo: {', '.join(missing)} must be set too")
         parent = env.get(_ENV_PARENT_PID)
+        metrics_port = env.get(_ENV_METRICS_PORT)
         return cls(
             broker_url=broker_url,
             queue_name_prefix=env.get(_ENV_QUEUE_PREFIX, ""),
             result_dir=Path(env[_ENV_RESULT_DIR]),
             stats_dir=Path(env[_ENV_STATS_DIR]),
             parent_pid=int(parent) if parent else None,
+            metrics_port=int(metrics_port) if metrics_port else None,
         )
