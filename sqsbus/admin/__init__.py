@@ -1,5 +1,5 @@
-"""Operating queues: list, peek at, purge, move and redrive messages, sweep dead processes'
-temporary queues.
+"""Operating queues: list, watch, peek at, purge, move and redrive messages, sweep dead
+processes' temporary queues.
 
 The Python API behind the operator commands: :data:`sqsbus.admin.registry.COMMANDS` maps
 each ``sqsbus`` command to its function here (``sqsbus purge`` to :func:`purge` ...).
@@ -20,6 +20,7 @@ from sqsbus.admin.purge import PurgeResult, purge
 from sqsbus.admin.redrive import dead_letter_sources, redrive
 from sqsbus.admin.session import AdminSession, BrokerChoice, choose_broker
 from sqsbus.admin.sweep import SweepReport, sweep
+from sqsbus.admin.top import QueueSample, QueueWatcher, TopSnapshot, watch_queues
 from sqsbus.admin.transfer import TransferResult, move
 from sqsbus.errors import PeekRefused, PurgeInProgress, UnknownQueueError
 
@@ -35,7 +36,10 @@ __all__ = [
     "PurgeInProgress",
     "PurgeResult",
     "QueueInfo",
+    "QueueSample",
+    "QueueWatcher",
     "SweepReport",
+    "TopSnapshot",
     "TransferResult",
     "UnknownQueueError",
     "choose_broker",
@@ -48,4 +52,5 @@ __all__ = [
     "redrive",
     "summarize",
     "sweep",
+    "watch_queues",
 ]
