@@ -24,7 +24,7 @@ import datetime
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -127,7 +127,11 @@ class TopSnapshot:
     metrics: MetricsReading | None = None
     #: Queues listed that had been deleted by the time they were read.
     vanished: int = 0
-    notices: list[str] = field(default_factory=list)
+
+    @property
+    def notices(self) -> list[str]:
+        """Lines for the operator: why CloudWatch's figures are missing, if they are."""
+        return [self.metrics.notice] if self.metrics and self.metrics.notice else []
 
     def to_json(self) -> dict[str, Any]:
         cloudwatch: dict[str, Any] = {"enabled": self.metrics is not None}
@@ -256,7 +260,6 @@ class QueueWatcher:
             listing=not self.session.options.predefined_queues,
             cloudwatch=self.cloudwatch,
         )
-        notices = [self._metrics.notice] if self._metrics and self._metrics.notice else []
         return TopSnapshot(
             taken_at=datetime.datetime.now(datetime.UTC),
             where=self.session.where(),
@@ -270,7 +273,6 @@ class QueueWatcher:
             total_requests=sum(after.values()) - self._baseline,
             metrics=self._metrics,
             vanished=vanished,
-            notices=notices,
         )
 
     # -- reading ---------------------------------------------------------------------------
