@@ -42,8 +42,8 @@ SQS_FIFO_PRICE_PER_MILLION: Final = 0.50
 CLOUDWATCH_PRICE_PER_THOUSAND_METRICS: Final = 0.01
 #: The price assumption, as the help and the screen state it.
 PRICE_NOTE: Final = (
-    "us-east-1 list prices after the free tier: SQS $0.40 per million requests ($0.50 on "
-    "FIFO queues), CloudWatch GetMetricData $0.01 per 1,000 metrics"
+    "us-east-1 list prices after the free tier: SQS $0.40 per million requests ($0.50 "
+    "FIFO), CloudWatch $0.01 per 1,000 metrics"
 )
 
 #: Seconds between two ``ListQueues`` (new queues show up within this).
