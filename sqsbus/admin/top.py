@@ -123,6 +123,8 @@ class TopSnapshot:
     requests: dict[str, int]
     #: HTTP requests since the watcher started.
     total_requests: int
+    #: Seconds the refresh took (paced requests included).
+    duration: float = 0.0
     #: The CloudWatch read in use (None without ``cloudwatch``).
     metrics: MetricsReading | None = None
     #: Queues listed that had been deleted by the time they were read.
@@ -147,7 +149,9 @@ class TopSnapshot:
             "queues": [queue.to_json() for queue in self.queues],
             "budget": self.plan.to_json(),
             "requests": {"this_refresh": self.requests, "total": self.total_requests},
+            "duration_seconds": round(self.duration, 3),
             "cloudwatch": cloudwatch,
+            "vanished": self.vanished,
             "notices": self.notices,
         }
 
@@ -273,6 +277,7 @@ class QueueWatcher:
             total_requests=sum(after.values()) - self._baseline,
             metrics=self._metrics,
             vanished=vanished,
+            duration=self._clock() - now,
         )
 
     # -- reading ---------------------------------------------------------------------------

@@ -95,8 +95,9 @@ def frame_lines(
         f"delayed; {sum(q.dead_letter_queue for q in queues)} dead-letter queue(s) holding "
         f"{sum(q.total for q in queues if q.dead_letter_queue)} message(s)",
         snapshot.plan.describe(),
-        f"this refresh: {sum(snapshot.requests.values())} request(s) "
-        f"({_operations(snapshot.requests)}); {snapshot.total_requests} since start",
+        f"this refresh: {sum(snapshot.requests.values())} request(s) in "
+        f"{snapshot.duration:.2f} s ({_operations(snapshot.requests)}); "
+        f"{snapshot.total_requests} since start",
         "",
     ]
     headers = _HEADERS + (_CLOUDWATCH_HEADERS if cloudwatch else []) + _TAIL_HEADERS
@@ -215,13 +216,20 @@ def _is_terminal(stream: TextIO) -> bool:
 
 
 def _append(watcher: QueueWatcher, output: TopOutput) -> None:
-    """One frame (or JSON line) per refresh, appended; errors after the first refresh are
-    reported and retried at the next one."""
+    """One frame (or JSON line) per refresh, appended. A transient failure after the first
+    refresh is noted on stderr and retried at the next interval."""
     count = 0
     noted: set[str] = set()
     while True:
         started = time.monotonic()
-        snapshot = watcher.refresh()
+        try:
+            snapshot = watcher.refresh()
+        except TransientError as exc:
+            if not count:
+                raise  # nothing shown yet: the command fails with the one-line error
+            output.note(f"refresh failed at {time.strftime('%H:%M:%S')}: {exc}; retrying")
+            _sleep_until(started + watcher.interval)
+            continue
         if output.json:
             for notice in snapshot.notices:
                 if notice not in noted:
