@@ -379,7 +379,7 @@ def test_live_screen_redraws_colours_dead_letters_follows_resizes_and_quits_on_c
     set_size(terminal, 40, 160)
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
     process = subprocess.Popen(
-        [*SQSBUS, "top", "-i", "1", *on(endpoint, prefix)],
+        [*SQSBUS, "top", "-i", "3", *on(endpoint, prefix)],
         stdin=terminal,
         stdout=terminal,
         stderr=terminal,
@@ -397,7 +397,7 @@ def test_live_screen_redraws_colours_dead_letters_follows_resizes_and_quits_on_c
 
         set_size(controller, 20, 50)
         process.send_signal(signal.SIGWINCH)
-        # Redrawn at once (well before the next refresh) within the new size.
+        # Redrawn at once (the next refresh is 3 s away) within the new size.
         narrow = next_frame(controller, lambda frame: widest_line(frame) <= 50, timeout=0.9)
         assert "jobs-dlq" in narrow
 
