@@ -435,3 +435,30 @@ def test_an_outage_between_refreshes_is_reported_and_outlived(
     assert "Traceback" not in err
     second = json.loads(out)
     assert first["queues"][0]["visible"] == second["queues"][0]["visible"] == 1
+
+
+def test_live_screen_gives_the_terminal_back_when_terminated(
+    endpoint: LocalEndpoint, sqs_client: Any, prefix: str
+) -> None:
+    sqs_client.create_queue(QueueName=f"{prefix}calm")
+    controller, terminal = pty.openpty()
+    set_size(terminal, 30, 120)
+    process = subprocess.Popen(
+        [*SQSBUS, "top", "-i", "1", *on(endpoint, prefix)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "TERM": "xterm"},
+    )
+    os.close(terminal)
+    try:
+        read_until(controller, r"\x1b\[\?1049h.*calm")
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+        # The cursor shown again, the normal screen back, the last frame on it.
+        read_until(controller, r"\x1b\[\?25h\x1b\[\?1049l.*calm")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)

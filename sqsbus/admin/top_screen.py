@@ -256,7 +256,11 @@ def _live(watcher: QueueWatcher, output: TopOutput) -> None:
     """Redraw in place on the terminal until Ctrl-C (or ``refreshes``)."""
     started = time.monotonic()
     screen = _LiveScreen(output.stream, watcher.refresh())  # fails before the screen changes
-    previous = signal.signal(signal.SIGWINCH, screen.on_resize)
+    previous = {
+        signal.SIGWINCH: signal.signal(signal.SIGWINCH, screen.on_resize),
+        # `kill` must not leave the terminal on the alternate screen with no cursor.
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt),
+    }
     output.stream.write(_ENTER)
     count = 0
     try:
@@ -273,10 +277,15 @@ def _live(watcher: QueueWatcher, output: TopOutput) -> None:
                 screen.problem = f"refresh failed at {time.strftime('%H:%M:%S')}: {exc}; retrying"
     finally:
         output.stream.write(_LEAVE)
-        signal.signal(signal.SIGWINCH, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         lines, _ = frame_lines(screen.snapshot)
         output.stream.write("\n".join(lines) + "\n")
         output.stream.flush()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 class _LiveScreen:
