@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from sqsbus.limits import CLOUDWATCH_MAX_METRIC_QUERIES, MAX_LIST_RESULTS
+
 __all__ = [
     "CLOUDWATCH_INTERVAL_SECONDS",
     "CLOUDWATCH_PRICE_PER_THOUSAND_METRICS",
@@ -48,14 +50,12 @@ PRICE_NOTE: Final = (
 
 #: Seconds between two ``ListQueues`` (new queues show up within this).
 LIST_INTERVAL_SECONDS: Final = 60.0
-#: Queue URLs per ``ListQueues`` page (SQS's maximum).
-LIST_PAGE_SIZE: Final = 1000
 #: Seconds between two CloudWatch reads: SQS publishes its metrics once a minute.
 CLOUDWATCH_INTERVAL_SECONDS: Final = 60.0
 #: Metrics read per queue: messages sent, messages deleted, age of the oldest message.
 METRICS_PER_QUEUE: Final = 3
 #: Metric queries one ``GetMetricData`` may carry (CloudWatch's limit).
-MAX_QUERIES_PER_REQUEST: Final = 500
+MAX_QUERIES_PER_REQUEST: Final = CLOUDWATCH_MAX_METRIC_QUERIES
 
 _SECONDS_PER_HOUR: Final = 3600.0
 
@@ -86,7 +86,7 @@ class RefreshPlan:
     @property
     def list_requests(self) -> int:
         """``ListQueues`` requests per listing (one per page)."""
-        return max(1, math.ceil(self.queues / LIST_PAGE_SIZE)) if self.listing else 0
+        return max(1, math.ceil(self.queues / MAX_LIST_RESULTS)) if self.listing else 0
 
     @property
     def cloudwatch_requests(self) -> int:
