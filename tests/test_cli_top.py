@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 import pytest
 
+from sqsbus.admin.cloudwatch import QueueMetrics, read_sqs_metrics
 from sqsbus.local import DEFAULT_REGION, LocalEndpoint
 from sqsbus.testing.proxy import FaultProxy
 
@@ -249,6 +250,39 @@ def test_cloudwatch_figures_per_queue(
     rows = {line.split()[0]: line.split() for line in shown.stdout.splitlines() if line}
     assert rows["busy"][5:8] == ["2", "1.5", "5m12s"]
     assert rows["quiet"][5:11] == ["no", "data", "no", "data", "no", "data"]
+
+
+def test_cloudwatch_reads_many_queues_in_requests_of_500_metrics(
+    endpoint: LocalEndpoint, prefix: str
+) -> None:
+    names = [f"{prefix}many{number:03d}" for number in range(200)]  # 600 metric queries
+    with FaultProxy(endpoint.url) as proxy:
+        cloudwatch = boto3.client(
+            "cloudwatch",
+            endpoint_url=proxy.url,
+            region_name=DEFAULT_REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        minute = datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
+        cloudwatch.put_metric_data(
+            Namespace="AWS/SQS",
+            MetricData=[
+                {
+                    "MetricName": "ApproximateAgeOfOldestMessage",
+                    "Dimensions": [{"Name": "QueueName", "Value": names[180]}],  # 2nd request
+                    "Value": 75.0,
+                    "Timestamp": minute - datetime.timedelta(minutes=3),
+                }
+            ],
+        )
+        proxy.reset_counts()
+        reading = read_sqs_metrics(cloudwatch, names)
+        assert proxy.request_counts() == {"cloudwatch.GetMetricData": 2}
+    assert reading.state == "ok"
+    assert reading.queues[names[180]].oldest_age_seconds == 75.0
+    assert reading.queues[names[180]].sent_per_second is None
+    assert reading.queues[names[0]] == QueueMetrics()
 
 
 @pytest.fixture
