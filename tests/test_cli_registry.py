@@ -1,5 +1,5 @@
 """Operator commands are declared once, in :mod:`sqsbus.admin.registry`: the CLI, ``sqsbus
---help``, ``sqsbus local``'s instructions, ``sqsbus.admin.__all__``, the README and the docs
+--help``, ``sqsbus local``'s instructions, ``sqsbus.admin.__all__`` and the docs
 must agree with it, so none of them can drift when a command is added or renamed."""
 
 from __future__ import annotations
@@ -106,20 +106,25 @@ def test_local_names_every_operator_command() -> None:
 # -- checked against it --------------------------------------------------------------------
 
 
-def test_readme_table_lists_every_command_in_order() -> None:
-    operating = section("README.md", "## Operating queues")
-    assert re.findall(r"^\| `sqsbus (\w+)", operating, re.MULTILINE) == NAMES
+def test_operator_page_table_lists_every_command_in_order() -> None:
+    commands_table = section("docs/operator-cli.md", "## Commands")
+    assert re.findall(r"^\| `sqsbus (\w+)", commands_table, re.MULTILINE) == NAMES
 
 
-def test_readme_names_the_api_function_of_every_command() -> None:
-    operating = section("README.md", "## Operating queues")
-    listed = re.search(r"one function per command:(.*?)\.", operating, re.DOTALL)
+def test_operator_page_names_the_api_function_of_every_command() -> None:
+    api = section("docs/operator-cli.md", "## Python API")
+    listed = re.search(r"one function per command:(.*?)\.", api, re.DOTALL)
     assert listed is not None
     assert re.findall(r"`(\w+)`", listed.group(1)) == [command.api.__name__ for command in COMMANDS]
 
 
-def test_readme_architecture_names_every_admin_module() -> None:
-    architecture = section("README.md", "## Architecture")
+def test_readme_names_every_operator_command() -> None:
+    operating = section("README.md", "## Operating queues")
+    assert re.findall(r"`(?:sqsbus )?(\w+)`", operating.split(" list ", 1)[0]) == NAMES
+
+
+def test_architecture_page_names_every_admin_module() -> None:
+    architecture = section("docs/architecture.md", "## Modules")
     modules = sorted(path.name for path in (ROOT / "sqsbus" / "admin").glob("*.py"))
     missing = [name for name in modules if name != "__init__.py" and name not in architecture]
     assert not missing

@@ -1,4 +1,4 @@
-"""Hostile and malformed input, case by case (README: *Hostile input*).
+"""Hostile and malformed input, case by case (docs/reliability.md, *Hostile input*).
 
 Message cases put a bad message on a queue as a foreign producer would (plain boto3 or
 SNS calls), then a good one, and check what a user notices: the consumer keeps running

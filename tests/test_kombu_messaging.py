@@ -152,6 +152,23 @@ def test_temporary_queues_are_deleted_with_their_connection(
     assert urls[1] in remaining
 
 
+def test_a_temporary_queue_deleted_by_another_connection_closes_quietly(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Celery's rpc:// result backend declares its reply queue on two connections of one
+    # client; the first to close deletes it, the second finds it gone: nothing to warn about.
+    queue = Queue("replies", auto_delete=True, expires=10)
+    with connect(endpoint, prefix) as first, connect(endpoint, prefix) as second:
+        for conn in (first, second):
+            with Consumer(conn, [queue], callbacks=[lambda _b, _m: None]):
+                url = url_of(conn, "replies")
+        first.release()
+        assert url not in sqs_client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+        with caplog.at_level(logging.WARNING, logger="sqsbus"):
+            second.release()
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_url_forms_and_transport_path(endpoint: LocalEndpoint, prefix: str) -> None:
     queue = direct_queue("forms")
     # Explicit transport path + endpoint_url option, credentials from the environment.

@@ -1,4 +1,4 @@
-"""The layer rules of ``sqsbus`` (README: *Architecture*), checked on the source's imports.
+"""The layer rules of ``sqsbus`` (docs/architecture.md), checked on the source's imports.
 
 Every ``import`` and ``from ... import`` in ``sqsbus/`` is read with :mod:`ast` (type-only
 imports included: a layer that needs another's types depends on it), and each rule below

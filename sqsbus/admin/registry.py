@@ -115,7 +115,7 @@ COMMANDS: Final = (
         description=(
             "Receive up to N messages with a short visibility timeout and make them visible "
             "again at once. Each message shown counts one receive; on a queue with a redrive "
-            "policy that brings it closer to the dead-letter queue (see README)."
+            "policy that brings it closer to the dead-letter queue (see docs/operator-cli.md)."
         ),
         add_arguments=arguments.peek_arguments,
         api=peek,

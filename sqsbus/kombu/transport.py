@@ -8,6 +8,7 @@ pipe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -224,7 +225,7 @@ class Transport(virtual.Transport):
         return self.expiry.sweeper.sweep(limit=limit)
 
     def drop_queue(self, queue: str) -> None:
-        """Delete ``queue`` and its exchange subscriptions, if it exists.
+        """Delete ``queue`` and its exchange subscriptions, if it exists (still, or at all).
 
         A parking queue is emptied first (its messages sent home); one that cannot be
         emptied, or still has messages in flight or delayed, is kept, to be swept once
@@ -246,7 +247,9 @@ class Transport(virtual.Transport):
                 return
         for exchange in self.router.subscribed_exchanges(ref):
             self.router.unsubscribe(exchange, ref)
-        call(ref.client, "delete_queue", f"delete queue {ref.name!r}", QueueUrl=ref.url)
+        # Gone already: deleted meanwhile, e.g. by another connection that declared it too.
+        with contextlib.suppress(QueueDoesNotExist):
+            call(ref.client, "delete_queue", f"delete queue {ref.name!r}", QueueUrl=ref.url)
         self.directory.forget(ref.name)
 
     def drop_temporary_queues(self) -> None:
