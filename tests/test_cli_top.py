@@ -496,3 +496,43 @@ def test_live_screen_gives_the_terminal_back_when_terminated(
             process.kill()
             process.wait()
         os.close(controller)
+
+
+def test_ctrl_c_does_not_wait_for_paced_requests(
+    endpoint: LocalEndpoint, sqs_client: Any, prefix: str
+) -> None:
+    """At 0.5 requests a second, 6 queues take 12 s to read: Ctrl-C ends it at once, without
+    waiting for (or sending) the reads still queued."""
+    for number in range(6):
+        sqs_client.create_queue(QueueName=f"{prefix}slow{number}")
+    with FaultProxy(endpoint.url) as proxy:
+        process = subprocess.Popen(
+            [
+                *SQSBUS,
+                "top",
+                "--once",
+                "--max-requests-per-second",
+                "0.5",
+                *through(proxy, endpoint, prefix),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until_requests(proxy, 2)
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = process.communicate(timeout=60)
+        stopped_after = time.monotonic() - started
+        time.sleep(2.5)  # a paced read still queued would have gone out by now
+        sent = proxy.total_requests
+    assert process.returncode == 0, err
+    assert stopped_after < 1.5
+    assert sent <= 3, proxy.request_counts()
+
+
+def wait_until_requests(proxy: FaultProxy, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while proxy.total_requests < count:
+        assert time.monotonic() < deadline, proxy.request_counts()
+        time.sleep(0.05)

@@ -176,7 +176,7 @@ class RequestPacer:
         rate: float,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"the request rate must be above 0, not {rate}")

@@ -21,8 +21,9 @@ send waits for its slot in one :class:`~sqsbus.admin.budget.RequestPacer`, and
 from __future__ import annotations
 
 import datetime
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -169,6 +170,10 @@ def net_change_per_second(
     return (total - previous[1]) / seconds
 
 
+class _Closed(Exception):
+    """Raised in a request's pacing hook once the watcher is closed: the request is dropped."""
+
+
 @dataclass(frozen=True)
 class _Read:
     ref: QueueRef
@@ -190,8 +195,6 @@ class QueueWatcher:
         interval: float = DEFAULT_INTERVAL,
         max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND,
         cloudwatch: bool = False,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if interval <= 0:
             raise ConfigurationError(f"the refresh interval must be above 0 s, not {interval}")
@@ -203,8 +206,10 @@ class QueueWatcher:
         self.interval = interval
         self.max_requests_per_second = max_requests_per_second
         self.cloudwatch = cloudwatch
-        self._clock = clock
-        self._pacer = RequestPacer(max_requests_per_second, clock=clock, sleep=sleep)
+        self._clock = time.monotonic
+        self._closed = threading.Event()
+        # Waiting for a slot ends early on close(): Ctrl-C never waits for queued requests.
+        self._pacer = RequestPacer(max_requests_per_second, sleep=self._closed.wait)
         self._paced: dict[int, tuple[Any, str]] = {}
         self._refs: list[QueueRef] = []
         self._listed_at: float | None = None
@@ -228,7 +233,9 @@ class QueueWatcher:
         self.close()
 
     def close(self) -> None:
-        """Stop pacing the session's clients; let the reading threads go."""
+        """Stop pacing the session's clients; requests still waiting for their slot are
+        dropped, not sent."""
+        self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for client, event in self._paced.values():
             client.meta.events.unregister(event, self._wait_for_slot)
@@ -284,6 +291,8 @@ class QueueWatcher:
 
     def _wait_for_slot(self, **_: Any) -> None:
         self._pacer.acquire()
+        if self._closed.is_set():
+            raise _Closed("sqsbus top stopped; request not sent")
 
     def _pace(self, client: Any) -> None:
         """Make every HTTP request of ``client`` wait for its slot (once per client)."""
