@@ -134,6 +134,7 @@ class RefreshPlan:
         text = (
             f"cost: {self.queues} GetQueueAttributes per refresh every {self.interval:g} s"
             f"{listing} = {self.sqs_requests_per_hour:,.0f} req/h"
+            f" (at most {self.max_requests_per_second:g}/s)"
         )
         if self.cloudwatch:
             text += (
