@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
+import re
 import threading
 import weakref
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import botocore.session
 from botocore.config import Config as BotocoreConfig
@@ -48,6 +50,7 @@ from sqsbus.errors import (
     TransientError,
 )
 from sqsbus.forks import reset_in_child
+from sqsbus.markup import html_summary, xml_error_message
 from sqsbus.redact import SigningSecrets, register_secret
 
 logger = logging.getLogger(__name__)
@@ -88,6 +91,10 @@ ACCESS_DENIED_CODES: Final = frozenset(
 )
 MISSING_QUEUE_CODES: Final = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+)
+#: The host name of an AWS service endpoint, which names its region.
+_AWS_SERVICE_HOST: Final = re.compile(
+    r"(?:sqs|sns|s3|sts)[.-](?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?", re.I
 )
 
 
@@ -191,6 +198,16 @@ def translate_error(exc: BaseException, action: str, region: str | None = None) 
             # find the error code in its text.
             known = [c for c in CREDENTIAL_CODES | ACCESS_DENIED_CODES if f">{c}<" in message]
             code = known[0] if known else code
+        message = xml_error_message(message) or message
+        page = html_summary(message)
+        if page is not None:  # a proxy or web server answered, not AWS: no markup in errors
+            text = f"{action}: {_html_answer(status or code, page)}"
+            return TransientError(text) if status >= 500 or status == 429 else SQSBusError(text)
+        if status >= 500 and code == str(status):  # botocore found no AWS error in it
+            return TransientError(
+                f"{action}: the endpoint answered HTTP {status} ({message}) without an AWS "
+                "error; a proxy or load balancer in between may be failing"
+            )
         if code in TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientError(f"{action}: AWS asked to retry ({code}: {message})")
         if code in EXPIRED_CODES:
@@ -309,6 +326,9 @@ class AWS:
             kwargs["endpoint_url"] = self.options.endpoint_url
         client = session.create_client(service, **kwargs)
         self._count(client, service)
+        if service != "s3":  # S3 objects may be HTML; SQS and SNS answers never are
+            service_id = client.meta.service_model.service_id.hyphenize()
+            client.meta.events.register(f"before-parse.{service_id}", refuse_html_answer)
         if assumed is not None:
             # An answer "these credentials expired" renews them and retries, once per call.
             hook: Any = functools.partial(retry_after_renewal, assumed)
@@ -390,6 +410,29 @@ class AWS:
         return AssumedRoleCredentials(assume, buffer_time=options.sts_token_buffer_time)
 
 
+def refuse_html_answer(response_dict: dict[str, Any] | None = None, **_: Any) -> None:
+    """botocore ``before-parse`` hook: a successful answer that is an HTML page came from a
+    web server or proxy, not AWS, and botocore would read it as an empty result (no queues,
+    no messages); raise :class:`TransientError` naming the page instead."""
+    answer = response_dict or {}
+    status, body = answer.get("status_code", 0), answer.get("body")
+    if not isinstance(status, int) or not 200 <= status < 300 or not isinstance(body, bytes):
+        return
+    page = html_summary(body[:4096].decode("utf-8", errors="replace"))
+    if page is not None:
+        raise TransientError(_html_answer(status, page))
+
+
+def _html_answer(status: int | str, page: str) -> str:
+    """What an HTML page titled ``page`` answered with HTTP ``status`` means."""
+    title = f" ({page!r})" if page else ""
+    return (
+        f"the endpoint answered HTTP {status} with an HTML page{title}, not an AWS answer. "
+        "Check that the endpoint URL points at the AWS service (not a web server), and any "
+        "proxy in between."
+    )
+
+
 def _scrub_signing_credentials(session: botocore.session.Session, client: Any) -> None:
     """Scrub from logs the credentials that sign ``client``'s requests, as they are now and
     after every refresh by their provider (container, instance profile, SSO, process...)."""
@@ -410,10 +453,28 @@ def _parse_expiry(value: str) -> datetime.datetime:
 
 
 def _endpoint_is_local(url: str) -> bool:
-    from urllib.parse import urlsplit
-
     host = urlsplit(url).hostname
     return bool(host) and is_loopback(host or "")
+
+
+def unknown_region_error(options: Options, exc: TransientError) -> ConfigurationError | None:
+    """A clear error for an unreachable AWS endpoint of a region botocore does not know (a
+    typo, most likely): the ``region`` option's, or the one an AWS endpoint URL names
+    (``sqs.eu-wset-1.amazonaws.com``); None for any other endpoint or a known region."""
+    region = options.region
+    check = "the 'region' transport option (or AWS_DEFAULT_REGION / the profile's region)"
+    if options.endpoint_url:
+        aws_host = _AWS_SERVICE_HOST.fullmatch(urlsplit(options.endpoint_url).hostname or "")
+        if aws_host is None:
+            return None
+        region, check = aws_host.group("region"), "the host name of the endpoint URL"
+    if region in botocore.session.get_session().get_available_regions("sqs"):
+        return None
+    return ConfigurationError(
+        f"region {region!r} is not an AWS region botocore knows, and its SQS "
+        f"endpoint cannot be reached ({exc}). Check {check}; for a new region, upgrade "
+        "botocore or set endpoint_url."
+    )
 
 
 def configured_region(transport_options: Mapping[str, Any]) -> str | None:

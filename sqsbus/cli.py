@@ -6,13 +6,15 @@ Subcommands:
   to point Celery/Kombu at it.
 * ``sqsbus demo [ARGS...]`` runs :func:`sqsbus.demo.main` with ``ARGS`` untouched (including
   ``--help``), so the demo owns its own options.
+* ``sqsbus completion bash|zsh`` prints a shell completion script made from this parser
+  (:mod:`sqsbus.completion`).
 * the operator commands (``sqsbus queues``, ``peek``, ``purge``, ...) operate queues: one
   subcommand per entry of :data:`sqsbus.admin.registry.COMMANDS`, which names each one's
   options, :mod:`sqsbus.admin` function and output.
 
-``local`` and ``demo`` are each a ``_add_<name>`` function that registers its parser and a
-``_run_<name>(args, extra) -> int`` handler, listed in :data:`_SUBCOMMANDS`; operator
-commands are added to the registry instead.
+``local``, ``demo`` and ``completion`` are each a ``_add_<name>`` function that registers its
+parser and a ``_run_<name>(args, extra) -> int`` handler, listed in :data:`_SUBCOMMANDS`;
+operator commands are added to the registry instead.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any, TypeAlias
 
 from sqsbus.admin.arguments import connection_options
 from sqsbus.admin.registry import COMMANDS, Command
+from sqsbus.completion import SCRIPTS, describe
+from sqsbus.config import KNOWN_OPTIONS
 from sqsbus.local import LocalEndpoint, LocalEndpointError
 from sqsbus.local.record import clear_record, write_record
 
@@ -177,6 +181,30 @@ def _run_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return 0 if result is None else int(result)
 
 
+# -- sqsbus completion -------------------------------------------------------------------------
+
+
+def _add_completion(subcommands: _Subparsers) -> None:
+    parser = subcommands.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description=(
+            "Print the completion script of SHELL for every sqsbus command and option. "
+            'Load it from ~/.bashrc with: eval "$(sqsbus completion bash)", or from '
+            '~/.zshrc, after compinit, with: eval "$(sqsbus completion zsh)".'
+        ),
+    )
+    parser.add_argument("shell", choices=sorted(SCRIPTS), metavar="SHELL", help="bash or zsh")
+    parser.set_defaults(handler=_run_completion, passthrough=False)
+
+
+def _run_completion(args: argparse.Namespace, extra: list[str]) -> int:
+    option_names = [f"{name}=" for name in sorted(KNOWN_OPTIONS)]
+    commands = describe(build_parser(), {"--option": option_names})
+    print(SCRIPTS[args.shell](commands), end="")
+    return 0
+
+
 # -- operator commands: one subcommand per entry of sqsbus.admin.registry ----------------------
 
 
@@ -215,6 +243,7 @@ def _operator_names() -> str:
 _SUBCOMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     _add_local,
     _add_demo,
+    _add_completion,
     _add_operator_commands,
 )
 

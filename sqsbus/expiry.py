@@ -48,6 +48,7 @@ from sqsbus.engine.publisher import Publisher
 from sqsbus.errors import AccessDeniedError, QueueDoesNotExist, SQSBusError
 from sqsbus.forks import reset_in_child
 from sqsbus.limits import MAX_TAG_VALUE_LENGTH
+from sqsbus.log_fields import message_fields
 from sqsbus.queues import QueueDirectory, QueueRef, entity_name
 
 logger = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ class Sweeper:
                     "kept orphaned parking queue %s: %d message(s) could not be sent home",
                     name,
                     failed,
+                    extra=message_fields("send-home", queue=name),
                 )
                 return False
         # An owner cut off (not dead) may still hold messages of it: never delete those.

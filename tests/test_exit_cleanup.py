@@ -31,7 +31,7 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 #: Seconds a child may take to exit before the test fails.
 EXIT_TIMEOUT: Final = 60.0
 #: Seconds an interpreter may take to exit besides the cleanup (a busy shared machine).
-EXIT_SLACK: Final = 4.0
+EXIT_SLACK: Final = 10.0
 
 CHILD: Final = textwrap.dedent(
     """

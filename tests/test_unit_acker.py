@@ -22,10 +22,15 @@ class FakeSQS:
         self.calls: list[tuple[str, list[str]]] = []
         self.fail: dict[str, tuple[str, bool]] = {}
         self.throttle_next = 0
+        self.queue_deleted = False
         self.lock = threading.Lock()
 
     def _answer(self, operation: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
         with self.lock:
+            if self.queue_deleted:
+                raise ClientError(
+                    {"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"}}, operation
+                )
             if self.throttle_next:
                 self.throttle_next -= 1
                 raise ClientError(
@@ -157,6 +162,24 @@ def test_stale_receipts_are_quiet_and_not_retried(caplog: pytest.LogCaptureFixtu
     assert acker.failed == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     acker.close()
+
+
+def test_settling_messages_of_a_queue_deleted_meanwhile_is_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reply queue its owner deleted took its messages along: nothing to warn about."""
+    client = FakeSQS()
+    client.queue_deleted = True
+    deleted: list[str] = []
+    acker = Acker(window=0.01, on_deleted=lambda ms: deleted.extend(m.message_id for m in ms))
+    with caplog.at_level(logging.INFO, logger="sqsbus"):
+        acker.delete(messages(client, 2))
+        acker.set_visibility(messages(client, 1, queue="other"), 0)
+        assert acker.flush(5)
+    acker.close()
+    assert acker.failed == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert sorted(deleted) == ["m0", "m1"]  # their large payloads can go too
 
 
 def test_transient_failures_are_retried_until_they_succeed() -> None:

@@ -272,8 +272,12 @@ def test_commands_print_only_through_the_sanitising_helpers() -> None:
     assert printing == {"_out", "_json"}
 
 
-def test_connect_timeout_is_shorter_unless_configured() -> None:
+def test_requests_are_bounded_unless_configured() -> None:
     broker = BrokerChoice("sqsbus://k:s@127.0.0.1:1", "test")
-    assert AdminSession.connect(broker).options.client_config["connect_timeout"] == 10
+    bounded = AdminSession.connect(broker).options.client_config
+    assert (bounded["connect_timeout"], bounded["read_timeout"]) == (10, 10)
+    assert bounded["retries"] == {"mode": "standard", "total_max_attempts": 2}
+    assert AdminSession.connect(broker, timeout=3).options.client_config["read_timeout"] == 3
     configured = AdminSession.connect(broker, {"client-config": {"connect_timeout": 2}})
-    assert configured.options.client_config == {"connect_timeout": 2}
+    assert configured.options.client_config["connect_timeout"] == 2
+    assert configured.options.client_config["read_timeout"] == 10

@@ -5,9 +5,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Final
 
+from sqsbus.admin.peek import PEEK_WAIT_SECONDS
+from sqsbus.admin.session import ATTEMPTS, DEFAULT_TIMEOUT
 from sqsbus.admin.top import DEFAULT_INTERVAL, DEFAULT_MAX_REQUESTS_PER_SECOND
+from sqsbus.admin.transfer import RECEIVE_WAIT_SECONDS
 
 __all__ = [
     "connection_options",
@@ -19,10 +23,13 @@ __all__ = [
     "queues_arguments",
     "redrive_arguments",
     "sweep_arguments",
+    "timeout_seconds",
     "top_arguments",
 ]
 
 QUEUE_HELP: Final = "queue name as Kombu/Celery knows it (the prefix is added)"
+#: Shortest ``--timeout``: a second more than the longest wait of a receive (peek, move).
+MIN_TIMEOUT: Final = 1.0 + max(PEEK_WAIT_SECONDS, RECEIVE_WAIT_SECONDS)
 
 
 def connection_options() -> argparse.ArgumentParser:
@@ -51,7 +58,34 @@ def connection_options() -> argparse.ArgumentParser:
             "-o region=eu-west-1; JSON values are parsed (numbers, dicts); repeatable"
         ),
     )
+    group.add_argument(
+        "--region", help="the AWS region, as -o region=REGION (default: the boto3 configuration)"
+    )
+    group.add_argument(
+        "--timeout",
+        type=timeout_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            f"give up on a request after SECONDS to connect or to answer, and on an AWS call "
+            f"after {ATTEMPTS} attempts (default: %(default)g)"
+        ),
+    )
     return parent
+
+
+def timeout_seconds(text: str) -> float:
+    """An argparse ``type``: seconds, at least :data:`MIN_TIMEOUT`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < MIN_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_TIMEOUT:g} seconds (peek and move wait up to "
+            f"{MIN_TIMEOUT - 1:g} s for messages), not {text}"
+        )
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -71,7 +105,7 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
+    if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
     return value
 

@@ -4,8 +4,9 @@ For each command of :mod:`sqsbus.admin.registry`, ``call_<name>(args, session)``
 function of the Python API of :mod:`sqsbus.admin` with the parsed options (showing progress,
 notes and prompts on stderr as it goes) and ``render_<name>(args, session, result)`` prints
 what it returned on stdout and gives the exit status. :func:`execute` connects with the
-transport's settings first; expected failures (bad options, unknown queues, unreachable
-endpoint, missing credentials) print one line and exit 1, without a traceback or any secret.
+transport's settings first; expected failures (bad options, unknown queues, unreachable or
+silent endpoint, missing credentials) print one line and exit 1, without a traceback or any
+secret, with the fix where it is known (:mod:`sqsbus.admin.failures`).
 
 Everything is printed by :func:`_out`, :func:`_note`, :func:`_error` or :func:`_json`, which
 pass it through :mod:`sqsbus.admin.render`'s terminal sanitiser: message contents, queue names
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final
 
+from sqsbus.admin.failures import explain
 from sqsbus.admin.inventory import QueueInfo, list_queues, queue_info
 from sqsbus.admin.peek import PeekedMessage, PeekResult, peek
 from sqsbus.admin.purge import PurgeResult, purge
@@ -34,12 +36,12 @@ from sqsbus.admin.render import (
     terminal_text,
     to_json,
 )
-from sqsbus.admin.session import AdminSession, choose_broker, parse_option_args
+from sqsbus.admin.session import AdminSession, BrokerChoice, choose_broker, parse_option_args
 from sqsbus.admin.sweep import SweepReport, sweep
 from sqsbus.admin.top import QueueWatcher, watch_queues
 from sqsbus.admin.top_screen import TopOutput, show_top
 from sqsbus.admin.transfer import TransferResult, move
-from sqsbus.errors import SQSBusError, TransientError
+from sqsbus.errors import ConfigurationError, SQSBusError
 
 __all__ = [
     "EXIT_FAILED",
@@ -73,20 +75,31 @@ def execute(args: argparse.Namespace, action: Callable[[AdminSession], int]) -> 
     for stream in (sys.stdout, sys.stderr):  # never die on a body a terminal can't show
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    source = None
+    broker: BrokerChoice | None = None
+    session: AdminSession | None = None
     try:
         broker = choose_broker(args.broker, os.environ)
-        source = broker.source
-        session = AdminSession.connect(broker, parse_option_args(args.option))
+        session = AdminSession.connect(broker, _transport_options(args), timeout=args.timeout)
         return action(session)
-    except TransientError as exc:
-        _error(args, f"{exc} (broker from {source})")
     except SQSBusError as exc:
-        _error(args, str(exc))
+        _error(args, explain(exc, session, broker))
     except KeyboardInterrupt:
         _error(args, "interrupted")
         return EXIT_INTERRUPTED
     return EXIT_FAILED
+
+
+def _transport_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``-o`` options, with ``--region``'s."""
+    options = parse_option_args(args.option)
+    if args.region:
+        if options.get("region") not in (None, args.region):
+            raise ConfigurationError(
+                f"--region {args.region} and -o region={options['region']} disagree; "
+                "give the region once"
+            )
+        options["region"] = args.region
+    return options
 
 
 def _out(text: str = "", *, end: str = "\n", err: bool = False) -> None:
@@ -262,7 +275,8 @@ def call_purge(args: argparse.Namespace, session: AdminSession) -> PurgeResult:
 def render_purge(args: argparse.Namespace, session: AdminSession, result: PurgeResult) -> int:
     """What was purged and how many messages were there; 1 when the operator declined."""
     if not result.purged:
-        _error(args, "aborted; nothing was purged")
+        hint = "" if _interactive() else " (stdin is not a terminal: pass -y to purge unasked)"
+        _error(args, f"aborted; nothing was purged{hint}")
         return EXIT_FAILED
     _out(f"Purged {_purged(result)}: {result.total} message(s) were there ({_counts(result)}).")
     return EXIT_OK
@@ -281,10 +295,17 @@ def _counts(result: PurgeResult) -> str:
 
 def _confirm(prompt: str) -> bool:
     _out(prompt, end="", err=True)
-    answer = sys.stdin.readline()
+    answer = sys.stdin.readline() if sys.stdin is not None else ""
     if not answer:
         _out(err=True)
     return answer.strip().lower() in ("y", "yes")
+
+
+def _interactive() -> bool:
+    """Whether an operator at a terminal answers the prompts (stdin is a terminal)."""
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        return bool(sys.stdin.isatty())
+    return False
 
 
 # -- sqsbus move / redrive -----------------------------------------------------------------

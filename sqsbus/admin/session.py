@@ -28,19 +28,34 @@ from sqsbus.queues import QueueDirectory, QueueRef, band_queue, entity_name
 
 __all__ = [
     "BROKER_ENV_VARS",
+    "DEFAULT_TIMEOUT",
     "AdminSession",
     "BrokerChoice",
     "choose_broker",
     "parse_option_args",
+    "secret_quoting_problem",
+    "timeout_settings",
 ]
 
 #: Environment variables read, in this order, when no ``--broker`` is given.
 BROKER_ENV_VARS: Final = ("SQSBUS_BROKER_URL", "CELERY_BROKER_URL")
 #: URL schemes accepted: sqsbus's own, and Kombu's SQS transport's (same options).
 SCHEMES: Final = ("sqsbus", "sqs")
-#: Seconds to wait for a TCP connection, unless ``client-config`` says otherwise
-#: (botocore's default, 60 s per attempt, is long for a command at a terminal).
-CONNECT_TIMEOUT: Final = 10
+#: Seconds each AWS request may take to connect, and again to answer, unless ``client-config``
+#: says otherwise (``--timeout``; botocore's 60 s each is long for a command at a terminal).
+DEFAULT_TIMEOUT: Final = 10.0
+#: Attempts of each AWS call (botocore's standard retry mode): a call gives up after at most
+#: this many timeouts plus the backoff between them (a few seconds).
+ATTEMPTS: Final = 2
+#: A secret access key of AWS: 40 characters of this alphabet.
+_AWS_SECRET_CHARACTERS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+)
+#: How to write a secret key into a broker URL, for hints.
+QUOTING_HINT: Final = (
+    "URL-quote the secret key in the broker URL: '/' as %2F and '+' as %2B "
+    "(urllib.parse.quote(secret, safe=''))"
+)
 #: Broker used when nothing is configured: AWS through the boto3 credential chain.
 AWS_DEFAULT_URL: Final = "sqsbus://"
 
@@ -84,10 +99,44 @@ def parse_option_args(items: Sequence[str]) -> dict[str, Any]:
             )
         try:
             value: Any = json.loads(text)
-        except ValueError:
+        except json.JSONDecodeError as exc:
+            if text.lstrip()[:1] in ("{", "[", '"'):  # meant as JSON: say where it breaks
+                raise ConfigurationError(
+                    f"option {key!r}: the value is not valid JSON ({exc.msg} at line "
+                    f"{exc.lineno} column {exc.colno}). Write it in JSON (double quotes) and "
+                    f'quote it for the shell: -o \'{key}={{"name": "value"}}\''
+                ) from None
             value = text
         options[key] = value
     return options
+
+
+def timeout_settings(timeout: float) -> dict[str, Any]:
+    """The botocore ``Config`` settings bounding each request to ``timeout`` seconds to
+    connect and to answer, and each call to :data:`ATTEMPTS` attempts."""
+    return {
+        "connect_timeout": timeout,
+        "read_timeout": timeout,
+        "retries": {"mode": "standard", "total_max_attempts": ATTEMPTS},
+    }
+
+
+def secret_quoting_problem(url: str) -> str | None:
+    """Why the secret key of the broker URL ``url`` looks mangled by missing URL quoting
+    (a space where a ``+`` was decoded, characters no AWS secret key has), else None.
+    The secret itself is never part of the answer."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    if not password:
+        return None
+    secret = unquote(password)
+    if " " in secret:
+        return "the secret key in the broker URL has a space, where a '+' was likely decoded"
+    if not set(secret) <= _AWS_SECRET_CHARACTERS:
+        return "the secret key in the broker URL has characters no AWS secret key has"
+    return None
 
 
 @dataclass(frozen=True)
@@ -99,13 +148,21 @@ class _BrokerUrl:
 
 
 def _split_broker_url(url: str) -> _BrokerUrl:
+    malformed = "the broker URL is malformed; expected sqsbus://[KEY:SECRET@][host[:port]]"
     try:
         parts = urlsplit(url)
+    except ValueError:
+        raise ConfigurationError(malformed) from None
+    if "@" in parts.path + parts.query + parts.fragment:
+        # sqsbus://KEY:abc/def@host splits at the '/': its host would be "KEY".
+        raise ConfigurationError(
+            "the broker URL is malformed: its credentials go on past a '/', '?' or '#', "
+            f"which a secret key must not hold unquoted. {QUOTING_HINT}"
+        )
+    try:
         port = parts.port
     except ValueError:
-        raise ConfigurationError(
-            "the broker URL is malformed; expected sqsbus://[KEY:SECRET@][host[:port]]"
-        ) from None
+        raise ConfigurationError(malformed) from None
     if parts.scheme not in SCHEMES:
         raise ConfigurationError(
             f"the broker URL has the scheme {parts.scheme + '://' if parts.scheme else 'none'}; "
@@ -130,15 +187,23 @@ class AdminSession:
 
     @classmethod
     def connect(
-        cls, broker: BrokerChoice, transport_options: Mapping[str, Any] | None = None
+        cls,
+        broker: BrokerChoice,
+        transport_options: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> AdminSession:
-        """Validate the settings and check credentials, as a transport connection would."""
+        """Validate the settings and check credentials, as a transport connection would.
+
+        Each AWS request gets ``timeout`` seconds to connect and as many to answer, each
+        call :data:`ATTEMPTS` attempts (settings of ``client-config`` win over these).
+        """
         parts = _split_broker_url(broker.url)
         raw = dict(transport_options or {})
         client_config = raw.get("client-config")
         if client_config is None or isinstance(client_config, Mapping):
-            # An operator waits at the terminal: give up on an unreachable host sooner.
-            raw["client-config"] = {"connect_timeout": CONNECT_TIMEOUT, **(client_config or {})}
+            # An operator waits at the terminal: give up on a silent endpoint in bounded time.
+            raw["client-config"] = {**timeout_settings(timeout), **(client_config or {})}
         options = parse_options(
             raw,
             hostname=parts.hostname,

@@ -35,9 +35,10 @@ from typing import Final
 from sqsbus.backoff import SQS_BATCH_RETRY
 from sqsbus.engine import operations
 from sqsbus.engine.leases import LeaseKeeper
-from sqsbus.engine.messages import Received
-from sqsbus.errors import SQSBusError, TransientError
+from sqsbus.engine.messages import Received, batch_log_fields
+from sqsbus.errors import QueueDoesNotExist, SQSBusError, TransientError
 from sqsbus.limits import MAX_BATCH_ENTRIES
+from sqsbus.log_fields import message_fields
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ class Acker:
                     "%d delete/visibility change(s) not sent at close; those messages "
                     "will be delivered again after their visibility timeout",
                     left,
+                    extra=message_fields("delete"),
                 )
         with self._cond:
             self._closed = True
@@ -263,6 +265,18 @@ class Acker:
         except TransientError as exc:
             self._retry(url, action, batch, str(exc))
             return
+        except QueueDoesNotExist:
+            # Deleted meanwhile (a reply queue its owner closed): its messages went with it.
+            logger.debug(
+                "%s %d message(s) of queue %s: the queue is gone, and its messages with it",
+                _verb(action),
+                len(batch),
+                queue.name,
+                extra=batch_log_fields([e.message for e in batch], _operation(action)),
+            )
+            if action is None:
+                self._report_deleted([e.message for e in batch])
+            return
         except SQSBusError as exc:
             self._give_up(action, batch, str(exc))
             return
@@ -280,6 +294,7 @@ class Acker:
                     entry.message.message_id,
                     queue.name,
                     failure.code,
+                    extra=entry.message.log_fields(_operation(action)),
                 )
             elif not failure.sender_fault:
                 retry.append(entry)
@@ -294,7 +309,11 @@ class Acker:
         try:
             self.on_deleted(messages)
         except Exception:  # must not stop the acker: the deletes themselves succeeded
-            logger.exception("after deleting %d message(s)", len(messages))
+            logger.exception(
+                "after deleting %d message(s)",
+                len(messages),
+                extra=batch_log_fields(messages, "delete"),
+            )
 
     def _retry(self, url: str, action: Action, entries: list[_Entry], reason: str) -> None:
         # An entry's ``attempts`` counts its failures before this one.
@@ -313,6 +332,9 @@ class Acker:
             again[0].message.queue.name,
             reason,
             delay,
+            extra=batch_log_fields(
+                [e.message for e in again], _operation(action), attempt=again[0].attempts + 1
+            ),
         )
         with self._cond:
             lane = self._lanes.setdefault((url, action), _Lane())
@@ -334,7 +356,15 @@ class Acker:
             ", ".join(e.message.message_id for e in entries),
             entries[0].message.queue.name,
             reason,
+            extra=batch_log_fields(
+                [e.message for e in entries], _operation(action), attempt=entries[0].attempts + 1
+            ),
         )
+
+
+def _operation(action: Action) -> str:
+    """The log operation (:mod:`sqsbus.log_fields`) of a batched settle."""
+    return "delete" if action is None else "change-visibility"
 
 
 def _verb(action: Action) -> str:

@@ -271,6 +271,7 @@ class Consumer:
                 "it goes to the dead-letter queue"
                 if moved
                 else "it stays in the queue and is received again when its visibility ends",
+                extra=message.log_fields("receive"),
             )
             return False
         return True
@@ -324,6 +325,7 @@ class Consumer:
                 message.queue.name,
                 reason,
                 message.body,
+                extra=message.log_fields("deliver"),
             )
             return
         if self.forwarder.dead_letter(message, f"unreadable: {reason}"):
@@ -334,6 +336,7 @@ class Consumer:
             message.queue.name,
             reason,
             message.body,
+            extra=message.log_fields("deliver"),
         )
         self.acker.delete([message])
 
@@ -353,6 +356,7 @@ class Consumer:
             message.queue.name,
             age,
             ttl_ms,
+            extra=message.log_fields("deliver"),
         )
         if message.name in self._no_ack:
             return True  # deleted on receipt already

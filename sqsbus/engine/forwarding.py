@@ -46,12 +46,13 @@ class Forwarder:
             return False
         eta = time.time() + remaining
         try:
-            self.publisher.send(
+            # The one resend path: group and trace header travel with the hop.
+            self.publisher.resend(
                 received.queue,
+                received,
                 received.body,
-                message_attributes=delays.resendable_attributes(received),
+                delays.resendable_attributes(received),
                 delay_seconds=delays.delay_for(eta),
-                confirm=True,
             )
         except SQSBusError as exc:
             # Keep the original out of sight instead (counts one more receive).
@@ -61,6 +62,7 @@ class Forwarder:
                 received.message_id,
                 received.queue.name,
                 exc,
+                extra=received.log_fields("delay-hop"),
             )
             self.acker.set_visibility([received], delays.delay_for(eta))
             return True
@@ -105,6 +107,7 @@ class Forwarder:
                 received.queue.name,
                 dead.name,
                 exc,
+                extra=received.log_fields("dead-letter"),
             )
             self.acker.set_visibility([received], DEAD_LETTER_RETRY_SECONDS)
             return True
@@ -114,6 +117,7 @@ class Forwarder:
             received.queue.name,
             dead.name,
             reason,
+            extra=received.log_fields("dead-letter"),
         )
         received.payload = None  # its S3 object now belongs to the dead-letter copy
         self.acker.delete([received])

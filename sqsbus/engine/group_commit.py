@@ -44,6 +44,7 @@ from sqsbus.backoff import SQS_BATCH_RETRY
 from sqsbus.errors import DeliveryError, SQSBusError, TransientError
 from sqsbus.forks import reset_in_child
 from sqsbus.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
+from sqsbus.log_fields import message_fields
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
@@ -347,7 +348,11 @@ class GroupCommit:
                 try:
                     entry.on_refused()
                 except Exception:  # cleanup only: the refusal itself is reported already
-                    logger.exception("after SQS refused a message for queue %s", lane.queue.name)
+                    logger.exception(
+                        "after SQS refused a message for queue %s",
+                        lane.queue.name,
+                        extra=message_fields("send", queue=lane.queue.name),
+                    )
         if any(entry.lingering for entry in batch):
             self._wake.set()  # the flusher may send the next lingering batch now
         if interrupted is not None:
@@ -365,6 +370,7 @@ class GroupCommit:
             queue.name,
             outcome,
             entry.error,
+            extra=message_fields("send", queue=queue.name, attempt=entry.attempts),
         )
 
     def _start_flusher(self) -> None:
@@ -464,6 +470,7 @@ class GroupCommit:
                 len(retry),
                 queue.name,
                 exc,
+                extra=message_fields("send", queue=queue.name, attempt=retry[0].attempts),
             )
         return retry
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sqsbus.engine import operations
-from sqsbus.engine.messages import Received
+from sqsbus.engine.messages import Received, batch_log_fields
 from sqsbus.errors import SQSBusError
 from sqsbus.limits import MAX_BATCH_ENTRIES, MAX_TOTAL_VISIBILITY
 
@@ -175,6 +175,7 @@ class LeaseKeeper:
                 len(leases),
                 queue.name,
                 exc,
+                extra=batch_log_fields([lease.message for lease in leases], "lease"),
             )
             self._postpone(leases)
             return
@@ -196,6 +197,7 @@ class LeaseKeeper:
                         lease.message.message_id,
                         queue.name,
                         failure.code,
+                        extra=lease.message.log_fields("lease"),
                     )
         if any(not failed[i].stale_receipt for i in failed):
             self._postpone([leases[i] for i in failed if not failed[i].stale_receipt])
@@ -217,6 +219,7 @@ class LeaseKeeper:
                 "it will be delivered again",
                 lease.message.message_id,
                 lease.message.queue.name,
+                extra=lease.message.log_fields("lease"),
             )
             return
         try:
@@ -226,4 +229,5 @@ class LeaseKeeper:
                 "could not re-publish message %s of queue %s at the visibility cap",
                 lease.message.message_id,
                 lease.message.queue.name,
+                extra=lease.message.log_fields("park"),
             )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqsbus.engine.pointer import PayloadPointer
+from sqsbus.log_fields import message_fields
 from sqsbus.queues import QueueRef
 
 
@@ -69,6 +71,16 @@ class Received:
         except (KeyError, ValueError):
             return None
 
+    def log_fields(self, operation: str) -> dict[str, object]:
+        """``extra`` of a log record about this message (:mod:`sqsbus.log_fields`): its
+        queue (a parked message's home), id and delivery count."""
+        return message_fields(
+            operation,
+            queue=(self.home or self.queue).name,
+            message_id=self.message_id,
+            attempt=self.receive_count,
+        )
+
     @classmethod
     def from_sqs(cls, queue: QueueRef, name: str, raw: dict[str, Any]) -> Received:
         return cls(
@@ -80,3 +92,19 @@ class Received:
             attributes={str(k): str(v) for k, v in (raw.get("Attributes") or {}).items()},
             message_attributes=dict(raw.get("MessageAttributes") or {}),
         )
+
+
+def batch_log_fields(
+    messages: Sequence[Received], operation: str, *, attempt: int | None = None
+) -> dict[str, object]:
+    """``extra`` of a log record about several messages of one queue: their ids,
+    comma-separated; ``attempt`` is the try of the operation sqsbus retries (if any)."""
+    if len(messages) == 1 and attempt is None:
+        return messages[0].log_fields(operation)
+    first = messages[0] if messages else None
+    return message_fields(
+        operation,
+        queue=(first.home or first.queue).name if first is not None else None,
+        message_id=",".join(m.message_id for m in messages) or None,
+        attempt=attempt,
+    )

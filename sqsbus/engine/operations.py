@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sqsbus.aws import call
-from sqsbus.engine.messages import Received
+from sqsbus.engine.messages import Received, batch_log_fields
 from sqsbus.limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 
@@ -142,6 +142,7 @@ def release(messages: Sequence[Received]) -> None:
                 len(group),
                 queue.name,
                 exc,
+                extra=batch_log_fields(group, "change-visibility"),
             )
             continue
         for failure in failures:
@@ -151,4 +152,5 @@ def release(messages: Sequence[Received]) -> None:
                     group[failure.index].message_id,
                     queue.name,
                     failure.code,
+                    extra=group[failure.index].log_fields("change-visibility"),
                 )

@@ -91,6 +91,7 @@ class Parking:
                 "attributes to be parked; SQS will deliver it again",
                 message.message_id,
                 message.queue.name,
+                extra=message.log_fields("park"),
             )
             return
         home = message.home or message.queue
@@ -107,6 +108,7 @@ class Parking:
                 "parking queue is swept",
                 message.message_id,
                 home.name,
+                extra=message.log_fields("park"),
             )
             return
         original_queue, original_handle = message.queue, message.receipt_handle
@@ -129,6 +131,7 @@ class Parking:
             message.message_id,
             home.name,
             parking.name,
+            extra=message.log_fields("park"),
         )
 
     def _receive_copy(self, parking: QueueRef, name: str, token: str) -> Received | None:
@@ -186,6 +189,7 @@ def send_home_by_attribute(
             message.message_id,
             message.queue.name,
             exc,
+            extra=message.log_fields("send-home"),
         )
         return False
     return send_home(publisher, message, home)
@@ -203,6 +207,7 @@ def send_home(publisher: Publisher, message: Received, home: QueueRef) -> bool:
             home.name,
             exc,
             message.queue.name,
+            extra=message.log_fields("send-home"),
         )
         return False
     operations.delete(message.queue, [message.receipt_handle])

@@ -39,6 +39,7 @@ from sqsbus.errors import (
     UnreadablePayload,
 )
 from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES, S3_MAX_DELETE_KEYS
+from sqsbus.log_fields import message_fields
 
 logger = logging.getLogger(__name__)
 
@@ -307,4 +308,5 @@ def _log_left_over(bucket: str, keys: list[str], reason: str) -> None:
         ", ".join(keys),
         bucket,
         reason,
+        extra=message_fields("delete-payload"),
     )

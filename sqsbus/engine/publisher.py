@@ -29,6 +29,7 @@ from sqsbus.engine.pointer import (
 from sqsbus.engine.publish_batch import BATCH_LINGER_MS, current_batch
 from sqsbus.errors import ConfigurationError, MessageTooLarge, SQSBusError, TransientError
 from sqsbus.limits import MAX_ATTRIBUTE_NAME_LENGTH, MAX_DELAY_SECONDS, MAX_MESSAGE_ATTRIBUTES
+from sqsbus.log_fields import message_fields
 from sqsbus.queues import QueueAttributes, QueueRef
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ class Copy:
     attributes: Mapping[str, Any]
     #: Deduplicates the copy on a FIFO queue (default: the message's id).
     deduplication_id: str | None = None
+    #: Seconds SQS keeps the copy invisible (a standard queue's ``DelaySeconds``).
+    delay_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,11 @@ class _Outgoing:
         if self.discard is None:
             return
         if isinstance(error, TransientError):
-            logger.warning("keeping payload %s of a send that may have failed", self.stored)
+            logger.warning(
+                "keeping payload %s of a message whose send may have failed",
+                self.stored,
+                extra=message_fields("send"),
+            )
         else:
             self.discard()
 
@@ -216,13 +223,15 @@ class Publisher:
         attributes: Mapping[str, Any],
         *,
         deduplication_id: str | None = None,
+        delay_seconds: int | None = None,
     ) -> str:
         """Send a copy of the received ``message`` to ``queue``, confirmed, in its message group.
 
         On a FIFO queue the copy is deduplicated by ``deduplication_id`` (by default the
         message's id), so sending it again after an unanswered call stores it once.
+        ``delay_seconds`` delays the copy (delay hops).
         """
-        copy = Copy(message, body, attributes, deduplication_id)
+        copy = Copy(message, body, attributes, deduplication_id, delay_seconds)
         outgoing = self._prepare(queue, body, attributes)
         try:
             return GROUP_COMMIT.send(queue, self._copy_params(queue, copy, outgoing), outgoing.size)
@@ -325,6 +334,7 @@ class Publisher:
                     "message without delay (set DelaySeconds on the queue instead)",
                     queue.name,
                     delay_seconds,
+                    extra=message_fields("send", queue=queue.name),
                 )
         else:
             if group_id:
@@ -339,7 +349,7 @@ class Publisher:
         message = copy.message
         deduplication_id = (copy.deduplication_id or message.message_id) if queue.is_fifo else None
         group_id = message.attributes.get("MessageGroupId")
-        params = self._params(queue, outgoing, group_id, deduplication_id, None)
+        params = self._params(queue, outgoing, group_id, deduplication_id, copy.delay_seconds)
         trace = message.attributes.get(TRACE_HEADER)
         if trace:
             params["MessageSystemAttributes"] = {

@@ -23,6 +23,7 @@ from sqsbus.backoff import RECEIVE_RETRY
 from sqsbus.engine.messages import Received
 from sqsbus.errors import ReceiveFailed, SQSBusError, TransientError
 from sqsbus.limits import MAX_RECEIVE_MESSAGES
+from sqsbus.log_fields import message_fields
 from sqsbus.queues import QueueRef
 
 logger = logging.getLogger(__name__)
@@ -393,7 +394,12 @@ class Receiver:
                     self.gate.report(self.priority, False)
                 failures += 1
                 if RECEIVE_RETRY.exhausted(failures) or not isinstance(exc, TransientError):
-                    logger.error("receiving from queue %s failed: %s", self.queue.name, exc)
+                    logger.error(
+                        "receiving from queue %s failed: %s",
+                        self.queue.name,
+                        exc,
+                        extra=message_fields("receive", queue=self.queue.name),
+                    )
                     self.inbox.report(
                         ReceiveFailed(f"receiving from queue {self.queue.name!r}: {exc}")
                     )
@@ -405,11 +411,16 @@ class Receiver:
                     self.queue.name,
                     exc,
                     delay,
+                    extra=message_fields("receive", queue=self.queue.name, attempt=failures),
                 )
                 self.stopped.wait(delay)
                 continue
             except Exception as exc:  # a bug must not kill consumption silently
-                logger.exception("receiver for queue %s crashed", self.queue.name)
+                logger.exception(
+                    "receiver for queue %s crashed",
+                    self.queue.name,
+                    extra=message_fields("receive", queue=self.queue.name),
+                )
                 self.inbox.report(ReceiveFailed(f"receiver for queue {self.queue.name!r}: {exc!r}"))
                 self.stopped.set()
                 return

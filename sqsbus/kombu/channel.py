@@ -231,7 +231,12 @@ class Channel(ExchangeChannel):
                 continue
             unbound = self._unbound_reason(received.name, payload)
             if unbound is not None:
-                logger.info("dropping message %s: %s", received.message_id, unbound)
+                logger.info(
+                    "dropping message %s: %s",
+                    received.message_id,
+                    unbound,
+                    extra=received.log_fields("deliver"),
+                )
                 self.consumer.ack(received)
                 continue
             if not self.consumer.no_ack(received.name):

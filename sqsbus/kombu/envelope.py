@@ -35,6 +35,7 @@ def to_payload(
             received.message_id,
             received.queue.name,
             decoded.kind,
+            extra=received.log_fields("deliver"),
         )
         payload = codec.foreign_envelope(decoded, received.string_attributes())
     properties = payload.setdefault("properties", {})
@@ -78,6 +79,7 @@ def ttl_ms(received: Received, payload: dict[str, Any], queue_ttl_ms: int | None
                 "message %s has an unreadable expiration %r; ignoring it",
                 received.message_id,
                 expiration,
+                extra=received.log_fields("deliver"),
             )
     if queue_ttl_ms is not None:
         limits.append(queue_ttl_ms)

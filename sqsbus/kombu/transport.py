@@ -18,7 +18,14 @@ from typing import Any
 import botocore.session
 from kombu.transport import virtual
 
-from sqsbus.aws import AWS, RequestStats, call, configured_region, require_credentials
+from sqsbus.aws import (
+    AWS,
+    RequestStats,
+    call,
+    configured_region,
+    require_credentials,
+    unknown_region_error,
+)
 from sqsbus.config import Options, parse_options
 from sqsbus.engine.acker import Acker
 from sqsbus.engine.group_commit import GROUP_COMMIT
@@ -30,7 +37,6 @@ from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import Receiver, Waker
 from sqsbus.engine.side_jobs import SideJobs
 from sqsbus.errors import (
-    ConfigurationError,
     QueueDoesNotExist,
     SQSBusError,
     TransientError,
@@ -40,6 +46,7 @@ from sqsbus.kombu import worker_shutdown
 from sqsbus.kombu.channel import Channel
 from sqsbus.kombu.exchanges import SUPPORTED_EXCHANGE_TYPES
 from sqsbus.kombu.queue_arguments import QueueArguments
+from sqsbus.log_fields import message_fields
 from sqsbus.queues import QueueDirectory, QueueRef
 from sqsbus.routing.exchanges import ExchangeRouter
 
@@ -52,22 +59,6 @@ HUB_TICK_SECONDS = 1.0
 #: Longest wait of a ``drain_events`` once the Celery worker of this process is shutting
 #: down: a real wait, so that green threads still take turns (gevent, eventlet pools).
 SHUTDOWN_DRAIN_SECONDS = 0.1
-
-
-def unknown_region_error(options: Options, exc: TransientError) -> ConfigurationError | None:
-    """A clear error for an unreachable AWS endpoint of a region botocore does not know
-    (a typo, most likely); None if an endpoint is set or the region is known."""
-    if options.endpoint_url:
-        return None
-    known = botocore.session.get_session().get_available_regions("sqs")
-    if options.region in known:
-        return None
-    return ConfigurationError(
-        f"region {options.region!r} is not an AWS region botocore knows, and its SQS "
-        f"endpoint cannot be reached ({exc}). Check the 'region' transport option "
-        "(or AWS_DEFAULT_REGION / the profile's region); for a new region, upgrade botocore "
-        "or set endpoint_url."
-    )
 
 
 def _noop() -> None:
@@ -239,7 +230,11 @@ class Transport(virtual.Transport):
             return
         if queue == self.parking_queue_name:
             if empty_parking_queue(ref, self.publisher, self.directory.queue_in_scope):
-                logger.error("kept parking queue %s: some messages could not be sent home", queue)
+                logger.error(
+                    "kept parking queue %s: some messages could not be sent home",
+                    queue,
+                    extra=message_fields("send-home", queue=ref.name),
+                )
                 return
             held = self.directory.held_messages(ref)
             if held is not None:
@@ -269,7 +264,10 @@ class Transport(virtual.Transport):
         finally:
             self._join_receivers()
             if self.options.publish_linger_ms and not GROUP_COMMIT.flush():
-                logger.warning("lingering messages were still unsent when the connection closed")
+                logger.warning(
+                    "lingering messages were still unsent when the connection closed",
+                    extra=message_fields("send"),
+                )
             self.acker.close()  # pending acks and releases are sent before anything is deleted
             if self.leases is not None:
                 self.leases.stop()

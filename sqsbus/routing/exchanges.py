@@ -38,6 +38,7 @@ from sqsbus.limits import (
     SNS_MAX_PUBLISH_BYTES,
     SNS_MAX_TOPIC_NAME_LENGTH,
 )
+from sqsbus.log_fields import message_fields
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
 from sqsbus.routing.bindings import SharedBindings, condition_admits
 
@@ -552,7 +553,11 @@ class ExchangeRouter:
         attributes = self._checked_attributes(exchange, body, message_attributes, routing_key)
         arn = self.topic_arn(exchange)
         if not self.has_subscribers(exchange):
-            logger.debug("no queue is bound to exchange %s; message dropped", exchange)
+            logger.debug(
+                "no queue is bound to exchange %s; message dropped",
+                exchange,
+                extra=message_fields("publish"),
+            )
             return ""
         params: dict[str, Any] = {"TopicArn": arn, "Message": body}
         if attributes:

@@ -26,10 +26,19 @@ from typing import Any, Final
 from celery import Celery
 from celery.exceptions import Reject
 from celery.signals import worker_ready
+from kombu import Exchange, Queue
 
 import sqsbus  # registers the sqsbus:// scheme with Kombu
 
-__all__ = ["SETTINGS_VARIABLE", "AppSettings", "app", "create_app", "status_file"]
+__all__ = [
+    "SETTINGS_VARIABLE",
+    "AppSettings",
+    "app",
+    "create_app",
+    "fanout_queue",
+    "status_file",
+    "topic_queue",
+]
 
 #: Environment variable holding the worker's :class:`AppSettings` as JSON.
 SETTINGS_VARIABLE: Final = "SQSBUS_TEST_CELERY_SETTINGS"
@@ -57,6 +66,14 @@ class AppSettings:
     transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Celery's ``task_default_queue`` (its default, ``celery``, when empty).
     default_queue: str = ""
+    #: A topic exchange: the worker also consumes :func:`topic_queue` of it, bound by
+    #: ``traced.#`` (empty: no such queue).
+    topic_exchange: str = ""
+    #: A fanout exchange: the worker also consumes :func:`fanout_queue` of it.
+    fanout_exchange: str = ""
+    #: Where the worker writes its finished OpenTelemetry spans (``spans.py``; empty: the
+    #: worker is not traced).
+    trace_file: str = ""
 
     def to_env(self) -> dict[str, str]:
         """Environment variables that make a worker process build this app."""
@@ -74,6 +91,16 @@ class AppSettings:
 def status_file(state_dir: str | os.PathLike[str], pid: int) -> Path:
     """Where the worker with main process ``pid`` describes itself once it is ready."""
     return Path(state_dir) / f"worker-{pid}.json"
+
+
+def topic_queue(exchange: str) -> Queue:
+    """The queue bound to topic exchange ``exchange`` by ``traced.#``."""
+    return Queue(f"{exchange}-tasks", Exchange(exchange, type="topic"), routing_key="traced.#")
+
+
+def fanout_queue(exchange: str) -> Queue:
+    """The queue bound to fanout exchange ``exchange``."""
+    return Queue(f"{exchange}-tasks", Exchange(exchange, type="fanout"))
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -119,6 +146,12 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
         result_serializer="json",
         accept_content=["json"],
     )
+    exchange_queues = [
+        *([topic_queue(settings.topic_exchange)] if settings.topic_exchange else []),
+        *([fanout_queue(settings.fanout_exchange)] if settings.fanout_exchange else []),
+    ]
+    if exchange_queues:
+        app.conf.task_queues = [Queue(app.conf.task_default_queue), *exchange_queues]
     if settings.result_dir:
         app.conf.result_backend = Path(settings.result_dir).as_uri()
     state_dir = Path(settings.state_dir) if settings.state_dir else None
@@ -209,5 +242,11 @@ def create_app(settings: AppSettings, *, set_as_current: bool = False) -> Any:
     return app
 
 
+_worker_settings = AppSettings.from_env()
+if _worker_settings.trace_file:
+    from .spans import install
+
+    install(_worker_settings.trace_file)
+
 #: The app ``celery -A tests.celery_app`` finds.
-app = create_app(AppSettings.from_env(), set_as_current=SETTINGS_VARIABLE in os.environ)
+app = create_app(_worker_settings, set_as_current=SETTINGS_VARIABLE in os.environ)
