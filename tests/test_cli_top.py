@@ -252,6 +252,21 @@ def test_cloudwatch_figures_per_queue(
     assert rows["quiet"][5:11] == ["no", "data", "no", "data", "no", "data"]
 
 
+def test_cloudwatch_without_data_points_says_so(
+    endpoint: LocalEndpoint, sqs_client: Any, prefix: str
+) -> None:
+    """What ``sqsbus local`` always shows: moto serves CloudWatch, SQS publishes nothing."""
+    url = sqs_client.create_queue(QueueName=f"{prefix}unmeasured")["QueueUrl"]
+    sqs_client.send_message(QueueUrl=url, MessageBody="one")
+    result = sqsbus("top", "--once", "--json", "--cloudwatch", *on(endpoint, prefix))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["cloudwatch"]["state"] == "no data"
+    assert document["queues"][0]["visible"] == 1
+    assert document["queues"][0]["cloudwatch"]["oldest_age_seconds"] is None
+    assert result.stderr.strip().startswith("CloudWatch: no SQS data points")
+
+
 def test_cloudwatch_reads_many_queues_in_requests_of_500_metrics(
     endpoint: LocalEndpoint, prefix: str
 ) -> None:
