@@ -10,6 +10,8 @@ connection), then::
     for info in list_queues(session):
         print(info.name, info.visible)
     redrive(session, session.queue("celery-dlq"))
+    with watch_queues(session, interval=5, max_requests_per_second=10) as watcher:
+        print(watcher.refresh().queues)
     purge(session, "celery", confirm=lambda found: found.total < 100)
 """
 
