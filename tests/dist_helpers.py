@@ -35,7 +35,13 @@ PYPROJECT: Final = ROOT / "pyproject.toml"
 #: CPython versions sqsbus supports; each is tested (tests/test_version_matrix.py).
 SUPPORTED_PYTHONS: Final = ("3.11", "3.12", "3.13")
 #: The oldest releases within the ranges pyproject.toml declares that the matrix tests with.
-OLDEST: Final = ("kombu==5.4.0", "celery==5.4.0", "botocore==1.37.0", "boto3==1.37.0")
+OLDEST: Final = (
+    "kombu==5.4.0",
+    "celery==5.4.0",
+    "botocore==1.37.0",
+    "boto3==1.37.0",
+    "moto[server]==5.0.3",
+)
 
 #: What the sdist is built from: top-level files, plus the package directory.
 SDIST_FILES: Final = ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in")
