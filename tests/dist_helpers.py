@@ -184,9 +184,14 @@ def dev_requirements(names: Iterable[str]) -> list[str]:
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
-    """This process's environment without what would leak the repository or its venv into a
-    child (``PYTHONPATH``, ``VIRTUAL_ENV``), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    """This process's environment without what would leak the repository, its venv or this
+    pytest run's options into a child (``PYTHONPATH``, ``VIRTUAL_ENV``, ``PYTEST_*`` such as
+    ``PYTEST_ADDOPTS`` or pytest-xdist's worker variables), plus ``extra``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("PYTHONPATH", "VIRTUAL_ENV") and not name.startswith("PYTEST_")
+    }
     env["UV_PYTHON_DOWNLOADS"] = "never"
     return {**env, **extra}
 
