@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqsbus.engine.publish_batch import PublishBatch
 
+#: Written only here: pyproject.toml reads it, `sqsbus --version` prints it, CHANGELOG.md names it.
 __version__ = "0.1.0"
 
 TRANSPORT = "sqsbus.kombu:Transport"

@@ -25,10 +25,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
 from typing import Any, TypeAlias
 
+from sqsbus import __version__
 from sqsbus.admin.arguments import connection_options
 from sqsbus.admin.registry import COMMANDS, Command
 from sqsbus.completion import SCRIPTS, describe
@@ -60,18 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sqsbus", description="A Kombu/Celery transport for Amazon SQS."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_subcommand in _SUBCOMMANDS:
         add_subcommand(subcommands)
     return parser
-
-
-def _version() -> str:
-    try:
-        return version("sqsbus")
-    except PackageNotFoundError:
-        return "(not installed)"
 
 
 # -- sqsbus local ------------------------------------------------------------------------------

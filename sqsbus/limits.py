@@ -1,8 +1,8 @@
 """The AWS limits sqsbus relies on, in one place.
 
-Each constant is a rule of an AWS service (SQS unless its name says SNS, S3 or STS), with
-where AWS states it.  Modules import them from here and never write the numbers
-themselves.  What sqsbus chooses on its own (windows, timeouts, buffer sizes) lives with the
+Each constant is a rule of an AWS service (SQS unless its name says SNS, S3, STS or
+CloudWatch), with where AWS states it.  Modules import them from here and never write the
+numbers themselves.  What sqsbus chooses on its own (windows, timeouts, buffer sizes) lives with the
 code that uses it, and retry policies live in :mod:`sqsbus.backoff`.
 
 Foundation layer: this module imports nothing from sqsbus.
@@ -90,3 +90,8 @@ S3_MAX_KEY_BYTES: Final = 1024
 #: Bounds of an assumed-role session (``DurationSeconds``): 15 minutes to 12 hours.
 STS_MIN_SESSION_SECONDS: Final = 900
 STS_MAX_SESSION_SECONDS: Final = 43_200
+
+# -- CloudWatch -------------------------------------------------------------------------------
+
+#: Metric queries (``MetricDataQueries``) of one GetMetricData call.
+CLOUDWATCH_MAX_METRIC_QUERIES: Final = 500

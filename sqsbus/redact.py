@@ -171,7 +171,8 @@ def _install() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        if _active and record.name.startswith(SCRUBBED_LOGGERS):
+        # logging.makeLogRecord() makes records without a name.
+        if _active and isinstance(record.name, str) and record.name.startswith(SCRUBBED_LOGGERS):
             _scrub_record(record)
         return record
 

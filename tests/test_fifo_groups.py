@@ -98,13 +98,11 @@ def test_celery_runs_each_group_in_order_never_overlapping_and_groups_in_paralle
 ) -> None:
     app, state = fifo_worker
     record = task(app, "record")
-    results = {
-        group: [
-            record.apply_async(("all", TASK_SECONDS), MessageGroupId=group)
-            for _ in range(PER_GROUP)
-        ]
-        for group in GROUPS
-    }
+    # Round robin over the groups, so that every group has work waiting from the start.
+    results: dict[str, list[Any]] = {group: [] for group in GROUPS}
+    for _ in range(PER_GROUP):
+        for group in GROUPS:
+            results[group].append(record.apply_async(("all", TASK_SECONDS), MessageGroupId=group))
     for group_results in results.values():
         for result in group_results:
             result.get(timeout=RESULT_TIMEOUT * 3)

@@ -119,3 +119,13 @@ def test_a_token_in_use_by_one_client_stays_scrubbed_when_another_refreshes() ->
     s3()
     assert scrub(shared) == shared
     assert scrub(renewed) == "***"
+
+
+def test_records_made_without_a_name_still_work_while_secrets_are_scrubbed() -> None:
+    """``logging.makeLogRecord`` (used by log shippers and tests) makes nameless records."""
+    register_secret("a-secret-for-nameless-records")
+    try:
+        record = logging.makeLogRecord({"msg": "hello"})
+        assert record.getMessage() == "hello"
+    finally:
+        forget_secret("a-secret-for-nameless-records")

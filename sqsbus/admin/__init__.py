@@ -1,5 +1,5 @@
-"""Operating queues: list, peek at, purge, move and redrive messages, sweep dead processes'
-temporary queues.
+"""Operating queues: list, watch, peek at, purge, move and redrive messages, sweep dead
+processes' temporary queues.
 
 The Python API behind the operator commands: :data:`sqsbus.admin.registry.COMMANDS` maps
 each ``sqsbus`` command to its function here (``sqsbus purge`` to :func:`purge` ...).
@@ -10,6 +10,8 @@ connection), then::
     for info in list_queues(session):
         print(info.name, info.visible)
     redrive(session, session.queue("celery-dlq"))
+    with watch_queues(session, interval=5, max_requests_per_second=10) as watcher:
+        print(watcher.refresh().queues)
     purge(session, "celery", confirm=lambda found: found.total < 100)
 """
 
@@ -20,6 +22,7 @@ from sqsbus.admin.purge import PurgeResult, purge
 from sqsbus.admin.redrive import dead_letter_sources, redrive
 from sqsbus.admin.session import AdminSession, BrokerChoice, choose_broker
 from sqsbus.admin.sweep import SweepReport, sweep
+from sqsbus.admin.top import QueueSample, QueueWatcher, TopSnapshot, watch_queues
 from sqsbus.admin.transfer import TransferResult, move
 from sqsbus.errors import PeekRefused, PurgeInProgress, UnknownQueueError
 
@@ -35,7 +38,10 @@ __all__ = [
     "PurgeInProgress",
     "PurgeResult",
     "QueueInfo",
+    "QueueSample",
+    "QueueWatcher",
     "SweepReport",
+    "TopSnapshot",
     "TransferResult",
     "UnknownQueueError",
     "choose_broker",
@@ -48,4 +54,5 @@ __all__ = [
     "redrive",
     "summarize",
     "sweep",
+    "watch_queues",
 ]

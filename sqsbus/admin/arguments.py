@@ -10,18 +10,21 @@ from typing import Final
 
 from sqsbus.admin.peek import PEEK_WAIT_SECONDS
 from sqsbus.admin.session import ATTEMPTS, DEFAULT_TIMEOUT
+from sqsbus.admin.top import DEFAULT_INTERVAL, DEFAULT_MAX_REQUESTS_PER_SECOND
 from sqsbus.admin.transfer import RECEIVE_WAIT_SECONDS
 
 __all__ = [
     "connection_options",
     "move_arguments",
     "peek_arguments",
+    "positive_float",
     "positive_int",
     "purge_arguments",
     "queues_arguments",
     "redrive_arguments",
     "sweep_arguments",
     "timeout_seconds",
+    "top_arguments",
 ]
 
 QUEUE_HELP: Final = "queue name as Kombu/Celery knows it (the prefix is added)"
@@ -93,6 +96,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
     return value
 
 
@@ -172,3 +186,42 @@ def redrive_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sweep_arguments(parser: argparse.ArgumentParser) -> None:
     """``sqsbus sweep``: no options but the connection's."""
+
+
+def top_arguments(parser: argparse.ArgumentParser) -> None:
+    """``sqsbus top [-i SECONDS] [--max-requests-per-second N] [--cloudwatch] [--once]
+    [-n N] [--json]``."""
+    parser.add_argument(
+        "-i",
+        "--interval",
+        type=positive_float,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help="seconds between refreshes (%(default)g; longer when the request bound needs it)",
+    )
+    parser.add_argument(
+        "--max-requests-per-second",
+        type=positive_float,
+        default=DEFAULT_MAX_REQUESTS_PER_SECOND,
+        metavar="N",
+        help="never send more AWS requests per second than this (%(default)g)",
+    )
+    parser.add_argument(
+        "--cloudwatch",
+        action="store_true",
+        help=(
+            "also read messages sent/deleted per second and the age of the oldest message "
+            "from CloudWatch (cloudwatch:GetMetricData, once a minute)"
+        ),
+    )
+    parser.add_argument("--once", action="store_true", help="print one refresh and exit")
+    parser.add_argument(
+        "-n",
+        "--refreshes",
+        type=positive_int,
+        metavar="N",
+        help="exit after N refreshes (default: until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document (one line) per refresh"
+    )

@@ -38,6 +38,8 @@ from sqsbus.admin.render import (
 )
 from sqsbus.admin.session import AdminSession, BrokerChoice, choose_broker, parse_option_args
 from sqsbus.admin.sweep import SweepReport, sweep
+from sqsbus.admin.top import QueueWatcher, watch_queues
+from sqsbus.admin.top_screen import TopOutput, show_top
 from sqsbus.admin.transfer import TransferResult, move
 from sqsbus.errors import ConfigurationError, SQSBusError
 
@@ -51,6 +53,7 @@ __all__ = [
     "call_queues",
     "call_redrive",
     "call_sweep",
+    "call_top",
     "execute",
     "render_move",
     "render_peek",
@@ -58,6 +61,7 @@ __all__ = [
     "render_queues",
     "render_redrive",
     "render_sweep",
+    "render_top",
 ]
 
 EXIT_OK: Final = 0
@@ -417,3 +421,24 @@ def render_sweep(args: argparse.Namespace, session: AdminSession, report: SweepR
     for name in sorted(report.deleted):
         _out(f"  deleted {session.short_name(name)}")
     return EXIT_OK
+
+
+# -- sqsbus top ----------------------------------------------------------------------------
+
+
+def call_top(args: argparse.Namespace, session: AdminSession) -> QueueWatcher:
+    """:func:`~sqsbus.admin.watch_queues` with the request budget asked for."""
+    return watch_queues(
+        session,
+        interval=args.interval,
+        max_requests_per_second=args.max_requests_per_second,
+        cloudwatch=args.cloudwatch,
+    )
+
+
+def render_top(args: argparse.Namespace, session: AdminSession, watcher: QueueWatcher) -> int:
+    """Refresh and print until ``--once``/``-n`` is done or Ctrl-C (exit status 0)."""
+    output = TopOutput(
+        sys.stdout, once=args.once, json=args.json, refreshes=args.refreshes, note=_note
+    )
+    return show_top(watcher, output)

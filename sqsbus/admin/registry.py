@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
 from sqsbus.admin import arguments, commands
+from sqsbus.admin.budget import PRICE_NOTE, RefreshPlan
 from sqsbus.admin.inventory import list_queues
 from sqsbus.admin.peek import peek
 from sqsbus.admin.purge import purge
 from sqsbus.admin.redrive import redrive
 from sqsbus.admin.session import AdminSession
 from sqsbus.admin.sweep import sweep
+from sqsbus.admin.top import DEFAULT_INTERVAL, DEFAULT_MAX_REQUESTS_PER_SECOND, watch_queues
 from sqsbus.admin.transfer import move
 
 __all__ = ["COMMANDS", "Command"]
@@ -57,6 +59,31 @@ class Command(Generic[R]):
         )
 
 
+def _top_description() -> str:
+    """``sqsbus top --help``'s paragraph, its cost example computed by the budget itself."""
+    example = RefreshPlan(
+        queues=10,
+        fifo_queues=0,
+        requested_interval=DEFAULT_INTERVAL,
+        max_requests_per_second=DEFAULT_MAX_REQUESTS_PER_SECOND,
+        listing=True,
+        cloudwatch=True,
+    )
+    return (
+        "A live view of the queues, refreshed every few seconds: visible, in-flight and "
+        "delayed messages, their net change per second, dead-letter queues marked, and with "
+        "--cloudwatch the messages sent and deleted per second and the age of the oldest "
+        "message. Cost per refresh: one GetQueueAttributes per queue; ListQueues once a "
+        "minute (one per 1,000 queues); --cloudwatch adds one GetMetricData a minute (3 "
+        "metrics per queue). Requests never exceed --max-requests-per-second: with many "
+        "queues the refresh interval grows. Example: 10 queues every "
+        f"{DEFAULT_INTERVAL:g} s make {example.sqs_requests_per_hour:,.0f} SQS requests an "
+        f"hour, about ${example.sqs_cost_per_hour:.4f}; --cloudwatch adds "
+        f"{example.cloudwatch_metrics_per_hour:,.0f} metrics an hour, about "
+        f"${example.cloudwatch_cost_per_hour:.3f} ({PRICE_NOTE})."
+    )
+
+
 #: Every operator command, in the order ``sqsbus --help`` lists them. Deliberately not
 #: annotated ``tuple[Command[Any], ...]``: that context would make mypy take ``R`` as ``Any``
 #: and stop checking that each command's ``api``, ``call`` and ``render`` agree.
@@ -72,6 +99,15 @@ COMMANDS: Final = (
         api=list_queues,
         call=commands.call_queues,
         render=commands.render_queues,
+    ),
+    Command(
+        name="top",
+        summary="watch queue counts live, within a request budget (--once, --json)",
+        description=_top_description(),
+        add_arguments=arguments.top_arguments,
+        api=watch_queues,
+        call=commands.call_top,
+        render=commands.render_top,
     ),
     Command(
         name="peek",

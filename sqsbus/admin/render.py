@@ -60,14 +60,16 @@ def terminal_text(text: str) -> str:
     return "\n".join(terminal_safe(line) for line in text.split("\n"))
 
 
-def to_json(value: Any) -> str:
-    """Indented JSON that is safe on a terminal and keeps non-ASCII text readable.
+def to_json(value: Any, *, indent: int | None = 2) -> str:
+    """Indented JSON (one line with ``indent=None``) that is safe on a terminal and keeps
+    non-ASCII text readable.
 
     ``json.dumps`` escapes the C0 controls inside strings; the line breaks of the indentation
     are the only ones left outside. The other characters of :data:`_UNSAFE` can only be inside
     strings, where they are written as JSON ``\\uXXXX`` escapes (the value decodes unchanged).
     """
-    text = json.dumps(value, indent=2, ensure_ascii=False)
+    separators = None if indent is not None else (",", ":")
+    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators)
     return _UNSAFE.sub(_json_escape, text)
 
 

@@ -48,7 +48,7 @@ __all__ = [
 BATCH_OPERATIONS: Final = frozenset(
     {"SendMessageBatch", "DeleteMessageBatch", "ChangeMessageVisibilityBatch"}
 )
-_JSON_SERVICES: Final = {"AmazonSQS": "sqs"}
+_JSON_SERVICES: Final = {"AmazonSQS": "sqs", "GraniteServiceVersion20100801": "cloudwatch"}
 _QUERY_SERVICES: Final = {"2010-03-31": "sns", "2012-11-05": "sqs", "2011-06-15": "sts"}
 _QUERY_NAMESPACES: Final = {
     "sns": "http://sns.amazonaws.com/doc/2010-03-31/",
