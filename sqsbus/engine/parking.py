@@ -120,12 +120,12 @@ class Parking:
             message.receipt_handle = copy.receipt_handle
             message.message_attributes = copy.message_attributes
             message.home = home
-            self.parked += 1
         if settled:
             operations.delete(parking, [copy.receipt_handle])
             return
         self.leases.hold([message])
         operations.delete(original_queue, [original_handle])
+        self.parked += 1  # counted once the original is gone: the move is complete
         logger.info(
             "message %s of queue %s reached SQS's 12-hour visibility cap; parked in %s",
             message.message_id,
