@@ -38,6 +38,8 @@ from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.errors import SQSBusError, TransientError
 from sqsbus.limits import MAX_BATCH_ENTRIES
+from sqsbus.queues import name_from_url
+from sqsbus.telemetry import watch_backlog
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +97,25 @@ class Acker:
         self._room = threading.Event()
         self._room.set()
         self._thread: threading.Thread | None = None
+        watch_backlog(self)
 
     # -- API -------------------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def backlog(self) -> dict[tuple[str, str], int]:
+        """Entries waiting to be sent, per (SQS queue name, batch method)."""
+        with self._cond:
+            waiting = [
+                (url, action, len(lane.entries)) for (url, action), lane in self._lanes.items()
+            ]
+        counts: dict[tuple[str, str], int] = {}
+        for url, action, count in waiting:
+            key = (name_from_url(url), _METHODS[action is None])
+            counts[key] = counts.get(key, 0) + count
+        return counts
 
     def wait_for_room(self, timeout: float) -> bool:
         """Wait up to ``timeout`` until at most :data:`MAX_BACKLOG` entries wait to be
@@ -335,6 +350,10 @@ class Acker:
             entries[0].message.queue.name,
             reason,
         )
+
+
+#: The batch call of an action: deletes (True) or visibility changes (False).
+_METHODS: Final = {True: "DeleteMessageBatch", False: "ChangeMessageVisibilityBatch"}
 
 
 def _verb(action: Action) -> str:

@@ -40,6 +40,7 @@ from sqsbus.engine.publisher import Publisher
 from sqsbus.errors import SQSBusError
 from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
+from sqsbus.telemetry import queue as queue_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class Parking:
             message.message_attributes = copy.message_attributes
             message.home = home
             self.parked += 1
+            queue_metrics(home.name).parked()
         if settled:
             operations.delete(parking, [copy.receipt_handle])
             return
