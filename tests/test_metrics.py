@@ -153,20 +153,19 @@ def test_requeue_and_dead_letter_are_counted_with_their_reason(
     with connect(endpoint, prefix, redrive_policy=redrive) as conn:
         publish(conn, queue, ["again", "poison"])
         bound = queue(conn.default_channel)
-        requeued = []
-        for _ in range(2):
+        verdicts = []
+        while len(verdicts) < 3:  # "again" is requeued once, then acked; "poison" rejected
             message = get_within(bound, 5)
-            assert message is not None
-            if message.payload == "again" and not requeued:
-                message.requeue()
-                requeued.append(message)
-            else:
-                message.reject(requeue=False) if message.payload == "poison" else message.ack()
-        while (message := get_within(bound, 2)) is not None:
+            assert message is not None, verdicts
             if message.payload == "poison":
                 message.reject(requeue=False)
-            else:
+                verdicts.append("rejected")
+            elif "requeued" in verdicts:
                 message.ack()
+                verdicts.append("acked")
+            else:
+                message.requeue()
+                verdicts.append("requeued")
         settle(conn)
     seen = Points(reader)
     name = f"{prefix}jobs"
