@@ -9,12 +9,16 @@ provider the proxy drops them at the cost of one attribute check.
 
 The API is imported on first use (the first client or queue), not by ``import sqsbus``.
 Attribute sets are built once per queue (:class:`QueueMetrics`) or per request kind and
-reused. Every instrument is listed, with its unit and attributes, in
-``docs/observability.md``; this module imports nothing else of sqsbus.
+reused. Counts are kept here (a :class:`_Tally` per counter: a lock and an addition) and
+reported by observable counters when the SDK collects, so a message costs the SDK nothing
+on the hot path but its histograms; the exporter sees ordinary cumulative sums. Every
+instrument is listed, with its unit and attributes, in ``docs/observability.md``; this
+module imports nothing else of sqsbus.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -69,27 +73,83 @@ BATCH_BUCKETS: Final = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 _METER_NAME: Final = "sqsbus"
 
 
+class _Attributes:
+    """One attribute set, built once and reused; counted in a :class:`_Tally` by identity."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values: dict[str, str] = dict(values)
+
+
 class _Off:
     """Stands in for every instrument when the OpenTelemetry API is not installed."""
 
     __slots__ = ()
 
-    def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
+    def add(self, amount: int, attributes: _Attributes) -> None:
         pass
 
-    def record(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
+    def record(self, amount: float, attributes: Mapping[str, str]) -> None:
         pass
 
 
 _OFF: Final = _Off()
+#: Guards every tally (each addition holds it for a dictionary update).
+_tally_lock = threading.Lock()
+_tallies: weakref.WeakSet[_Tally] = weakref.WeakSet()
+
+
+class _Tally:
+    """A counter's cumulative totals per attribute set, read by its observable counter."""
+
+    __slots__ = ("__weakref__", "_totals")
+
+    def __init__(self) -> None:
+        self._totals: dict[_Attributes, int] = {}
+        _tallies.add(self)
+
+    def add(self, amount: int, attributes: _Attributes) -> None:
+        with _tally_lock:
+            self._totals[attributes] = self._totals.get(attributes, 0) + amount
+
+    def observe(self, options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        with _tally_lock:
+            totals = list(self._totals.items())
+        return [Observation(total, attributes.values) for attributes, total in totals]
+
+    def clear(self) -> None:
+        self._totals = {}
+
+
+def _after_fork_in_child() -> None:
+    """A forked child counts from zero (its own series), with a lock no thread holds."""
+    global _tally_lock
+    _tally_lock = threading.Lock()
+    for tally in list(_tallies):
+        tally.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Instruments:
-    """Every synchronous instrument of sqsbus, made from ``meter`` (None: stand-ins)."""
+    """Every instrument of sqsbus, made from ``meter`` (None: stand-ins that keep nothing).
+
+    Counters are :class:`_Tally` objects behind observable counters; histograms are the
+    meter's own; the gauges read their sources (:func:`watch_prefetch`,
+    :func:`watch_backlog`) when collected.
+    """
 
     def __init__(self, meter: Any | None) -> None:
         def counter(name: str, unit: str, description: str) -> Any:
-            return _OFF if meter is None else meter.create_counter(name, unit, description)
+            if meter is None:
+                return _OFF
+            tally = _Tally()
+            meter.create_observable_counter(name, [tally.observe], unit, description)
+            return tally
 
         def histogram(name: str, unit: str, description: str, buckets: Sequence[float]) -> Any:
             if meter is None:
@@ -254,12 +314,12 @@ class QueueMetrics:
     def __init__(self, name: str, system: str = SQS) -> None:
         self._i = instruments()
         self.name = name
-        self.base: Mapping[str, str] = {SYSTEM: system, DESTINATION: name}
-        self._publish = {**self.base, OPERATION: "publish"}
-        self._receive = {**self.base, OPERATION: "receive"}
-        self._settle = {**self.base, OPERATION: "settle"}
+        self.base = _Attributes({SYSTEM: system, DESTINATION: name})
+        self._publish = _Attributes({**self.base.values, OPERATION: "publish"})
+        self._receive = _Attributes({**self.base.values, OPERATION: "receive"})
+        self._settle = _Attributes({**self.base.values, OPERATION: "settle"})
         self._batches: dict[str, Mapping[str, str]] = {}
-        self._reasons: dict[str, Mapping[str, str]] = {}
+        self._reasons: dict[str, _Attributes] = {}
 
     # publishing
     def published(self, count: int = 1) -> None:
@@ -268,7 +328,7 @@ class QueueMetrics:
     def publish_confirmed(self, seconds: float) -> None:
         """One message confirmed ``seconds`` after its publish call: counted and timed."""
         self._i.published.add(1, self._publish)
-        self._i.publish_duration.record(seconds, self._publish)
+        self._i.publish_duration.record(seconds, self._publish.values)
 
     def lingering_lost(self) -> None:
         self._i.lingering_lost.add(1, self._publish)
@@ -277,7 +337,7 @@ class QueueMetrics:
         """A batch call ``method`` (``rpc.method``) of ``entries`` entries on this queue."""
         attributes = self._batches.get(method)
         if attributes is None:
-            attributes = self._batches[method] = {**self.base, RPC_METHOD: method}
+            attributes = self._batches[method] = {**self.base.values, RPC_METHOD: method}
         self._i.batch_entries.record(entries, attributes)
 
     # consuming
@@ -288,7 +348,7 @@ class QueueMetrics:
         self.batch("ReceiveMessage", count)
 
     def delivered(self, lag_seconds: float) -> None:
-        self._i.delivery_lag.record(lag_seconds, self._receive)
+        self._i.delivery_lag.record(lag_seconds, self._receive.values)
 
     def acked(self) -> None:
         self._i.acked.add(1, self._settle)
@@ -299,7 +359,9 @@ class QueueMetrics:
     def dead_lettered(self, reason: str) -> None:
         attributes = self._reasons.get(reason)
         if attributes is None:
-            attributes = self._reasons[reason] = {**self._settle, REASON: reason}
+            attributes = self._reasons[reason] = _Attributes(
+                {**self._settle.values, REASON: reason}
+            )
         self._i.dead_lettered.add(1, attributes)
 
     def expired(self) -> None:
@@ -331,13 +393,13 @@ def queue(name: str, system: str = SQS) -> QueueMetrics:
 
 # -- large payloads in S3 --------------------------------------------------------------------
 
-_buckets: dict[str, Mapping[str, str]] = {}
+_buckets: dict[str, _Attributes] = {}
 
 
-def _bucket(bucket: str) -> Mapping[str, str]:
+def _bucket(bucket: str) -> _Attributes:
     attributes = _buckets.get(bucket)
     if attributes is None:
-        attributes = _buckets.setdefault(bucket, {SYSTEM: SQS, BUCKET: bucket})
+        attributes = _buckets.setdefault(bucket, _Attributes({SYSTEM: SQS, BUCKET: bucket}))
     return attributes
 
 
@@ -358,12 +420,12 @@ def payload_deleted(bucket: str, size: int) -> None:
 
 # -- AWS requests ----------------------------------------------------------------------------
 
-_request_attributes: dict[tuple[str, str, str | None, str], Mapping[str, str]] = {}
+_request_attributes: dict[tuple[str, str, str | None, str], _Attributes] = {}
 
 
 def _attributes_of_request(
     service: str, method: str, queue: str | None, outcome: str
-) -> Mapping[str, str]:
+) -> _Attributes:
     key = (service, method, queue, outcome)
     attributes = _request_attributes.get(key)
     if attributes is None:
@@ -371,7 +433,7 @@ def _attributes_of_request(
         if queue:
             made[SYSTEM] = SQS
             made[DESTINATION] = queue
-        attributes = _request_attributes.setdefault(key, made)
+        attributes = _request_attributes.setdefault(key, _Attributes(made))
     return attributes
 
 
@@ -384,7 +446,7 @@ def record_requests(
     for outcome, seconds in attempts:
         attributes = _attributes_of_request(service, method, queue, outcome)
         made.requests.add(1, attributes)
-        made.request_duration.record(seconds, attributes)
+        made.request_duration.record(seconds, attributes.values)
 
 
 # -- gauges read at collection time ----------------------------------------------------------
@@ -421,7 +483,7 @@ def _observe_prefetch(options: Any) -> Iterator[Any]:
     for source in list(_prefetch_sources):
         for name, count in source.prefetched().items():
             totals[name] = totals.get(name, 0) + count
-    return _observations(((queue(name).base, count) for name, count in totals.items()))
+    return _observations(((queue(name).base.values, count) for name, count in totals.items()))
 
 
 def _observe_backlog(options: Any) -> Iterator[Any]:
@@ -430,7 +492,7 @@ def _observe_backlog(options: Any) -> Iterator[Any]:
         for key, count in source.backlog().items():
             totals[key] = totals.get(key, 0) + count
     return _observations(
-        ({**queue(name).base, RPC_METHOD: method}, count)
+        ({**queue(name).base.values, RPC_METHOD: method}, count)
         for (name, method), count in totals.items()
     )
 

@@ -365,8 +365,8 @@ print(json.dumps({
 def test_a_provider_set_after_sqsbus_started_gets_what_follows(
     endpoint: LocalEndpoint, prefix: str
 ) -> None:
-    """With the API and no provider nothing is kept; a provider set later (as applications
-    often do, after their broker connection) receives every measurement from then on."""
+    """A provider set after sqsbus started (as applications often do, after their broker
+    connection) gets the counts since the process started, and every duration from then on."""
     result = _child(
         endpoint,
         prefix,
@@ -384,13 +384,21 @@ values = {}
 for resource in reader.get_metrics_data().resource_metrics:
     for scope in resource.scope_metrics:
         for metric in scope.metrics:
+            points = metric.data.data_points
             if metric.name in ("sqsbus.messages.published", "sqsbus.messages.acked"):
-                values[metric.name] = sum(p.value for p in metric.data.data_points)
+                values[metric.name] = sum(p.value for p in points)
+            if metric.name in ("sqsbus.publish.duration", "sqsbus.delivery.lag"):
+                values[metric.name] = sum(p.count for p in points)
 print(json.dumps({"active": telemetry.active(), "got": before + after, "values": values}))
 """,
     )
     assert result == {
         "active": True,
         "got": 5,
-        "values": {"sqsbus.messages.published": 3, "sqsbus.messages.acked": 3},
+        "values": {
+            "sqsbus.messages.published": 5,
+            "sqsbus.messages.acked": 5,
+            "sqsbus.publish.duration": 3,
+            "sqsbus.delivery.lag": 3,
+        },
     }
