@@ -64,8 +64,8 @@ def _profile(
     latency_wait: int = 20,
     latency_tail: float = 40.0,
     idle_queues: int = 10,
-    metrics_per_queue: int = 200,
-    metrics_rounds: int = 5,
+    metrics_per_queue: int = 100,
+    metrics_rounds: int = 7,
 ) -> dict[str, dict[str, Params]]:
     """Parameters of every scenario variant: ``{scenario: {variant: params}}``."""
     small = 100  # padding of ordinary messages, bytes
@@ -186,6 +186,8 @@ def _profile(
                 "prefetch": 10,
                 "pad": small,
                 "rounds": metrics_rounds,
+                # 3 consuming children per round, each on freshly filled queues.
+                "timeout_seconds": 60 + metrics_rounds * 3 * (30 + metrics_per_queue * 0.5),
             }
         },
     }
@@ -230,7 +232,7 @@ PROFILES: Final[dict[str, dict[str, dict[str, Params]]]] = {
         idle_wait=20,
         idle_default=None,
         footprint_per_queue=30,
-        metrics_per_queue=100,
+        metrics_per_queue=50,
         metrics_rounds=3,
     ),
     # Every figure, nothing meaningful: short long polls so that the idle runs see several.
