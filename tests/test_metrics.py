@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
 
 from sqsbus.aws import AWS
 from sqsbus.config import parse_options
@@ -129,9 +129,7 @@ def test_publish_and_consume_counts_equal_what_was_done(
     assert seen.histogram("sqsbus.delivery.lag", queue=name)[0] == total
     assert seen.value("sqsbus.messages.acked", queue=name) == total
     for method in ("SendMessageBatch", "ReceiveMessage", "DeleteMessageBatch"):
-        batches, entries = seen.histogram("sqsbus.aws.batch.entries", queue=name, method=method)
-        assert entries == total, method
-        assert batches == calls[f"sqs.{method}"], method
+        assert seen.value("sqsbus.aws.batch.entries", queue=name, method=method) == total
     # Calls naming the queue by URL, as the transport counts them per queue, and those
     # naming it by name (looking it up, creating it): this connection made no others.
     by_name = {op: n for op, n in stats.calls().items() if op in BY_NAME}
@@ -143,6 +141,31 @@ def test_publish_and_consume_counts_equal_what_was_done(
     assert outcomes == {"ok": sum(requests.values()) - 1, "failed": 1}
     durations = seen.histogram("sqsbus.aws.request.duration", queue=name)
     assert durations[0] == sum(requests.values()) and durations[1] > 0
+    # Batch fill, as docs/observability.md computes it: entries over calls (ok + failed).
+    fill = seen.value("sqsbus.aws.batch.entries", queue=name, method="DeleteMessageBatch") / (
+        seen.value("sqsbus.aws.requests", queue=name, method="DeleteMessageBatch")
+    )
+    assert fill == total / calls["sqs.DeleteMessageBatch"]
+
+
+def test_publishes_to_an_exchange_are_counted_on_its_topic(
+    endpoint: LocalEndpoint, prefix: str, reader: Any
+) -> None:
+    exchange = Exchange("events", type="fanout")
+    queue = Queue("listener", exchange)
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["a", "b", "c"])
+        consume(conn, [queue], 3)
+    seen = Points(reader)
+    topics = {
+        topic: count
+        for topic, count in seen.by(
+            "sqsbus.messages.published", DESTINATION, messaging_system="aws_sns"
+        ).items()
+        if topic.startswith(prefix)
+    }
+    assert list(topics.values()) == [3] and "events" in next(iter(topics))
+    assert seen.value("sqsbus.messages.received", queue=f"{prefix}listener") == 3
 
 
 def test_requeue_and_dead_letter_are_counted_with_their_reason(
@@ -174,9 +197,8 @@ def test_requeue_and_dead_letter_are_counted_with_their_reason(
     assert seen.value("sqsbus.messages.acked", queue=name) == 1
     # The dead-letter copy is not a published message of the application.
     assert seen.value("sqsbus.messages.published", queue=f"{prefix}jobs-dead") == 0
-    assert seen.histogram(
-        "sqsbus.aws.batch.entries", queue=f"{prefix}jobs-dead", method="SendMessageBatch"
-    ) == (1, 1)
+    dead = f"{prefix}jobs-dead"
+    assert seen.value("sqsbus.aws.batch.entries", queue=dead, method="SendMessageBatch") == 1
 
 
 def test_expired_messages_are_counted(endpoint: LocalEndpoint, prefix: str, reader: Any) -> None:
@@ -360,6 +382,44 @@ print(json.dumps({
 """,
     )
     assert result == {"got": 5, "active": False, "loaded": [], "stand_ins": "_Off"}
+
+
+def test_a_forked_child_counts_from_zero(endpoint: LocalEndpoint, prefix: str) -> None:
+    """Celery's prefork children each report their own counts, not their parent's."""
+    result = _child(
+        endpoint,
+        prefix,
+        _PUBLISH_AND_CONSUME
+        + """
+import os
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+def acked():
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return sum(
+        point.value
+        for resource in reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "sqsbus.messages.acked"
+        for point in metric.data.data_points
+    )
+
+parent_got = run(2)
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, json.dumps({"got": run(1), "acked": acked()}).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+child = json.loads(os.read(read, 1000))
+print(json.dumps({"parent": {"got": parent_got, "acked": acked()}, "child": child}))
+""",
+    )
+    assert result == {"parent": {"got": 2, "acked": 2}, "child": {"got": 1, "acked": 1}}
 
 
 def test_a_provider_set_after_sqsbus_started_gets_what_follows(
