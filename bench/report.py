@@ -282,7 +282,8 @@ def format_cross_check(rows: Sequence[dict[str, Any]]) -> str:
 
 def build_metrics_overhead(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per metrics mode of the ``metrics`` run: client CPU s per 10k consumed (median,
-    min, max over its rounds), the median's ratio to mode ``off`` and the difference per
+    min, max over its rounds), the median's ratio to mode ``off``, the median of the ratios
+    within each round (the modes of a round ran one after the other), and the difference per
     message."""
     run = results.get("metrics", {}).get("sqsbus", {})
     if not run.get("ok"):
@@ -296,6 +297,7 @@ def build_metrics_overhead(results: dict[str, dict[str, Any]]) -> list[dict[str,
         if not values:
             continue
         median = statistics.median(values)
+        paired = [value / off for value, off in zip(values, base_values, strict=False) if off]
         rows.append(
             {
                 "mode": mode,
@@ -304,6 +306,7 @@ def build_metrics_overhead(results: dict[str, dict[str, Any]]) -> list[dict[str,
                 "min": min(values),
                 "max": max(values),
                 "ratio": median / base if base else None,
+                "paired_ratio": statistics.median(paired) if paired else None,
                 "us_per_message": (median - base) / 10_000 * 1e6 if base is not None else None,
             }
         )
@@ -311,10 +314,19 @@ def build_metrics_overhead(results: dict[str, dict[str, Any]]) -> list[dict[str,
 
 
 def format_metrics_overhead(rows: Sequence[dict[str, Any]]) -> str:
-    header = ("client CPU s per 10k consumed", "median", "min", "max", "runs", "vs off", "µs/msg")
+    header = (
+        "client CPU s per 10k consumed",
+        "median",
+        "min",
+        "max",
+        "runs",
+        "vs off",
+        "in rounds",
+        "µs/msg",
+    )
     body = []
     for row in rows:
-        ratio, extra = row["ratio"], row["us_per_message"]
+        ratio, extra, paired = row["ratio"], row["us_per_message"], row["paired_ratio"]
         body.append(
             (
                 metrics_overhead.LABELS[row["mode"]],
@@ -323,7 +335,8 @@ def format_metrics_overhead(rows: Sequence[dict[str, Any]]) -> str:
                 _fmt(row["max"], 2),
                 str(row["runs"]),
                 "n/a" if ratio is None else f"{(ratio - 1) * 100:+.1f}%",
+                "n/a" if paired is None else f"{(paired - 1) * 100:+.1f}%",
                 "n/a" if extra is None else f"{extra:+.1f}",
             )
         )
-    return _grid(header, body, right=(1, 2, 3, 4, 5, 6))
+    return _grid(header, body, right=(1, 2, 3, 4, 5, 6, 7))

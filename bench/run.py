@@ -194,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_metrics_overhead(overhead))
         print(
             "sqsbus's metrics (docs/observability.md): one consuming child process per mode "
-            "and round, the modes in turn; 'vs off' compares medians."
+            "and round, the modes in turn; 'vs off' compares the medians, 'in rounds' is the "
+            "median of each round's ratio."
         )
     for row in figures:
         for transport, note in row["notes"].items():
