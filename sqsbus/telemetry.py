@@ -4,8 +4,9 @@
 recording call here is a no-op on a stand-in instrument, and :mod:`sqsbus.aws` registers
 no request hooks at all. With it, the instruments come from the global ``MeterProvider``
 through the API's proxy meter: a provider configured after sqsbus started (the usual order
-in an application) receives every measurement from then on, and without a configured
-provider the proxy drops them at the cost of one attribute check.
+in an application) reads every counter's total since the start and receives every
+histogram measurement from then on; without a provider the proxy drops the histograms'
+measurements at the cost of one attribute check.
 
 The API is imported on first use (the first client or queue), not by ``import sqsbus``.
 Attribute sets are built once per queue (:class:`QueueMetrics`) or per request kind and
