@@ -302,6 +302,7 @@ class QueueMetrics:
 
     __slots__ = (
         "_batches",
+        "_histogram",
         "_i",
         "_publish",
         "_reasons",
@@ -319,6 +320,9 @@ class QueueMetrics:
         self._receive = _Attributes({**self.base.values, OPERATION: "receive"})
         self._settle = _Attributes({**self.base.values, OPERATION: "settle"})
         self._batches: dict[str, _Attributes] = {}
+        #: The histograms' attributes: the destination alone (each attribute costs the SDK
+        #: on every record; the system is known from the name's instrument and queue).
+        self._histogram = {DESTINATION: name}
         self._reasons: dict[str, _Attributes] = {}
 
     # publishing
@@ -328,7 +332,7 @@ class QueueMetrics:
     def publish_confirmed(self, seconds: float) -> None:
         """One message confirmed ``seconds`` after its publish call: counted and timed."""
         self._i.published.add(1, self._publish)
-        self._i.publish_duration.record(seconds, self.base.values)
+        self._i.publish_duration.record(seconds, self._histogram)
 
     def lingering_lost(self) -> None:
         self._i.lingering_lost.add(1, self._publish)
@@ -349,7 +353,7 @@ class QueueMetrics:
         self.batch("ReceiveMessage", count)
 
     def delivered(self, lag_seconds: float) -> None:
-        self._i.delivery_lag.record(lag_seconds, self.base.values)
+        self._i.delivery_lag.record(lag_seconds, self._histogram)
 
     def acked(self) -> None:
         self._i.acked.add(1, self._settle)
@@ -444,7 +448,7 @@ def _attributes_of_duration(service: str, method: str, queue: str | None) -> dic
     key = (service, method, queue)
     attributes = _duration_attributes.get(key)
     if attributes is None:
-        made = {RPC_SERVICE: service, RPC_METHOD: method}
+        made = {RPC_METHOD: method}
         if queue:
             made[DESTINATION] = queue
         attributes = _duration_attributes.setdefault(key, made)

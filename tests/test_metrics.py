@@ -24,6 +24,7 @@ from kombu import Connection, Exchange, Queue
 
 from sqsbus.aws import AWS
 from sqsbus.config import parse_options
+from sqsbus.engine.delays import ETA_ATTRIBUTE
 from sqsbus.local import LocalEndpoint
 from sqsbus.testing.proxy import FaultProxy, Faults
 from tests.kombu_helpers import (
@@ -199,6 +200,34 @@ def test_requeue_and_dead_letter_are_counted_with_their_reason(
     assert seen.value("sqsbus.messages.published", queue=f"{prefix}jobs-dead") == 0
     dead = f"{prefix}jobs-dead"
     assert seen.value("sqsbus.aws.batch.entries", queue=dead, method="SendMessageBatch") == 1
+
+
+def test_a_delay_hop_is_counted_and_not_as_a_publish(
+    endpoint: LocalEndpoint, prefix: str, reader: Any, sqs_client: Any
+) -> None:
+    queue = direct_queue("later")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["warm up"])
+        bound = queue(conn.default_channel)
+        warm = get_within(bound, 5)
+        assert warm is not None
+        warm.ack()
+        # Due in an hour but visible now: it surfaces early and hops with a 15-minute delay.
+        sqs_client.send_message(
+            QueueUrl=url_of(conn, "later"),
+            MessageBody=json.dumps({"body": "later", "headers": {}, "properties": {}}),
+            MessageAttributes={
+                ETA_ATTRIBUTE: {"DataType": "Number", "StringValue": str(time.time() + 3600)}
+            },
+        )
+        assert get_within(bound, 1.5) is None
+        settle(conn)
+    seen = Points(reader)
+    name = f"{prefix}later"
+    assert seen.value("sqsbus.messages.delay_hops", queue=name) == 1
+    assert seen.value("sqsbus.messages.received", queue=name) == 2
+    assert seen.value("sqsbus.messages.published", queue=name) == 1  # the warm-up only
+    assert seen.value("sqsbus.aws.batch.entries", queue=name, method="SendMessageBatch") == 2
 
 
 def test_expired_messages_are_counted(endpoint: LocalEndpoint, prefix: str, reader: Any) -> None:
