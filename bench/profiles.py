@@ -18,6 +18,7 @@ __all__ = [
     "LINGER_MS",
     "ORDER",
     "PROFILES",
+    "SQSBUS_ONLY",
     "Job",
     "Params",
     "jobs_for",
@@ -63,6 +64,8 @@ def _profile(
     latency_wait: int = 20,
     latency_tail: float = 40.0,
     idle_queues: int = 10,
+    metrics_per_queue: int = 100,
+    metrics_rounds: int = 7,
 ) -> dict[str, dict[str, Params]]:
     """Parameters of every scenario variant: ``{scenario: {variant: params}}``."""
     small = 100  # padding of ordinary messages, bytes
@@ -176,6 +179,17 @@ def _profile(
             }
             for prefetch in (10, 100)
         },
+        "metrics": {
+            "": {
+                "queues": 10,
+                "per_queue": metrics_per_queue,
+                "prefetch": 10,
+                "pad": small,
+                "rounds": metrics_rounds,
+                # 3 consuming children per round, each on freshly filled queues.
+                "timeout_seconds": 60 + metrics_rounds * 3 * (30 + metrics_per_queue * 0.5),
+            }
+        },
     }
 
 
@@ -218,6 +232,8 @@ PROFILES: Final[dict[str, dict[str, dict[str, Params]]]] = {
         idle_wait=20,
         idle_default=None,
         footprint_per_queue=30,
+        metrics_per_queue=50,
+        metrics_rounds=3,
     ),
     # Every figure, nothing meaningful: short long polls so that the idle runs see several.
     "smoke": _profile(
@@ -236,6 +252,8 @@ PROFILES: Final[dict[str, dict[str, dict[str, Params]]]] = {
         latency_wait=1,
         latency_tail=15.0,
         idle_queues=3,
+        metrics_per_queue=2,
+        metrics_rounds=1,
     ),
 }
 
@@ -259,7 +277,19 @@ def with_latency(
 
 #: Scenarios whose runs go on in the background while the next ones are measured.
 BACKGROUND: Final = frozenset({"idle"})
-ORDER: Final = ("ceiling", "e2e", "publish", "consume", "celery", "idle", "latency", "footprint")
+ORDER: Final = (
+    "ceiling",
+    "e2e",
+    "publish",
+    "consume",
+    "celery",
+    "idle",
+    "latency",
+    "footprint",
+    "metrics",
+)
+#: Scenarios that measure sqsbus alone (no Kombu run to compare with).
+SQSBUS_ONLY: Final = frozenset({"metrics"})
 
 
 def jobs_for(profile: dict[str, dict[str, Params]], only: Sequence[str]) -> list[Job]:
@@ -269,7 +299,13 @@ def jobs_for(profile: dict[str, dict[str, Params]], only: Sequence[str]) -> list
         if only and scenario not in only:
             continue
         for variant, params in profile[scenario].items():
-            transports: Sequence[str] = ("endpoint",) if scenario == "ceiling" else TRANSPORTS
+            transports: Sequence[str] = (
+                ("endpoint",)
+                if scenario == "ceiling"
+                else ("sqsbus",)
+                if scenario in SQSBUS_ONLY
+                else TRANSPORTS
+            )
             for transport in transports:
                 jobs.append(Job(scenario, variant, transport, params))
     return jobs

@@ -2,15 +2,18 @@
 
 Each ``build_*`` function turns the runs' results into rows (saved in the JSON report), each
 ``format_*`` function prints those rows as a table: the figures (:data:`bench.figures.FIGURES`,
-sqsbus beside Kombu with the ratio), the endpoint's ceiling, the endpoint's load, and the
-cross-check of sqsbus's own request counts against the endpoint's.
+sqsbus beside Kombu with the ratio), the endpoint's ceiling, the endpoint's load, the
+cross-check of sqsbus's own request counts against the endpoint's, and what sqsbus's metrics
+cost a consumer (:mod:`bench.metrics_overhead`).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from bench import metrics_overhead
 from bench.common import LABELS, TRANSPORTS
 from bench.figures import CEILING_LOAD, CEILINGS, CROSS_CHECKS, FIGURES, LOADED
 from bench.profiles import Params
@@ -20,9 +23,11 @@ __all__ = [
     "build_cross_check",
     "build_endpoint_load",
     "build_figures",
+    "build_metrics_overhead",
     "format_ceiling",
     "format_cross_check",
     "format_endpoint_load",
+    "format_metrics_overhead",
     "format_table",
 ]
 
@@ -273,3 +278,65 @@ def format_cross_check(rows: Sequence[dict[str, Any]]) -> str:
             cells.append(text)
         body.append(tuple(cells))
     return _grid(header, body, right=(1, 2))
+
+
+def build_metrics_overhead(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per metrics mode of the ``metrics`` run: client CPU s per 10k consumed (median,
+    min, max over its rounds), the median's ratio to mode ``off``, the median of the ratios
+    within each round (the modes of a round ran one after the other), and the difference per
+    message."""
+    run = results.get("metrics", {}).get("sqsbus", {})
+    if not run.get("ok"):
+        return []
+    per_mode: dict[str, list[float]] = run.get("details", {}).get("cpu_s_per_10k", {})
+    base_values = per_mode.get("off") or []
+    base = statistics.median(base_values) if base_values else None
+    rows = []
+    for mode in metrics_overhead.MODES:
+        values = per_mode.get(mode) or []
+        if not values:
+            continue
+        median = statistics.median(values)
+        paired = [value / off for value, off in zip(values, base_values, strict=False) if off]
+        rows.append(
+            {
+                "mode": mode,
+                "runs": len(values),
+                "median": median,
+                "min": min(values),
+                "max": max(values),
+                "ratio": median / base if base else None,
+                "paired_ratio": statistics.median(paired) if paired else None,
+                "us_per_message": (median - base) / 10_000 * 1e6 if base is not None else None,
+            }
+        )
+    return rows
+
+
+def format_metrics_overhead(rows: Sequence[dict[str, Any]]) -> str:
+    header = (
+        "client CPU s per 10k consumed",
+        "median",
+        "min",
+        "max",
+        "runs",
+        "vs off",
+        "in rounds",
+        "µs/msg",
+    )
+    body = []
+    for row in rows:
+        ratio, extra, paired = row["ratio"], row["us_per_message"], row["paired_ratio"]
+        body.append(
+            (
+                metrics_overhead.LABELS[row["mode"]],
+                _fmt(row["median"], 2),
+                _fmt(row["min"], 2),
+                _fmt(row["max"], 2),
+                str(row["runs"]),
+                "n/a" if ratio is None else f"{(ratio - 1) * 100:+.1f}%",
+                "n/a" if paired is None else f"{(paired - 1) * 100:+.1f}%",
+                "n/a" if extra is None else f"{extra:+.1f}",
+            )
+        )
+    return _grid(header, body, right=(1, 2, 3, 4, 5, 6, 7))

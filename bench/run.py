@@ -40,9 +40,11 @@ from bench.report import (
     build_cross_check,
     build_endpoint_load,
     build_figures,
+    build_metrics_overhead,
     format_ceiling,
     format_cross_check,
     format_endpoint_load,
+    format_metrics_overhead,
     format_table,
 )
 from bench.runner import Runner, run_all
@@ -141,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ceiling = build_ceiling(results)
     cross = build_cross_check(results)
     load = build_endpoint_load(results)
+    overhead = build_metrics_overhead(results)
     failed = [
         f"{key} {transport}: {result.get('error')}"
         for key, by_transport in results.items()
@@ -160,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ceiling": ceiling,
         "endpoint_load": load,
         "cross_check": cross,
+        "metrics_overhead": overhead,
         "failed": failed,
         "runs": results,
     }
@@ -185,6 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "(ReceiveMessage, at most one per queue): sqsbus counts a request when it sends "
                 "it, the endpoint logs it when it answers. MISMATCH marks anything else."
             )
+    if overhead:
+        print()
+        print(format_metrics_overhead(overhead))
+        print(
+            "sqsbus's metrics (docs/observability.md): one consuming child process per mode "
+            "and round, the modes in turn; 'vs off' compares the medians, 'in rounds' is the "
+            "median of each round's ratio."
+        )
     for row in figures:
         for transport, note in row["notes"].items():
             print(f"note: {row['id']} {LABELS[transport]}: {note}")

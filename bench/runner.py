@@ -85,7 +85,9 @@ class Runner:
                 cwd=str(ROOT),
                 start_new_session=True,
             )
-        return Running(job, process, out, log, time.monotonic(), self.timeout)
+        # A scenario that runs many consumers in turn (metrics) says how long it may take.
+        timeout = max(self.timeout, float(job.params.get("timeout_seconds", 0)))
+        return Running(job, process, out, log, time.monotonic(), timeout)
 
     def finish(self, running: Running) -> dict[str, Any]:
         """Wait for ``running`` (killing it at its timeout), record and return its result."""

@@ -19,6 +19,7 @@ Scenarios (``NAME``):
 ``latency``    publish-to-handler latency of a consumer listening on 10 empty queues
 ``idle``       requests per idle queue per hour of a consumer on 10 empty queues
 ``footprint``  client CPU per 10,000 messages consumed and peak RSS, in a child process
+``metrics``    that CPU with sqsbus's metrics off, API only, and SDK recording (sqsbus only)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -1027,45 +1029,16 @@ def run_footprint(
         harness = HarnessSQS(endpoint.url)
         names = [f"bench-footprint-{i}" for i in range(queues)]
         urls = _fill(harness, names, per_queue, int(params["pad"]))
-        command = [
-            sys.executable,
-            "-m",
-            "bench.scenarios",
-            "--child-consume",
-            json.dumps(
-                {
-                    "transport": transport,
-                    "port": endpoint.port,
-                    "queues": names,
-                    "total": total,
-                    "prefetch": int(params["prefetch"]),
-                }
-            ),
-        ]
-        counter = PhaseCounter(endpoint, harness, transport)
-        child = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=(workdir / f"footprint-child-{transport}.log").open("ab"),
-            cwd=str(Path(__file__).resolve().parent.parent),
+        ready, handled, final, measured = _consume_in_child(
+            endpoint,
+            harness,
+            transport,
+            names,
+            urls,
+            total=total,
+            prefetch=int(params["prefetch"]),
+            log=workdir / f"footprint-child-{transport}.log",
         )
-        assert child.stdin is not None and child.stdout is not None
-        try:
-            ready = _read_line(child.stdout)  # connected, about to consume
-            counter.start()
-            _write_line(child.stdin, "go")
-            handled = _read_line(child.stdout)
-            harness.wait_empty(urls, timeout=60)
-            measured = counter.stop()
-            _write_line(child.stdin, "empty")
-            final = _read_line(child.stdout)
-        finally:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(CLOSE_TIMEOUT + 5)
-            if child.poll() is None:
-                child.kill()
-                child.wait()
     cpu = float(final["cpu_seconds"])
     return {
         "figures": {
@@ -1085,6 +1058,115 @@ def run_footprint(
     }
 
 
+def _consume_in_child(
+    endpoint: BenchEndpoint,
+    harness: HarnessSQS,
+    transport: Transport,
+    names: Sequence[str],
+    urls: Sequence[str],
+    *,
+    total: int,
+    prefetch: int,
+    log: Path,
+    metrics: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Measured]:
+    """Consume and ack the ``total`` messages of the filled queues ``names`` in a child
+    process (with sqsbus's ``metrics`` mode, see :mod:`bench.metrics_overhead`); return what it
+    said when ready, when it had handled them all and once every delete was done, and the
+    counts."""
+    spec = {
+        "transport": transport,
+        "port": endpoint.port,
+        "queues": list(names),
+        "total": total,
+        "prefetch": prefetch,
+        "metrics": metrics,
+    }
+    command = [sys.executable, "-m", "bench.scenarios", "--child-consume", json.dumps(spec)]
+    counter = PhaseCounter(endpoint, harness, transport)
+    child = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log.open("ab"),
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        ready = _read_line(child.stdout)  # connected, about to consume
+        counter.start()
+        _write_line(child.stdin, "go")
+        handled = _read_line(child.stdout)
+        harness.wait_empty(urls, timeout=60)
+        measured = counter.stop()
+        _write_line(child.stdin, "empty")
+        final = _read_line(child.stdout)
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(CLOSE_TIMEOUT + 5)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return ready, handled, final, measured
+
+
+# -- what sqsbus's metrics cost ------------------------------------------------------------------
+
+
+def run_metrics(
+    transport: Transport, params: Params, workdir: Path, kind: EndpointKind = "moto"
+) -> Result:
+    """Client CPU per 10,000 messages consumed with sqsbus's metrics off, with the
+    OpenTelemetry API and no provider, and with the SDK recording (see
+    :mod:`bench.metrics_overhead`): ``rounds`` consumes of the same pre-filled queues per
+    mode, each in a fresh child process, the modes in a rotating order (so that a slow
+    moment of the machine does not fall on one mode)."""
+    if transport != "sqsbus":
+        raise ScenarioError("the metrics scenario measures sqsbus only")
+    from bench.metrics_overhead import MODES
+
+    queues = int(params["queues"])
+    per_queue = int(params["per_queue"])
+    total = queues * per_queue
+    rounds = int(params["rounds"])
+    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
+    reports: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    with _endpoint(kind, workdir, params) as endpoint:
+        harness = HarnessSQS(endpoint.url)
+        for number in range(rounds):
+            for offset in range(len(MODES)):
+                mode = MODES[(number + offset) % len(MODES)]
+                names = [f"bench-metrics-{number}-{mode}-{i}" for i in range(queues)]
+                urls = _fill(harness, names, per_queue, int(params["pad"]))
+                _, _, final, _ = _consume_in_child(
+                    endpoint,
+                    harness,
+                    transport,
+                    names,
+                    urls,
+                    total=total,
+                    prefetch=int(params["prefetch"]),
+                    log=workdir / f"metrics-child-{mode}.log",
+                    metrics=mode,
+                )
+                cpu[mode].append(float(final["cpu_seconds"]) / total * 10_000)
+                reports[mode].append(final.get("metrics") or {})
+                if mode == "sdk" and final["metrics"].get("recorded_acked") != total:
+                    raise ScenarioError(
+                        f"the SDK recorded {final['metrics'].get('recorded_acked')} acked "
+                        f"messages of {total}"
+                    )
+    medians = {mode: statistics.median(values) for mode, values in cpu.items()}
+    return {
+        "figures": {
+            **{f"cpu_s_per_10k_{mode}": medians[mode] for mode in MODES},
+            "api_overhead": medians["api"] / medians["off"] - 1,
+            "sdk_overhead": medians["sdk"] / medians["off"] - 1,
+        },
+        "details": {"messages": total, "cpu_s_per_10k": cpu, "child_reports": reports},
+    }
+
+
 def _read_line(stream: IO[bytes]) -> dict[str, Any]:
     line = stream.readline()
     if not line:
@@ -1099,6 +1181,11 @@ def _write_line(stream: IO[bytes], text: str) -> None:
 
 def child_consume(spec: dict[str, Any]) -> int:
     """The consuming child of :func:`run_footprint`: talks JSON lines on stdin/stdout."""
+    metrics_report: Callable[[], dict[str, Any]] | None = None
+    if spec.get("metrics"):
+        from bench.metrics_overhead import set_up
+
+        metrics_report = set_up(str(spec["metrics"]))  # before sqsbus is imported
     kombu = _kombu()
     transport = cast(Transport, spec["transport"])
     if transport == "sqsbus":
@@ -1131,7 +1218,10 @@ def child_consume(spec: dict[str, Any]) -> int:
     say.flush()
     sys.stdin.readline()  # the harness saw every message deleted (acks flushed)
     used = cpu_seconds() - cpu
-    say.write(json.dumps({"cpu_seconds": used, "peak_rss_mb": peak_rss_mb()}) + "\n")
+    final: dict[str, Any] = {"cpu_seconds": used, "peak_rss_mb": peak_rss_mb()}
+    if metrics_report is not None:
+        final["metrics"] = metrics_report()
+    say.write(json.dumps(final) + "\n")
     say.flush()
     _close_quietly(conn.release)
     return 0
@@ -1148,6 +1238,7 @@ SCENARIOS: Final[dict[str, Callable[[Transport, Params, Path, EndpointKind], Res
     "latency": run_latency,
     "idle": run_idle,
     "footprint": run_footprint,
+    "metrics": run_metrics,
 }
 
 

@@ -12,6 +12,7 @@ import functools
 import logging
 import re
 import threading
+import time
 import weakref
 from collections import Counter
 from collections.abc import Mapping
@@ -52,11 +53,13 @@ from sqsbus.errors import (
 from sqsbus.forks import reset_in_child
 from sqsbus.markup import html_summary, xml_error_message
 from sqsbus.redact import SigningSecrets, register_secret
+from sqsbus.telemetry import active as metrics_active
+from sqsbus.telemetry import record_requests
 
 logger = logging.getLogger(__name__)
 
-#: Error codes that mean "try again later".
-TRANSIENT_CODES: Final = frozenset(
+#: Error codes of an answer that says "too many requests".
+THROTTLING_CODES: Final = frozenset(
     {
         "Throttling",
         "Throttled",
@@ -66,10 +69,15 @@ TRANSIENT_CODES: Final = frozenset(
         "SlowDown",
         "TooManyRequestsException",
         "RequestLimitExceeded",
+        "KMS.ThrottlingException",
+    }
+)
+#: Error codes that mean "try again later".
+TRANSIENT_CODES: Final = THROTTLING_CODES | frozenset(
+    {
         "ServiceUnavailable",
         "InternalError",
         "InternalFailure",
-        "KMS.ThrottlingException",
         "RequestTimeout",
         "RequestTimeoutException",
     }
@@ -340,20 +348,27 @@ class AWS:
 
     def _count(self, client: Any, service: str) -> None:
         stats = self.stats
+        service_id = client.meta.service_model.service_id
+        metered = metrics_active()
 
-        def on_call(model: Any, params: dict[str, Any], **_: Any) -> None:
+        def on_call(model: Any, params: dict[str, Any], **kwargs: Any) -> None:
             queue = params.get("QueueUrl") if isinstance(params, dict) else None
             stats.record_call(f"{service}.{model.name}", queue)
+            context = kwargs.get("context")
+            if metered and isinstance(context, dict):
+                context[_METERED_CALL] = _MeteredCall(str(service_id), model.name, params)
 
         def on_send(event_name: str, **_: Any) -> None:
             stats.record_http(f"{service}.{event_name.rsplit('.', 1)[-1]}")
 
-        client.meta.events.register(
-            f"before-parameter-build.{client.meta.service_model.service_id.hyphenize()}", on_call
-        )
-        client.meta.events.register(
-            f"before-send.{client.meta.service_model.service_id.hyphenize()}", on_send
-        )
+        events = client.meta.events
+        events.register(f"before-parameter-build.{service_id.hyphenize()}", on_call)
+        events.register(f"before-send.{service_id.hyphenize()}", on_send)
+        if metered:
+            events.register(f"request-created.{service_id.hyphenize()}", _attempt_started)
+            events.register(f"response-received.{service_id.hyphenize()}", _attempt_answered)
+            events.register(f"after-call.{service_id.hyphenize()}", _call_finished)
+            events.register(f"after-call-error.{service_id.hyphenize()}", _call_finished)
 
     def _assumed_role(self, source: CredentialSource, region: str) -> AssumedRoleCredentials:
         """One set of assumed-role credentials per source, shared by every service client."""
@@ -431,6 +446,86 @@ def _html_answer(status: int | str, page: str) -> str:
         "Check that the endpoint URL points at the AWS service (not a web server), and any "
         "proxy in between."
     )
+
+
+#: Where a call's :class:`_MeteredCall` rides in botocore's request context.
+_METERED_CALL: Final = "sqsbus.metered_call"
+
+
+class _MeteredCall:
+    """The HTTP attempts of one AWS call, recorded in :mod:`sqsbus.telemetry` when it ends."""
+
+    __slots__ = ("attempts", "method", "queue", "service", "started")
+
+    def __init__(self, service: str, method: str, params: Any) -> None:
+        self.service = service
+        self.method = method
+        #: The SQS queue it is about (by URL or by name), if any.
+        self.queue: str | None = None
+        if isinstance(params, dict):
+            url, name = params.get("QueueUrl"), params.get("QueueName")
+            if isinstance(url, str) and url:
+                self.queue = url.rstrip("/").rsplit("/", 1)[-1]
+            elif isinstance(name, str) and name:
+                self.queue = name
+        self.started = 0.0
+        #: (``ok``/``throttled``/``error``, seconds) per attempt so far.
+        self.attempts: list[tuple[str, float]] = []
+
+    def finish(self) -> None:
+        """Every attempt but the last was tried again; the last one ended the call."""
+        attempts, self.attempts = self.attempts, []
+        if not attempts:
+            return
+        outcomes = [
+            ("throttled" if kind == "throttled" else "retried", seconds)
+            for kind, seconds in attempts[:-1]
+        ]
+        kind, seconds = attempts[-1]
+        outcomes.append(("ok" if kind == "ok" else "failed", seconds))
+        record_requests(self.service, self.method, self.queue, outcomes)
+
+
+def _metered_call(context: Any) -> _MeteredCall | None:
+    call = context.get(_METERED_CALL) if isinstance(context, dict) else None
+    return call if isinstance(call, _MeteredCall) else None
+
+
+def _attempt_started(request: Any, **_: Any) -> None:
+    call = _metered_call(getattr(request, "context", None))
+    if call is not None:
+        call.started = time.perf_counter()
+
+
+def _attempt_answered(
+    context: Any, response_dict: Any = None, parsed_response: Any = None, **_: Any
+) -> None:
+    call = _metered_call(context)
+    if call is None or not call.started:
+        return
+    seconds = time.perf_counter() - call.started
+    call.started = 0.0
+    call.attempts.append((_attempt_kind(response_dict, parsed_response), seconds))
+
+
+def _attempt_kind(response_dict: Any, parsed: Any) -> str:
+    """``ok``, ``throttled`` or ``error``: how AWS answered one attempt (no answer: error)."""
+    if not isinstance(response_dict, dict):
+        return "error"
+    status = int(response_dict.get("status_code") or 0)
+    error = parsed.get("Error") if isinstance(parsed, dict) else None
+    code = str(error.get("Code", "")) if isinstance(error, dict) else ""
+    if status == 429 or code in THROTTLING_CODES:
+        return "throttled"
+    if status >= 300 or code:
+        return "error"
+    return "ok"
+
+
+def _call_finished(context: Any, **_: Any) -> None:
+    call = _metered_call(context)
+    if call is not None:
+        call.finish()
 
 
 def _scrub_signing_credentials(session: botocore.session.Session, client: Any) -> None:

@@ -89,6 +89,18 @@ def test_sqsbus_requests_are_counted(report: dict[str, Any]) -> None:
     assert sum(e2e["sqsbus_by_operation"].values()) == e2e["sqsbus_requests"]
 
 
+def test_metrics_overhead_is_measured_in_every_mode(report: dict[str, Any]) -> None:
+    """The metrics scenario consumed in each mode; the SDK recorded every ack."""
+    rows = {row["mode"]: row for row in report["metrics_overhead"]}
+    assert set(rows) == {"off", "api", "sdk"}
+    assert all(row["median"] > 0 for row in rows.values())
+    assert rows["off"]["ratio"] == 1.0
+    run = report["runs"]["metrics"]["sqsbus"]
+    [sdk] = run["details"]["child_reports"]["sdk"]
+    assert sdk["recorded_acked"] == run["details"]["messages"]
+    assert "kombu" not in report["runs"]["metrics"]
+
+
 def test_latency_option_puts_a_delaying_proxy_in_front_of_the_endpoint(tmp_path: Path) -> None:
     """``--latency-ms``: every request reaches the endpoint (and its count) through a proxy
     that holds it at least that long."""

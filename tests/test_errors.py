@@ -29,6 +29,8 @@ ELSEWHERE: Final = {
     "sqsbus.testing.children": {"ChildFailed"},
     "sqsbus.demo.runner": {"DemoFailed"},
     "sqsbus.demo.app": {"FlakyTaskError"},
+    # Control flow inside `sqsbus top`: a request dropped once the watcher is closed.
+    "sqsbus.admin.top": {"_Closed"},
 }
 
 #: A line of the drawn tree: box-drawing prefix, class name, optional "also" bases.

@@ -48,6 +48,9 @@ LEAVES: Final = ("sqsbus.limits", "sqsbus.backoff", "sqsbus.errors")
 TESTING_TOOLS: Final = ("sqsbus.testing",)
 #: ``sqsbus demo``: tooling too; the command line loads it by name, only when it runs.
 DEMO: Final = ("sqsbus.demo",)
+#: The metrics: every layer records through it; it alone imports the optional OpenTelemetry
+#: API (so that sqsbus runs without it), and nothing of sqsbus.
+TELEMETRY: Final = "sqsbus.telemetry"
 
 RULES: Final = [
     Rule(
@@ -118,6 +121,14 @@ RULES: Final = [
         Rule(f"{leaf} (one home of a rule) imports nothing else of sqsbus", leaf, ("sqsbus",))
         for leaf in LEAVES
     ),
+    Rule(
+        "only telemetry (metrics) and tracing (context in headers) import OpenTelemetry, an "
+        "optional dependency",
+        "sqsbus",
+        ("opentelemetry",),
+        exempt=(TELEMETRY, "sqsbus.tracing"),
+    ),
+    Rule("the telemetry module imports nothing else of sqsbus", TELEMETRY, ("sqsbus",)),
 ]
 
 
@@ -191,6 +202,8 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
         "limits.py": "from sqsbus.errors import SQSBusError\n",
         "backoff.py": "import sqsbus.limits\n",
         "errors.py": "from sqsbus import limits\n",
+        "engine/otel.py": "from opentelemetry import metrics\n",
+        "telemetry.py": "from sqsbus.limits import MAX_BATCH_ENTRIES\n",
     }
     for name, text in files.items():
         path = root / name

@@ -39,6 +39,8 @@ from sqsbus.engine.messages import Received, batch_log_fields
 from sqsbus.errors import QueueDoesNotExist, SQSBusError, TransientError
 from sqsbus.limits import MAX_BATCH_ENTRIES
 from sqsbus.log_fields import message_fields
+from sqsbus.queues import name_from_url
+from sqsbus.telemetry import watch_backlog
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +98,25 @@ class Acker:
         self._room = threading.Event()
         self._room.set()
         self._thread: threading.Thread | None = None
+        watch_backlog(self)
 
     # -- API -------------------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def backlog(self) -> dict[tuple[str, str], int]:
+        """Entries waiting to be sent, per (SQS queue name, batch method)."""
+        with self._cond:
+            waiting = [
+                (url, action, len(lane.entries)) for (url, action), lane in self._lanes.items()
+            ]
+        counts: dict[tuple[str, str], int] = {}
+        for url, action, count in waiting:
+            key = (name_from_url(url), _METHODS[action is None])
+            counts[key] = counts.get(key, 0) + count
+        return counts
 
     def wait_for_room(self, timeout: float) -> bool:
         """Wait up to ``timeout`` until at most :data:`MAX_BACKLOG` entries wait to be
@@ -365,6 +380,10 @@ class Acker:
 def _operation(action: Action) -> str:
     """The log operation (:mod:`sqsbus.log_fields`) of a batched settle."""
     return "delete" if action is None else "change-visibility"
+
+
+#: The batch call of an action: deletes (True) or visibility changes (False).
+_METHODS: Final = {True: "DeleteMessageBatch", False: "ChangeMessageVisibilityBatch"}
 
 
 def _verb(action: Action) -> str:

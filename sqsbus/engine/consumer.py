@@ -41,6 +41,8 @@ from sqsbus.engine.publisher import Publisher
 from sqsbus.engine.receiver import BandGate, Demand, Inbox, PollSettings, Receiver, Waker
 from sqsbus.errors import PayloadMissing, SQSBusError, UnreadablePayload
 from sqsbus.queues import QueueDirectory, QueueRef
+from sqsbus.telemetry import QueueMetrics, watch_prefetch
+from sqsbus.telemetry import queue as queue_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class Consumer:
         #: Receivers stopped by a cancel, until they have ended.
         self._stopping: list[Receiver] = []
         self._no_ack: set[str] = set()
+        watch_prefetch(self)
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -135,6 +138,7 @@ class Consumer:
             message = taken[0] if taken else None
         if message is not None:
             self._hand_out(message)
+            _delivering(message)
         return message
 
     def _free(self, message: Received) -> bool:
@@ -165,6 +169,8 @@ class Consumer:
             wait = min(GET_WAIT_SECONDS, self.settings.poll.wait_time_seconds or 1) if last else 0
             prepared = self.prepare(self.receive(band.queue, name, band.priority, 1, wait))
             message = prepared[0] if prepared else None
+        if message is not None:
+            _delivering(message)
         if message is not None and no_ack:
             self.acker.delete([message])
         elif message is not None:
@@ -184,6 +190,17 @@ class Consumer:
     def raise_error(self) -> None:
         """Raise what a receiver could not get past (e.g. the queue was deleted)."""
         self.inbox.raise_error()
+
+    def prefetched(self) -> dict[str, int]:
+        """Buffered messages per SQS queue (0 for a consumed queue with none buffered)."""
+        counts = {
+            receiver.queue.name: 0
+            for receivers in list(self._receivers.values())
+            for receiver in receivers
+        }
+        for name, count in self.inbox.depths().items():
+            counts[name] = counts.get(name, 0) + count
+        return counts
 
     def close(self) -> list[Receiver]:
         """Stop every receiver and release every buffered message; return the receivers,
@@ -215,6 +232,7 @@ class Consumer:
         )
         for message in messages:
             message.priority = priority
+        queue_metrics(queue.name).received(len(messages))
         if self.leases is not None:
             self.leases.hold(messages)
         return messages
@@ -259,7 +277,7 @@ class Consumer:
             return False
         except SQSBusError as exc:
             moved = isinstance(exc, PayloadMissing) and self.forwarder.dead_letter(
-                message, f"payload missing: {exc}"
+                message, f"payload missing: {exc}", cause="payload_missing"
             )
             if not moved and self.leases is not None:
                 self.leases.forget([message])  # back in SQS when its lease ends
@@ -281,6 +299,7 @@ class Consumer:
     def ack(self, message: Received) -> None:
         """Processed: delete it (batched)."""
         self._settled(message)
+        _metrics_of(message).acked()
         self.acker.delete([message])
 
     def requeue(self, message: Received, *, closing: bool = False) -> None:
@@ -293,6 +312,7 @@ class Consumer:
         by a consumer going away). One parked at SQS's 12-hour visibility cap is sent home.
         """
         self._settled(message)
+        _metrics_of(message).requeued()
         parking = self._parking()
         if message.home is not None and parking is not None:
             parking.send_home([message])
@@ -311,7 +331,7 @@ class Consumer:
         backoff = _backoff_seconds(message, task)
         if backoff is not None:
             self.acker.set_visibility([message], backoff)
-        elif not self.forwarder.dead_letter(message, "rejected without requeue"):
+        elif not self.forwarder.dead_letter(message, "rejected without requeue", cause="rejected"):
             self.acker.delete([message])
 
     def discard(self, message: Received, reason: str) -> None:
@@ -328,7 +348,7 @@ class Consumer:
                 extra=message.log_fields("deliver"),
             )
             return
-        if self.forwarder.dead_letter(message, f"unreadable: {reason}"):
+        if self.forwarder.dead_letter(message, f"unreadable: {reason}", cause="unreadable"):
             return
         logger.error(
             "message %s on queue %s is unreadable: %s; deleting it. Body: %.200r",
@@ -350,6 +370,7 @@ class Consumer:
         if age < ttl_ms:
             return False
         self._settled(message)
+        _metrics_of(message).expired()
         logger.info(
             "message %s of queue %s expired (%.0f ms old, TTL %.0f ms); not delivered",
             message.message_id,
@@ -360,9 +381,24 @@ class Consumer:
         )
         if message.name in self._no_ack:
             return True  # deleted on receipt already
-        if not self.forwarder.dead_letter(message, f"expired (TTL {ttl_ms:.0f} ms)"):
+        if not self.forwarder.dead_letter(
+            message, f"expired (TTL {ttl_ms:.0f} ms)", cause="expired"
+        ):
             self.acker.delete([message])
         return True
+
+
+def _metrics_of(message: Received) -> QueueMetrics:
+    """The metrics of the queue ``message`` belongs to (its home, if parked)."""
+    return queue_metrics((message.home or message.queue).name)
+
+
+def _delivering(message: Received) -> None:
+    """``message`` goes to the application now: its lag since SQS took it, in the metrics
+    (not again for one given back and delivered again from the buffer)."""
+    sent = message.sent_at
+    if sent is not None and not message.requeued:
+        _metrics_of(message).delivered(max(0.0, time.time() - sent))
 
 
 def _backoff_seconds(message: Received, task: str | None) -> int | None:

@@ -20,6 +20,7 @@ from sqsbus.engine.publisher import Publisher, message_size
 from sqsbus.errors import SQSBusError
 from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES
 from sqsbus.queues import QueueDirectory
+from sqsbus.telemetry import queue as queue_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +67,16 @@ class Forwarder:
             )
             self.acker.set_visibility([received], delays.delay_for(eta))
             return True
+        queue_metrics(received.queue.name).delay_hop()
         self.acker.delete([received])
         return True
 
-    def dead_letter(self, received: Received, reason: str) -> bool:
+    def dead_letter(self, received: Received, reason: str, *, cause: str) -> bool:
         """Move ``received`` to its queue's dead-letter queue with ``reason``.
 
         False if the queue has none (or it cannot be reached): the caller decides.
-        The copy is confirmed by SQS before the original is deleted.
+        The copy is confirmed by SQS before the original is deleted. ``cause`` is the
+        reason's short name in the metrics (``rejected``, ``unreadable``, ...).
         """
         source = received.home or received.queue
         dead = self.directory.dead_letter_queue_of(source)
@@ -119,6 +122,7 @@ class Forwarder:
             reason,
             extra=received.log_fields("dead-letter"),
         )
+        queue_metrics(source.name).dead_lettered(cause)
         received.payload = None  # its S3 object now belongs to the dead-letter copy
         self.acker.delete([received])
         return True

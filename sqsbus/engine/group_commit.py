@@ -46,6 +46,7 @@ from sqsbus.forks import reset_in_child
 from sqsbus.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from sqsbus.log_fields import message_fields
 from sqsbus.queues import QueueRef
+from sqsbus.telemetry import queue as queue_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class _Pending:
     #: Called (by a lingering message) once SQS refused it for good, e.g. to delete its
     #: offloaded payload.
     on_refused: Callable[[], object] | None = None
+    #: When the application published it (monotonic), for ``sqsbus.publish.duration``;
+    #: None for copies (dead letters, hops, parked messages), which are not counted there.
+    published_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -180,10 +184,20 @@ class GroupCommit:
                 lane = self._lanes[key] = _Lane(fifo=queue.is_fifo, queue=queue)
             return lane
 
-    def send(self, queue: QueueRef, params: dict[str, Any], size: int) -> str:
-        """Send one message (``SendMessage`` parameters without ``QueueUrl``); return its id."""
+    def send(
+        self,
+        queue: QueueRef,
+        params: dict[str, Any],
+        size: int,
+        *,
+        published_at: float | None = None,
+    ) -> str:
+        """Send one message (``SendMessage`` parameters without ``QueueUrl``); return its id.
+
+        ``published_at`` (monotonic): an application's publish made then, counted in the
+        metrics once SQS accepted it."""
         lane = self._lane(queue)
-        entry = _Pending(params=params, size=size)
+        entry = _Pending(params=params, size=size, published_at=published_at)
         with lane.cond:
             lane.pending.append(entry)
             lane.publishers += 1
@@ -226,16 +240,23 @@ class GroupCommit:
         *,
         owned: bool = False,
         on_refused: Callable[[], object] | None = None,
+        published_at: float | None = None,
     ) -> Ticket:
         """Queue one message to be sent within ``linger`` seconds, without waiting.
 
         Unless ``owned`` (the caller reads the outcome from the returned ticket, see
         :meth:`settle`), errors can no longer reach the caller: a message that cannot be
         sent after the retries is logged as an error and counted in :attr:`lost`.
-        ``on_refused`` runs (on a sender thread) if SQS refuses the message for good.
+        ``on_refused`` runs (on a sender thread) if SQS refuses the message for good;
+        ``published_at`` as for :meth:`send`.
         """
         lane = self._lane(queue)
-        entry = _Pending(params=params, size=size, not_before=time.monotonic() + linger)
+        entry = _Pending(
+            params=params,
+            size=size,
+            not_before=time.monotonic() + linger,
+            published_at=published_at,
+        )
         entry.lingering, entry.owned, entry.on_refused = True, owned, on_refused
         self._start_flusher()
         with lane.cond:
@@ -360,6 +381,7 @@ class GroupCommit:
 
     def _report_lost(self, queue: QueueRef, entry: _Pending) -> None:
         self.lost += 1
+        queue_metrics(queue.name).lingering_lost()
         if isinstance(entry.error, TransientError):
             # No answer (or only "retry") to the last attempt: SQS may have stored it anyway.
             outcome = f"was not confirmed after {entry.attempts} attempts and may be lost"
@@ -417,6 +439,8 @@ class GroupCommit:
     def _send_batch(self, queue: QueueRef, batch: list[_Pending]) -> list[_Pending]:
         """One ``SendMessageBatch``; resolves entries, returns those to retry."""
         entries = [{"Id": str(index), **p.params} for index, p in enumerate(batch)]
+        metrics = queue_metrics(queue.name)
+        metrics.batch("SendMessageBatch", len(entries))
         try:
             answer = call(
                 queue.client,
@@ -431,9 +455,12 @@ class GroupCommit:
             for pending in batch:
                 pending.error, pending.done = exc, True
             return []
+        confirmed = time.monotonic()
         for ok in answer.get("Successful") or []:
             pending = batch[int(ok["Id"])]
             pending.message_id, pending.done = str(ok.get("MessageId", "")), True
+            if pending.published_at is not None:
+                metrics.publish_confirmed(confirmed - pending.published_at)
         retry: list[_Pending] = []
         for failed in answer.get("Failed") or []:
             pending = batch[int(failed["Id"])]

@@ -33,6 +33,7 @@ from sqsbus.engine import operations
 from sqsbus.engine.messages import Received, batch_log_fields
 from sqsbus.errors import SQSBusError
 from sqsbus.limits import MAX_BATCH_ENTRIES, MAX_TOTAL_VISIBILITY
+from sqsbus.telemetry import queue as queue_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class LeaseKeeper:
             self._postpone(leases)
             return
         failed = {failure.index: failure for failure in failures}
+        extended = lost = 0
         with self._cond:
             for index, lease in enumerate(leases):
                 if lease.message.receipt_handle not in self._leases:
@@ -188,9 +190,11 @@ class LeaseKeeper:
                 if failure is None:
                     lease.renew_at = started + seconds / 2
                     self.extended += 1
+                    extended += 1
                 elif failure.stale_receipt:
                     self._leases.pop(lease.message.receipt_handle, None)
                     self.lost += 1
+                    lost += 1
                     logger.warning(
                         "lost the lease of message %s of queue %s (%s): SQS may deliver it "
                         "again while it is still being processed",
@@ -199,6 +203,7 @@ class LeaseKeeper:
                         failure.code,
                         extra=lease.message.log_fields("lease"),
                     )
+        queue_metrics(queue.name).leases(extended, lost)
         if any(not failed[i].stale_receipt for i in failed):
             self._postpone([leases[i] for i in failed if not failed[i].stale_receipt])
 

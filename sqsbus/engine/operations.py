@@ -31,6 +31,7 @@ from sqsbus.aws import call
 from sqsbus.engine.messages import Received, batch_log_fields
 from sqsbus.limits import MAX_BATCH_ENTRIES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
+from sqsbus.telemetry import queue as queue_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,13 @@ def receive(
     return [Received.from_sqs(queue, name, raw) for raw in answer.get("Messages") or []]
 
 
+#: The API name (``rpc.method``) of each batch operation.
+_METHODS: Final = {
+    "delete_message_batch": "DeleteMessageBatch",
+    "change_message_visibility_batch": "ChangeMessageVisibilityBatch",
+}
+
+
 def _batch(
     queue: QueueRef,
     operation: str,
@@ -84,10 +92,13 @@ def _batch(
     entries: list[dict[str, Any]],
 ) -> list[EntryFailure]:
     failures: list[EntryFailure] = []
+    metrics = queue_metrics(queue.name)
+    method = _METHODS[operation]
     for start in range(0, len(entries), MAX_BATCH_ENTRIES):
         chunk = entries[start : start + MAX_BATCH_ENTRIES]
         for offset, entry in enumerate(chunk):
             entry["Id"] = str(start + offset)
+        metrics.batch(method, len(chunk))
         answer = call(queue.client, operation, action, QueueUrl=queue.url, Entries=chunk)
         for failed in answer.get("Failed") or []:
             failures.append(

@@ -40,6 +40,7 @@ from sqsbus.engine.publisher import Publisher
 from sqsbus.errors import SQSBusError
 from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
+from sqsbus.telemetry import queue as queue_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +121,14 @@ class Parking:
             message.receipt_handle = copy.receipt_handle
             message.message_attributes = copy.message_attributes
             message.home = home
-            self.parked += 1
         if settled:
             operations.delete(parking, [copy.receipt_handle])
             return
         self.leases.hold([message])
         operations.delete(original_queue, [original_handle])
+        # Counted once the original is gone: the move is complete.
+        self.parked += 1
+        queue_metrics(home.name).parked()
         logger.info(
             "message %s of queue %s reached SQS's 12-hour visibility cap; parked in %s",
             message.message_id,

@@ -12,6 +12,7 @@ followed or deleted, and reads are bounded by ``large_payload_max_bytes``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -40,6 +41,7 @@ from sqsbus.errors import (
 )
 from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES, S3_MAX_DELETE_KEYS
 from sqsbus.log_fields import message_fields
+from sqsbus.telemetry import payload_deleted, payload_fetched, payload_stored
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ class PayloadStore:
                 f"at most {self.max_bytes} bytes from S3 (large_payload_max_bytes). Raise it "
                 "on producers and consumers alike, or send a reference to the data instead."
             )
-        pointer = PayloadPointer(self.bucket, f"{self.prefix}{uuid.uuid4()}")
+        pointer = PayloadPointer(self.bucket, f"{self.prefix}{uuid.uuid4()}", len(data))
         call(
             self._client(),
             "put_object",
@@ -125,6 +127,7 @@ class PayloadStore:
             Body=data,
             ContentType="text/plain; charset=utf-8",
         )
+        payload_stored(pointer.bucket, len(data))
         sent = dict(attributes)
         sent[SIZE_ATTRIBUTE] = size_attribute(len(data))
         return pointer.to_body(), sent, pointer
@@ -154,6 +157,7 @@ class PayloadStore:
             raise UnreadablePayload(refusal)
         size = self._declared_size(message.message_attributes[marker], marker)
         data = self._read(pointer, size, marker)
+        payload_fetched(pointer.bucket, len(data))
         try:
             body = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -166,7 +170,7 @@ class PayloadStore:
             for name, value in message.message_attributes.items()
             if name not in RESERVED_ATTRIBUTES
         }
-        message.payload = pointer
+        message.payload = dataclasses.replace(pointer, size=size)
         return message
 
     def refusal(self, pointer: PayloadPointer) -> str | None:
@@ -259,18 +263,20 @@ class PayloadStore:
 
     def discard(self, pointers: Sequence[PayloadPointer]) -> None:
         """Delete these objects; failures are logged (the objects are then left over)."""
-        by_bucket: dict[str, list[str]] = {}
+        by_bucket: dict[str, list[PayloadPointer]] = {}
         for pointer in pointers:
-            by_bucket.setdefault(pointer.bucket, []).append(pointer.key)
-        for bucket, keys in by_bucket.items():
-            for start in range(0, len(keys), S3_MAX_DELETE_KEYS):
-                self._delete(bucket, keys[start : start + S3_MAX_DELETE_KEYS])
+            by_bucket.setdefault(pointer.bucket, []).append(pointer)
+        for bucket, objects in by_bucket.items():
+            for start in range(0, len(objects), S3_MAX_DELETE_KEYS):
+                self._delete(bucket, objects[start : start + S3_MAX_DELETE_KEYS])
 
-    def _delete(self, bucket: str, keys: list[str]) -> None:
+    def _delete(self, bucket: str, objects: list[PayloadPointer]) -> None:
+        keys = [pointer.key for pointer in objects]
         action = f"delete {len(keys)} payload(s) from S3 bucket {bucket!r}"
         try:
             if len(keys) == 1:
                 call(self._client(), "delete_object", action, Bucket=bucket, Key=keys[0])
+                payload_deleted(bucket, objects[0].size or 0)
                 return
             answer = call(
                 self._client(),
@@ -282,10 +288,13 @@ class PayloadStore:
         except SQSBusError as exc:
             _log_left_over(bucket, keys, str(exc))
             return
+        left = set()
         for error in answer.get("Errors") or []:
+            left.add(str(error.get("Key")))
             _log_left_over(
                 bucket, [str(error.get("Key"))], f"{error.get('Code')}: {error.get('Message')}"
             )
+        payload_deleted(bucket, sum(p.size or 0 for p in objects if p.key not in left))
 
 
 def as_sent(message: Received, attributes: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES
@@ -42,6 +42,8 @@ class PayloadPointer:
 
     bucket: str
     key: str
+    #: Bytes of the object, where known (stored or read by this process); not compared.
+    size: int | None = field(default=None, compare=False)
 
     def to_body(self) -> str:
         """The SQS message body that refers to this object (Jackson's compact form)."""

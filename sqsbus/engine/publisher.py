@@ -201,16 +201,19 @@ class Publisher:
         deduplication_id: str | None = None,
         delay_seconds: int | None = None,
         confirm: bool = False,
+        published: bool = True,
     ) -> str:
         """Send ``body`` to ``queue``; return the SQS message id ("" when lingering).
 
         ``confirm`` waits for SQS to accept the message even with a linger (for moves,
-        where the original is deleted next).
+        where the original is deleted next). ``published`` counts it in the metrics as a
+        message the application published (not, say, a delayed message's hop).
         """
+        started = time.monotonic() if published else None
         outgoing = self._prepare(queue, body, message_attributes or {})
         try:
             params = self._params(queue, outgoing, group_id, deduplication_id, delay_seconds)
-            return self._dispatch(queue, params, outgoing, confirm)
+            return self._dispatch(queue, params, outgoing, confirm, started)
         except SQSBusError as exc:
             outgoing.failed(exc)
             raise
@@ -358,25 +361,41 @@ class Publisher:
         return params
 
     def _dispatch(
-        self, queue: QueueRef, params: dict[str, Any], outgoing: _Outgoing, confirm: bool
+        self,
+        queue: QueueRef,
+        params: dict[str, Any],
+        outgoing: _Outgoing,
+        confirm: bool,
+        published_at: float | None,
     ) -> str:
         """Send, or queue to send (lingering, in a publish batch); a queued message that
         SQS then refuses has its offloaded payload deleted (a refusal while waiting raises
         instead)."""
         if confirm:
-            return GROUP_COMMIT.send(queue, params, outgoing.size)
+            return GROUP_COMMIT.send(queue, params, outgoing.size, published_at=published_at)
         batch = current_batch()
         if batch is not None:
             linger = (self.linger_ms or BATCH_LINGER_MS) / 1000
             ticket = GROUP_COMMIT.send_later(
-                queue, params, outgoing.size, linger, owned=True, on_refused=outgoing.discard
+                queue,
+                params,
+                outgoing.size,
+                linger,
+                owned=True,
+                on_refused=outgoing.discard,
+                published_at=published_at,
             )
             batch.add(ticket)
             return ""
         if self.linger_ms:
             linger = self.linger_ms / 1000
             GROUP_COMMIT.send_later(
-                queue, params, outgoing.size, linger, on_refused=outgoing.discard
+                queue,
+                params,
+                outgoing.size,
+                linger,
+                on_refused=outgoing.discard,
+                published_at=published_at,
             )
             return ""
-        return GROUP_COMMIT.send(queue, params, outgoing.size)
+        return GROUP_COMMIT.send(queue, params, outgoing.size, published_at=published_at)

@@ -246,6 +246,15 @@ class Inbox:
         with self._cond:
             return len(self._items)
 
+    def depths(self) -> dict[str, int]:
+        """Buffered messages per SQS queue name."""
+        with self._cond:
+            items = list(self._items)
+        counts: dict[str, int] = {}
+        for message in items:
+            counts[message.queue.name] = counts.get(message.queue.name, 0) + 1
+        return counts
+
 
 class BandGate:
     """Strict priority between the receivers of one queue's priority bands.

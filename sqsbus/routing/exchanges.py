@@ -41,6 +41,8 @@ from sqsbus.limits import (
 from sqsbus.log_fields import message_fields
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
 from sqsbus.routing.bindings import SharedBindings, condition_admits
+from sqsbus.telemetry import SNS
+from sqsbus.telemetry import queue as queue_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -550,6 +552,7 @@ class ExchangeRouter:
         :meth:`has_subscribers`): as in AMQP, a message no queue is bound for is
         dropped — but here without paying for it.
         """
+        started = time.monotonic()
         attributes = self._checked_attributes(exchange, body, message_attributes, routing_key)
         arn = self.topic_arn(exchange)
         if not self.has_subscribers(exchange):
@@ -568,6 +571,8 @@ class ExchangeRouter:
         answer = call(
             self._client(exchange), "publish", f"publish to exchange {exchange!r}", **params
         )
+        topic = arn.rsplit(":", 1)[-1]
+        queue_metrics(topic, SNS).publish_confirmed(time.monotonic() - started)
         return str(answer.get("MessageId", ""))
 
     @staticmethod
