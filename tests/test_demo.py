@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_names import series_names
 
 from sqsbus.demo import MIN_TASKS, Plan
 
@@ -152,6 +153,10 @@ def test_demo_serves_every_process_s_metrics_to_prometheus(tmp_path: Path) -> No
     assert worker["sqsbus_messages_received_total"] >= summary["messages"]["published"]
     assert worker["sqsbus_messages_acked_total"] >= 60
     assert worker["sqsbus_aws_requests_total"] > 0
+    # The exporter names the series as the dashboard and the docs expect.
+    samples = set(scraped["samples"])
+    assert samples <= series_names(), sorted(samples - series_names())
+    assert {"sqsbus_delivery_lag_seconds_bucket", "sqsbus_prefetch_depth"} <= samples
     assert f"http://127.0.0.1:{port}/metrics (producer)" in result.stdout
     assert "the producer's requests are equal to what sqsbus counted" in result.stdout
 

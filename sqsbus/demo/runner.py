@@ -418,6 +418,7 @@ class _Demo:
             "producer": {name: producer.get(name, 0.0) for name in metrics.SUMMARY_SAMPLES},
             "worker": {name: worker.get(name, 0.0) for name in metrics.SUMMARY_SAMPLES},
             "producer_requests_counted": GLOBAL_STATS.total_http_requests,
+            "samples": sorted(name for name in {*producer, *worker} if name.startswith("sqsbus_")),
         }
 
     def _endpoint_requests(self, counted: int) -> int | None:
