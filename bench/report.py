@@ -283,12 +283,13 @@ def format_cross_check(rows: Sequence[dict[str, Any]]) -> str:
 def build_metrics_overhead(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per metrics mode of the ``metrics`` run: client CPU s per 10k consumed (median,
     min, max over its rounds), the median's ratio to mode ``off``, the median of the ratios
-    within each round (the modes of a round ran one after the other), and the difference per
-    message."""
+    within each round (the modes of a round ran one after the other), the difference per
+    message, and for the SDK modes the CPU of one collection and export of every series."""
     run = results.get("metrics", {}).get("sqsbus", {})
     if not run.get("ok"):
         return []
     per_mode: dict[str, list[float]] = run.get("details", {}).get("cpu_s_per_10k", {})
+    child_reports: dict[str, list[dict[str, Any]]] = run.get("details", {}).get("child_reports", {})
     base_values = per_mode.get("off") or []
     base = statistics.median(base_values) if base_values else None
     rows = []
@@ -298,6 +299,7 @@ def build_metrics_overhead(results: dict[str, dict[str, Any]]) -> list[dict[str,
             continue
         median = statistics.median(values)
         paired = [value / off for value, off in zip(values, base_values, strict=False) if off]
+        collects = [r["collect_ms"] for r in child_reports.get(mode, []) if "collect_ms" in r]
         rows.append(
             {
                 "mode": mode,
@@ -308,6 +310,7 @@ def build_metrics_overhead(results: dict[str, dict[str, Any]]) -> list[dict[str,
                 "ratio": median / base if base else None,
                 "paired_ratio": statistics.median(paired) if paired else None,
                 "us_per_message": (median - base) / 10_000 * 1e6 if base is not None else None,
+                "collect_ms": statistics.median(collects) if collects else None,
             }
         )
     return rows
@@ -323,6 +326,7 @@ def format_metrics_overhead(rows: Sequence[dict[str, Any]]) -> str:
         "vs off",
         "in rounds",
         "µs/msg",
+        "collect ms",
     )
     body = []
     for row in rows:
@@ -337,6 +341,7 @@ def format_metrics_overhead(rows: Sequence[dict[str, Any]]) -> str:
                 "n/a" if ratio is None else f"{(ratio - 1) * 100:+.1f}%",
                 "n/a" if paired is None else f"{(paired - 1) * 100:+.1f}%",
                 "n/a" if extra is None else f"{extra:+.1f}",
+                "-" if row["collect_ms"] is None else _fmt(row["collect_ms"], 1),
             )
         )
-    return _grid(header, body, right=(1, 2, 3, 4, 5, 6, 7))
+    return _grid(header, body, right=(1, 2, 3, 4, 5, 6, 7, 8))

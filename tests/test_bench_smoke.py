@@ -92,12 +92,14 @@ def test_sqsbus_requests_are_counted(report: dict[str, Any]) -> None:
 def test_metrics_overhead_is_measured_in_every_mode(report: dict[str, Any]) -> None:
     """The metrics scenario consumed in each mode; the SDK recorded every ack."""
     rows = {row["mode"]: row for row in report["metrics_overhead"]}
-    assert set(rows) == {"off", "api", "sdk"}
+    assert set(rows) == {"off", "api", "sdk", "sdk_1s"}
     assert all(row["median"] > 0 for row in rows.values())
     assert rows["off"]["ratio"] == 1.0
     run = report["runs"]["metrics"]["sqsbus"]
-    [sdk] = run["details"]["child_reports"]["sdk"]
-    assert sdk["recorded_acked"] == run["details"]["messages"]
+    for mode in ("sdk", "sdk_1s"):
+        [sdk] = run["details"]["child_reports"][mode]
+        assert sdk["recorded_acked"] == run["details"]["messages"]
+        assert sdk["collect_ms"] > 0
     assert "kombu" not in report["runs"]["metrics"]
 
 
