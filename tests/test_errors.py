@@ -28,6 +28,7 @@ ELSEWHERE: Final = {
     "sqsbus.testing._http": {"HttpError"},
     "sqsbus.testing.children": {"ChildFailed"},
     "sqsbus.demo.runner": {"DemoFailed"},
+    "sqsbus.demo.metrics": {"MetricsUnavailable"},
     "sqsbus.demo.app": {"FlakyTaskError"},
     # Control flow inside `sqsbus top`: a request dropped once the watcher is closed.
     "sqsbus.admin.top": {"_Closed"},
