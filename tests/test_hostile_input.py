@@ -26,9 +26,19 @@ import pytest
 from celery_app import AppSettings, create_app
 from celery_helpers import WorkerProcess, task
 from kombu import Connection, Consumer, Exchange, Message, Queue
-from kombu_helpers import connect, counts, direct_queue, publish, queue_attributes, url_of
+from kombu_helpers import (
+    connect,
+    counting_sends,
+    counts,
+    direct_queue,
+    get_within,
+    publish,
+    queue_attributes,
+    url_of,
+)
 
 from sqsbus.codec import REFUSED_CHARACTERS
+from sqsbus.engine.delays import ETA_ATTRIBUTE, eta_attribute
 from sqsbus.errors import (
     ConfigurationError,
     CredentialsError,
@@ -244,6 +254,28 @@ def test_foreign_message_is_delivered_or_dead_lettered_and_consuming_goes_on(
     else:
         assert REASON not in kept
         assert "unreadable" in caplog.text
+
+
+def test_a_due_time_on_a_fifo_message_is_ignored_not_hopped_forever(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    """Only sqsbus's own delay hops carry ``sqsbus.eta``, and never on FIFO queues, where SQS
+    takes no per-message delay: a sender's due time there is delivered, not re-sent."""
+    queue = direct_queue("orders.fifo")
+    with connect(endpoint, prefix) as conn:
+        queue(conn.default_channel).declare()
+        sqs_client.send_message(
+            QueueUrl=url_of(conn, "orders.fifo"),
+            MessageBody=json.dumps(envelope("due in a day")),
+            MessageGroupId="g",
+            MessageDeduplicationId="d1",
+            MessageAttributes={ETA_ATTRIBUTE: eta_attribute(time.time() + 86_400)},
+        )
+        with counting_sends() as sends:
+            message = get_within(queue(conn.default_channel), 15)
+        assert message is not None and message.payload == "due in a day"
+        message.ack()
+        assert sum(sends.values()) == 0, sends
 
 
 def wait_until_empty(sqs_client: Any, url: str, timeout: float = 10) -> bool:

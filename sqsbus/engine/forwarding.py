@@ -42,6 +42,11 @@ class Forwarder:
     def hop_if_early(self, received: Received) -> bool:
         """Send ``received`` again with its remaining delay if it is not due yet (a native
         delay longer than SQS's 15 minutes); True if it was taken out of delivery."""
+        if received.queue.is_fifo:
+            # sqsbus never delays a FIFO message natively (SQS takes no per-message delay
+            # there): a due time on one came from some other sender, and a hop would come
+            # straight back, again and again.
+            return False
         remaining = delays.surfaced_early(received)
         if remaining is None:
             return False
