@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from sqsbus.admin.session import AdminSession
 from sqsbus.errors import QueueDoesNotExist
-from sqsbus.queues import QueueRef
+from sqsbus.queues import QueueRef, name_from_url
 
 __all__ = ["DeadLetterPolicy", "QueueInfo", "dead_letter_policy", "list_queues", "queue_info"]
 
@@ -92,8 +92,14 @@ def _count(attributes: dict[str, str], key: str) -> int:
 
 def queue_info(session: AdminSession, ref: QueueRef) -> QueueInfo:
     """Fresh counts and settings of one queue (one ``GetQueueAttributes``)."""
-    attributes = session.directory.attributes(ref, fresh=True)
-    sqs_name = ref.url.rstrip("/").rsplit("/", 1)[-1]
+    return info_from_attributes(session, ref, session.directory.attributes(ref, fresh=True))
+
+
+def info_from_attributes(
+    session: AdminSession, ref: QueueRef, attributes: dict[str, str]
+) -> QueueInfo:
+    """The :class:`QueueInfo` of ``ref`` that its queue ``attributes`` describe."""
+    sqs_name = name_from_url(ref.url)
     return QueueInfo(
         name=ref.name if ref.predefined else session.short_name(ref.name),
         sqs_name=sqs_name,
@@ -121,8 +127,14 @@ def list_queues(session: AdminSession) -> list[QueueInfo]:
         return []
     with ThreadPoolExecutor(min(PARALLEL_READS, len(refs))) as pool:
         found = [info for info in pool.map(lambda r: _maybe_info(session, r), refs) if info]
+    return link_dead_letters(found)
+
+
+def link_dead_letters(infos: list[QueueInfo]) -> list[QueueInfo]:
+    """``infos`` with each one's ``dead_letter_for``: the listed queues whose dead letters go
+    there."""
     sources: dict[str, list[str]] = {}
-    for info in found:
+    for info in infos:
         if info.dead_letter is not None:
             sources.setdefault(info.dead_letter.target_arn, []).append(info.sqs_name)
-    return [replace(info, dead_letter_for=tuple(sources.get(info.arn or "", ()))) for info in found]
+    return [replace(info, dead_letter_for=tuple(sources.get(info.arn or "", ()))) for info in infos]

@@ -36,7 +36,7 @@ from sqsbus.admin.budget import (
     RequestPacer,
 )
 from sqsbus.admin.cloudwatch import MetricsReading, QueueMetrics, read_sqs_metrics
-from sqsbus.admin.inventory import dead_letter_policy
+from sqsbus.admin.inventory import info_from_attributes, link_dead_letters
 from sqsbus.admin.session import AdminSession
 from sqsbus.errors import ConfigurationError, QueueDoesNotExist
 from sqsbus.queues import FIFO_SUFFIX, QueueRef
@@ -310,42 +310,32 @@ class QueueWatcher:
         return _Read(ref, attributes, self._clock())
 
     def _samples(self, reads: list[_Read]) -> list[QueueSample]:
-        targets: dict[str, list[str]] = {}
-        policies = {}
-        for read in reads:
-            policy = dead_letter_policy(read.attributes)
-            policies[read.ref.url] = policy
-            if policy is not None:
-                targets.setdefault(policy.target_arn, []).append(_sqs_name(read.ref))
+        infos = link_dead_letters(
+            [info_from_attributes(self.session, read.ref, read.attributes) for read in reads]
+        )
         samples = []
         previous, self._previous = self._previous, {}
-        for read in reads:
-            attributes, url = read.attributes, read.ref.url
-            sqs_name = _sqs_name(read.ref)
-            sources = tuple(targets.get(attributes.get("QueueArn", ""), ()))
-            policy = policies[url]
-            visible = _count(attributes, "ApproximateNumberOfMessages")
-            in_flight = _count(attributes, "ApproximateNumberOfMessagesNotVisible")
-            delayed = _count(attributes, "ApproximateNumberOfMessagesDelayed")
-            total = visible + in_flight + delayed
+        for read, info in zip(reads, infos, strict=True):
+            total = info.visible + info.in_flight + info.delayed
             samples.append(
                 QueueSample(
-                    name=read.ref.name
-                    if read.ref.predefined
-                    else self.session.short_name(sqs_name),
-                    sqs_name=sqs_name,
-                    url=url,
-                    visible=visible,
-                    in_flight=in_flight,
-                    delayed=delayed,
-                    fifo=attributes.get("FifoQueue", "false").lower() == "true",
-                    dead_letter_queue=bool(sources) or sqs_name in self._dead_letter_names,
-                    dead_letter_for=sources,
-                    dead_letters_to=policy.target_name if policy else None,
-                    net_per_second=net_change_per_second(previous.get(url), read.read_at, total),
+                    name=info.name,
+                    sqs_name=info.sqs_name,
+                    url=info.url,
+                    visible=info.visible,
+                    in_flight=info.in_flight,
+                    delayed=info.delayed,
+                    fifo=info.fifo,
+                    dead_letter_queue=bool(info.dead_letter_for)
+                    or info.sqs_name in self._dead_letter_names,
+                    dead_letter_for=info.dead_letter_for,
+                    dead_letters_to=info.dead_letter.target_name if info.dead_letter else None,
+                    net_per_second=net_change_per_second(
+                        previous.get(info.url), read.read_at, total
+                    ),
                 )
             )
-            self._previous[url] = (read.read_at, total)
+            self._previous[info.url] = (read.read_at, total)
         return sorted(samples, key=lambda sample: sample.name)
 
     def _with_metrics(self, samples: list[QueueSample]) -> list[QueueSample]:
@@ -386,19 +376,3 @@ def _configured_dead_letter_names(session: AdminSession) -> set[str]:
         session.directory.dead_letter_queue_name(name) for name in ("queue", "queue" + FIFO_SUFFIX)
     )
     return {name for name in names if name}
-
-
-def _display_name(session: AdminSession, ref: QueueRef, sqs_name: str) -> str:
-    """The name to type on the command line: a predefined queue's own, else without prefix."""
-    return ref.name if ref.predefined else session.short_name(sqs_name)
-
-
-def _sqs_name(ref: QueueRef) -> str:
-    return ref.url.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _count(attributes: dict[str, str], key: str) -> int:
-    try:
-        return int(attributes.get(key, 0))
-    except ValueError:
-        return 0
