@@ -21,13 +21,7 @@ from typing import Any
 
 import pytest
 from kombu import Connection, Exchange, Queue
-
-from sqsbus.aws import AWS
-from sqsbus.config import parse_options
-from sqsbus.engine.delays import ETA_ATTRIBUTE
-from sqsbus.local import LocalEndpoint
-from sqsbus.testing.proxy import FaultProxy, Faults
-from tests.kombu_helpers import (
+from kombu_helpers import (
     connect,
     consume,
     counts,
@@ -37,6 +31,12 @@ from tests.kombu_helpers import (
     url_of,
     wait_until,
 )
+
+from sqsbus.aws import AWS
+from sqsbus.config import parse_options
+from sqsbus.engine.delays import ETA_ATTRIBUTE
+from sqsbus.local import LocalEndpoint
+from sqsbus.testing.proxy import FaultProxy, Faults
 
 metrics_api = pytest.importorskip("opentelemetry.metrics")
 sdk_metrics = pytest.importorskip("opentelemetry.sdk.metrics")
