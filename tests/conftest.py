@@ -8,6 +8,7 @@
   ``endpoint.url`` for boto3 and ``endpoint.broker_url()`` for Kombu/Celery. Its state is shared
   by all tests, so name queues, topics and buckets with ``prefix``.
 * ``prefix``: a unique name prefix per test, like ``t1a2b3c4d-``.
+* ``authenticating_endpoint``: a second endpoint, per module, that checks signatures (IAM).
 * ``sqs_client``: a plain boto3 SQS client on the endpoint, for assertions.
 
 Tests that use ``endpoint`` (directly or through another fixture) are marked ``integration``.
@@ -65,6 +66,21 @@ def endpoint(
         # What the interpreter's exit would do for connections the tests left open (Celery
         # apps' pools): now, while the endpoint still answers.
         EXIT_CLEANUP.run()
+
+
+@pytest.fixture(scope="module")
+def authenticating_endpoint(
+    aws_test_environment: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalEndpoint]:
+    """A second endpoint, per test module, that checks request signatures like AWS (moto's
+    IAM authentication): its first two requests are free (to create an IAM user and key),
+    every later one must be signed by a known key."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "2")
+        log = tmp_path_factory.mktemp("auth-endpoint") / "moto.log"
+        with LocalEndpoint(log_file=log) as started:
+            patch.undo()
+            yield started
 
 
 @pytest.fixture

@@ -273,19 +273,6 @@ def test_an_unquoted_slash_in_the_secret_gets_the_quoting_hint(secret: str) -> N
     assert "K7MDENG" not in result.stderr
 
 
-@pytest.fixture(scope="module")
-def authenticating_endpoint(
-    aws_test_environment: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalEndpoint]:
-    """An endpoint that checks signatures like AWS (moto's IAM authentication)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "2")  # then every request is checked
-        log = tmp_path_factory.mktemp("auth-endpoint") / "moto.log"
-        with LocalEndpoint(log_file=log) as started:
-            patch.undo()
-            yield started
-
-
 def test_a_secret_with_a_decoded_plus_gets_the_quoting_hint(
     authenticating_endpoint: LocalEndpoint,
 ) -> None:

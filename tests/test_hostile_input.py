@@ -697,19 +697,6 @@ def test_fifo_name_on_a_standard_queue_url_is_refused(endpoint: LocalEndpoint, p
 
 
 @pytest.fixture(scope="module")
-def authenticating_endpoint(
-    aws_test_environment: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalEndpoint]:
-    """A second endpoint that checks credentials like AWS (moto's IAM authentication)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "2")  # then every request is checked
-        log = tmp_path_factory.mktemp("auth-endpoint") / "moto.log"
-        with LocalEndpoint(log_file=log) as started:
-            patch.undo()
-            yield started
-
-
-@pytest.fixture(scope="module")
 def iam_key(authenticating_endpoint: LocalEndpoint) -> tuple[str, str]:
     """A real access key of the authenticating endpoint (made by its two free requests)."""
     iam = boto3.client("iam", endpoint_url=authenticating_endpoint.url, region_name="us-east-1")
