@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -496,18 +497,16 @@ def watch_backlog(source: BacklogSource) -> None:
 
 
 def _observe_prefetch(options: Any) -> Iterator[Any]:
-    totals: dict[str, int] = {}
+    totals: Counter[str] = Counter()
     for source in list(_prefetch_sources):
-        for name, count in source.prefetched().items():
-            totals[name] = totals.get(name, 0) + count
+        totals.update(source.prefetched())
     return _observations(((queue(name).base.values, count) for name, count in totals.items()))
 
 
 def _observe_backlog(options: Any) -> Iterator[Any]:
-    totals: dict[tuple[str, str], int] = {}
+    totals: Counter[tuple[str, str]] = Counter()
     for source in list(_backlog_sources):
-        for key, count in source.backlog().items():
-            totals[key] = totals.get(key, 0) + count
+        totals.update(source.backlog())
     return _observations(
         ({**queue(name).base.values, RPC_METHOD: method}, count)
         for (name, method), count in totals.items()
