@@ -14,14 +14,12 @@ import importlib
 import socket
 import urllib.request
 from collections import defaultdict
-from collections.abc import Mapping
 from typing import Final
 
 __all__ = [
     "DEFAULT_PORT",
     "SUMMARY_SAMPLES",
     "MetricsUnavailable",
-    "add",
     "check_available",
     "check_ports_free",
     "pool_port",
@@ -142,9 +140,3 @@ def scrape(port: int) -> dict[str, float]:
         for sample in family.samples:
             totals[sample.name] += sample.value
     return dict(totals)
-
-
-def add(into: dict[str, float], values: Mapping[str, float]) -> None:
-    """Add ``values`` to ``into``, name by name."""
-    for name, value in values.items():
-        into[name] = into.get(name, 0.0) + value

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -402,14 +403,14 @@ class _Demo:
         assert self.metrics_port is not None
         port = self.metrics_port
         producer = metrics.scrape(port)
-        worker: dict[str, float] = {}
+        worker: Counter[str] = Counter()
         answered = [port]
         for worker_side in (
             metrics.worker_port(port),
             *(metrics.pool_port(port, i) for i in range(self.concurrency)),
         ):
             try:
-                metrics.add(worker, metrics.scrape(worker_side))
+                worker.update(metrics.scrape(worker_side))
             except OSError:
                 continue  # a pool process that has not started or was replaced
             answered.append(worker_side)
