@@ -176,8 +176,8 @@ def test_lingering_publishes_return_at_once_and_go_in_full_batches() -> None:
     queue = ref(client)
     started = time.monotonic()
     for i in range(25):
-        commit.send_later(queue, {"MessageBody": f"m{i}"}, 2, linger=0.3)
-    assert time.monotonic() - started < 0.2
+        commit.send_later(queue, {"MessageBody": f"m{i}"}, 2, linger=5.0)
+    assert time.monotonic() - started < 2.0  # far from the linger: no publisher waited
     assert commit.flush(5)
     assert sorted(len(batch) for batch in client.batches) == [5, 10, 10]
     # A standard queue: batches may go out in parallel, so only the set is certain.
@@ -244,7 +244,7 @@ def test_lingering_publishers_wait_for_room_when_sqs_falls_behind(
 def test_a_lone_lingering_message_goes_after_the_linger() -> None:
     client = FakeSQS(delay=0)
     commit = GroupCommit()
-    commit.send_later(ref(client), {"MessageBody": "late"}, 4, linger=0.2)
+    commit.send_later(ref(client), {"MessageBody": "late"}, 4, linger=0.5)
     time.sleep(0.05)
     assert client.batches == []
     deadline = time.monotonic() + 5
