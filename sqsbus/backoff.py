@@ -4,8 +4,8 @@ Every retry loop of sqsbus takes its pauses and its attempt count from a :class:
 defined here, so the policies can be read (and tuned) side by side:
 
 * :data:`SQS_BATCH_RETRY`: entries of a ``SendMessageBatch`` (group commit) or of a
-  ``DeleteMessageBatch`` / ``ChangeMessageVisibilityBatch`` (acker) that SQS did not take
-  for a transient reason;
+  ``DeleteMessageBatch`` / ``ChangeMessageVisibilityBatch`` (acker, parking) that SQS did
+  not take for a transient reason;
 * :data:`RECEIVE_RETRY`: consecutive failed receives of a receiver thread before the error
   reaches the consumer (Kombu then reconnects);
 * :data:`POLICY_WRITE_RETRY`: writes of a queue policy that other processes keep

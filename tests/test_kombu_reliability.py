@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from kombu_helpers import (
 
 from sqsbus.engine.delays import ETA_ATTRIBUTE
 from sqsbus.local import LocalEndpoint
+from sqsbus.testing.proxy import FaultProxy, Faults
 
 # -- leases ---------------------------------------------------------------------------------
 
@@ -331,6 +333,36 @@ def test_parked_message_given_back_returns_to_its_queue(
         attributes = again.delivery_info["sqs_message"]["MessageAttributes"]
         assert not any(name.startswith("sqsbus.park") for name in attributes)
         again.ack()
+
+
+def test_a_parked_message_whose_original_cannot_be_deleted_is_reported_as_a_duplicate(
+    endpoint: LocalEndpoint, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQS refuses to delete the original (transiently, on every retry): the copy is held,
+    the log says the original will come again, and it does; nothing is counted as parked."""
+    queue = direct_queue("capped-undeletable")
+    with (
+        FaultProxy(endpoint.url) as proxy,
+        connect(endpoint, prefix, lease_seconds=2, endpoint_url=proxy.url) as holder,
+        connect(endpoint, prefix) as other,
+    ):
+        publish(holder, queue, ["held twice"])
+        holder.transport.leases.max_total_seconds = CAP
+        message = get_within(queue(holder.default_channel), 5)
+        assert message is not None
+        caplog.set_level(logging.ERROR, logger="sqsbus")
+        proxy.faults = Faults(partial=1.0, operations=frozenset({"DeleteMessageBatch"}))
+        again = get_within(queue(other.default_channel), 4 * CAP)
+        assert again is not None and again.payload == "held twice"
+        # The original came back while parking was still retrying its delete.
+        assert wait_until(lambda: "its original could not be deleted" in caplog.text)
+        assert "(InternalError" in caplog.text
+        assert "SQS will deliver the original again" in caplog.text
+        assert holder.transport.parking.parked == 0
+        assert proxy.fault_counts_by_operation()["sqs.DeleteMessageBatch"]["partial"] >= 5
+        proxy.clear_faults()
+        again.ack()
+        message.ack()  # the parked copy
 
 
 PARKING_HOLDER = """

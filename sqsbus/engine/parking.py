@@ -18,9 +18,10 @@ whose home is refused stays in the parking queue.  A large payload travels as it
 pointer (:func:`~sqsbus.engine.payloads.as_sent`).
 
 Copies are sent with :meth:`~sqsbus.engine.publisher.Publisher.resend`; originals and
-copies are deleted with :func:`sqsbus.engine.operations.delete`, synchronously and not
-through the acker, whose ``on_deleted`` would delete the S3 payload the other one still
-points to.
+copies are deleted with :func:`delete_one`, synchronously and not through the acker,
+whose ``on_deleted`` would delete the S3 payload the other one still points to.  A delete
+SQS still refuses after the retries is logged as an error with what follows from it: the
+original, or a copy sent home, is delivered once more.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from sqsbus.backoff import SQS_BATCH_RETRY
 from sqsbus.engine import operations
 from sqsbus.engine.delays import resendable_attributes
 from sqsbus.engine.leases import LeaseKeeper
 from sqsbus.engine.messages import Received
 from sqsbus.engine.payloads import as_sent
 from sqsbus.engine.publisher import Publisher
-from sqsbus.errors import SQSBusError
+from sqsbus.errors import SQSBusError, TransientError
 from sqsbus.limits import MAX_MESSAGE_ATTRIBUTES, MAX_RECEIVE_MESSAGES
 from sqsbus.queues import QueueRef
 from sqsbus.telemetry import queue as queue_metrics
@@ -122,10 +124,32 @@ class Parking:
             message.message_attributes = copy.message_attributes
             message.home = home
         if settled:
-            operations.delete(parking, [copy.receipt_handle])
+            problem = delete_one(parking, copy.receipt_handle)
+            if problem:
+                logger.error(
+                    "message %s of queue %s was settled while it was being parked, and its "
+                    "copy could not be deleted from %s (%s); the copy goes back to queue %s "
+                    "when the parking queue is next read or swept",
+                    message.message_id,
+                    home.name,
+                    parking.name,
+                    problem,
+                    home.name,
+                    extra=message.log_fields("park"),
+                )
             return
         self.leases.hold([message])
-        operations.delete(original_queue, [original_handle])
+        problem = delete_one(original_queue, original_handle)
+        if problem:
+            logger.error(
+                "parked message %s of queue %s, but its original could not be deleted (%s); "
+                "SQS will deliver the original again while the parked copy is still held",
+                message.message_id,
+                home.name,
+                problem,
+                extra=message.log_fields("park"),
+            )
+            return
         # Counted once the original is gone: the move is complete.
         self.parked += 1
         queue_metrics(home.name).parked()
@@ -213,8 +237,42 @@ def send_home(publisher: Publisher, message: Received, home: QueueRef) -> bool:
             extra=message.log_fields("send-home"),
         )
         return False
-    operations.delete(message.queue, [message.receipt_handle])
+    problem = delete_one(message.queue, message.receipt_handle)
+    if problem:
+        logger.error(
+            "sent parked message %s home to queue %s, but its copy could not be deleted from "
+            "%s (%s); the copy is sent home again when the parking queue is next read or swept",
+            message.message_id,
+            home.name,
+            message.queue.name,
+            problem,
+            extra=message.log_fields("send-home"),
+        )
     return True
+
+
+def delete_one(queue: QueueRef, receipt_handle: str) -> str | None:
+    """Delete one message now, retrying what SQS refuses for a transient reason; None once
+    it is deleted, else what went wrong (a stale receipt handle is not retried)."""
+    failures = 0
+    while True:
+        try:
+            refused = operations.delete(queue, [receipt_handle])
+        except TransientError as exc:
+            problem = str(exc)
+        except SQSBusError as exc:
+            return str(exc)
+        else:
+            if not refused:
+                return None
+            failure = refused[0]
+            problem = f"{failure.code}: {failure.message}" if failure.message else failure.code
+            if failure.sender_fault or failure.stale_receipt:
+                return problem
+        failures += 1
+        if SQS_BATCH_RETRY.exhausted(failures):
+            return f"{problem}, after {failures} attempts"
+        time.sleep(SQS_BATCH_RETRY.delay(failures))
 
 
 def empty_parking_queue(
