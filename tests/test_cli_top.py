@@ -25,7 +25,7 @@ import pytest
 
 from sqsbus.admin.cloudwatch import QueueMetrics, read_sqs_metrics
 from sqsbus.local import DEFAULT_REGION, LocalEndpoint
-from sqsbus.testing.proxy import FaultProxy
+from sqsbus.testing.proxy import FaultProxy, Faults
 
 ESC = "\x1b"
 SQSBUS = (sys.executable, "-m", "sqsbus")
@@ -395,6 +395,32 @@ def read_until(fd: int, pattern: str, timeout: float = 30) -> str:
     return received
 
 
+def exit_status(process: subprocess.Popen[bytes], fd: int, timeout: float = 30) -> int:
+    """``process``'s exit status; if it has not ended within ``timeout``, it is made to
+    dump its threads' stacks (``PYTHONFAULTHANDLER``) and the test fails showing them."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        shown = _drain(fd, seconds=3)
+        stacks = shown[-6000:]
+        raise AssertionError(f"still running {timeout} s later; its threads: {stacks}") from None
+
+
+def _drain(fd: int, seconds: float) -> str:
+    received = ""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        try:
+            received += os.read(fd, 65536).decode("utf-8", errors="replace")
+        except OSError:
+            break
+    return received
+
+
 def next_frame(fd: int, wanted: Callable[[str], bool], timeout: float) -> str:
     """The first whole frame (cursor home to erase-below) drawn from now on that is
     ``wanted``."""
@@ -432,7 +458,7 @@ def test_live_screen_redraws_colours_dead_letters_follows_resizes_and_quits_on_c
         stdin=terminal,
         stdout=terminal,
         stderr=terminal,
-        env={**env, "TERM": "xterm"},
+        env={**env, "TERM": "xterm", "PYTHONFAULTHANDLER": "1"},
     )
     os.close(terminal)
     try:
@@ -451,7 +477,7 @@ def test_live_screen_redraws_colours_dead_letters_follows_resizes_and_quits_on_c
         assert "jobs-dlq" in narrow
 
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        assert process.wait(timeout=30) == 0
+        assert exit_status(process, controller) == 0
         rest = read_until(controller, r"\x1b\[\?1049l.*jobs-dlq.*\n")
         assert "Traceback" not in rest and "interrupted" not in rest
     finally:
@@ -497,13 +523,13 @@ def test_live_screen_gives_the_terminal_back_when_terminated(
         stdin=terminal,
         stdout=terminal,
         stderr=terminal,
-        env={**os.environ, "TERM": "xterm"},
+        env={**os.environ, "TERM": "xterm", "PYTHONFAULTHANDLER": "1"},
     )
     os.close(terminal)
     try:
         read_until(controller, r"\x1b\[\?1049h.*calm")
         process.terminate()
-        assert process.wait(timeout=30) == 0
+        assert exit_status(process, controller) == 0
         # The cursor shown again, the normal screen back, the last frame on it.
         read_until(controller, r"\x1b\[\?25h\x1b\[\?1049l.*calm")
     finally:
@@ -544,6 +570,30 @@ def test_ctrl_c_does_not_wait_for_paced_requests(
     assert process.returncode == 0, err
     assert stopped_after < 1.5
     assert sent <= 3, proxy.request_counts()
+
+
+def test_ctrl_c_does_not_wait_for_a_request_the_network_holds(
+    endpoint: LocalEndpoint, sqs_client: Any, prefix: str
+) -> None:
+    """A queue read the network holds (no answer for 20 s): Ctrl-C still ends ``top`` at
+    once instead of when the request times out."""
+    sqs_client.create_queue(QueueName=f"{prefix}stuck")
+    with FaultProxy(endpoint.url) as proxy:
+        proxy.faults = Faults(latency_ms=20_000, operations=frozenset({"GetQueueAttributes"}))
+        process = subprocess.Popen(
+            [*SQSBUS, "top", "--once", "--timeout", "30", *through(proxy, endpoint, prefix)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until_requests(proxy, 2)
+        time.sleep(0.5)  # the read is in flight
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = process.communicate(timeout=60)
+        stopped_after = time.monotonic() - started
+    assert process.returncode == 0, err
+    assert stopped_after < 5
 
 
 def wait_until_requests(proxy: FaultProxy, count: int, timeout: float = 30) -> None:

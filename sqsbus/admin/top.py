@@ -23,8 +23,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Final, Self
@@ -217,7 +216,6 @@ class QueueWatcher:
         self._previous: dict[str, tuple[float, int]] = {}
         self._metrics: MetricsReading | None = None
         self._metrics_at: float | None = None
-        self._pool = ThreadPoolExecutor(PARALLEL_READS, thread_name_prefix="sqsbus-top")
         self._baseline = sum(session.aws.stats.http_requests().values())
         self._dead_letter_names = _configured_dead_letter_names(session)
 
@@ -236,7 +234,6 @@ class QueueWatcher:
         """Stop pacing the session's clients; requests still waiting for their slot are
         dropped, not sent."""
         self._closed.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
         for client, event in self._paced.values():
             client.meta.events.unregister(event, self._wait_for_slot)
         self._paced.clear()
@@ -256,7 +253,8 @@ class QueueWatcher:
             self._listed_at, self._relist = now, False
         for ref in self._refs:
             self._pace(ref.client)
-        reads = [read for read in self._pool.map(self._read, self._refs) if read is not None]
+        read_all = _map_in_daemon_threads(self._read, self._refs)
+        reads = [read for read in read_all if read is not None]
         vanished = len(self._refs) - len(reads)
         self._relist = self._relist or vanished > 0
         samples = self._samples(reads)
@@ -351,6 +349,43 @@ class QueueWatcher:
             replace(sample, metrics=found.get(sample.sqs_name, QueueMetrics()))
             for sample in samples
         ]
+
+
+def _map_in_daemon_threads(
+    function: Callable[[QueueRef], _Read | None], refs: list[QueueRef]
+) -> list[_Read | None]:
+    """``function`` of each ref, in order, run on up to :data:`PARALLEL_READS` daemon
+    threads: a request the network holds never keeps Ctrl-C from ending the process (a
+    thread pool's workers are joined at exit, so it would wait for the request's timeout).
+    The first exception raised is raised here once every thread is done."""
+    results: list[_Read | None] = [None] * len(refs)
+    errors: list[BaseException] = []
+    next_index = iter(range(len(refs)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                index = next(next_index, None)
+            if index is None:
+                return
+            try:
+                results[index] = function(refs[index])
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    threads = [
+        threading.Thread(target=work, name="sqsbus-top-read", daemon=True)
+        for _ in range(min(PARALLEL_READS, len(refs)))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def watch_queues(
