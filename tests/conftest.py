@@ -59,9 +59,12 @@ def aws_test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 def endpoint(
     aws_test_environment: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalEndpoint]:
-    """One embedded endpoint for the session; moto's request log goes to a temp file."""
+    """One embedded endpoint for the session; moto's request log goes to a temp file.
+
+    Its first start in a fresh virtualenv (the version matrix's, made by uv without
+    bytecode) compiles moto while other workers keep the machine busy: it may take long."""
     log_file = tmp_path_factory.mktemp("endpoint") / "moto.log"
-    with LocalEndpoint(log_file=log_file) as started:
+    with LocalEndpoint(log_file=log_file, startup_timeout=120) as started:
         yield started
         # What the interpreter's exit would do for connections the tests left open (Celery
         # apps' pools): now, while the endpoint still answers.

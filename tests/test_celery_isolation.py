@@ -99,19 +99,31 @@ def test_two_apps_in_one_account_reach_neither_each_other_s_workers_nor_events(
     ready = threading.Event()
     receivers: list[Any] = []
 
+    failed: list[BaseException] = []
+
     def capture() -> None:
-        with b.app.connection() as conn:
-            receiver = b.app.events.Receiver(conn, handlers={"*": events.append})
-            receiver.on_consume_ready = lambda *args, **kwargs: ready.set()
-            receivers.append(receiver)
-            with contextlib.suppress(TimeoutError, socket.timeout):
-                receiver.capture(limit=None, timeout=60)
+        started = time.monotonic()
+        try:
+            with b.app.connection() as conn:
+                receiver = b.app.events.Receiver(conn, handlers={"*": events.append})
+
+                def consume_ready(*args: Any, **kwargs: Any) -> None:
+                    print(f"B's event receiver consumes after {time.monotonic() - started:.1f} s")
+                    ready.set()
+
+                receiver.on_consume_ready = consume_ready
+                receivers.append(receiver)
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    receiver.capture(limit=None, timeout=60)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
 
     thread = threading.Thread(target=capture, daemon=True)
     thread.start()
     a_tasks: list[str] = []
     try:
-        assert ready.wait(30), "B's event receiver did not start"
+        assert ready.wait(60), f"B's event receiver did not start: {failed or 'no error'}"
         for team in (a, b):
             team.app.control.enable_events(destination=[team.host])
 
