@@ -355,10 +355,12 @@ class QueueDirectory(QueueAttributes):
         return QueueRef(name, url, client, scope=self.scope(None)), True
 
     def forget(self, name: str) -> None:
+        """Drop what is known of queue ``name`` (deleted): its URL and its attributes."""
         with self._lock:
-            self._urls.pop(name, None)
-        with self._attributes_lock:
-            self._attributes.pop(name, None)
+            url = self._urls.pop(name, None)
+        if url is not None:
+            with self._attributes_lock:
+                self._attributes.pop(url, None)
 
     def ref_for_url(self, url: str) -> QueueRef:
         """A ref for a queue whose URL this connection found itself (e.g. by listing)."""

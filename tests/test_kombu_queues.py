@@ -9,7 +9,12 @@ import pytest
 from kombu import Connection
 from kombu_helpers import connect, consume, direct_queue, publish, queue_attributes
 
-from sqsbus.errors import ConfigurationError, InvalidQueueError, UndefinedQueueError
+from sqsbus.errors import (
+    ConfigurationError,
+    InvalidQueueError,
+    MessageTooLarge,
+    UndefinedQueueError,
+)
 from sqsbus.local import LocalEndpoint
 from sqsbus.queues import QueueDirectory
 
@@ -120,6 +125,24 @@ def test_queue_created_elsewhere_after_listing_is_found(
         assert "sqs.CreateQueue" not in conn.transport.stats.calls()
         [(body, _)] = consume(conn, [direct_queue("late")], 1)
     assert body == "x"
+
+
+def test_a_queue_deleted_and_made_again_elsewhere_is_read_afresh(
+    endpoint: LocalEndpoint, prefix: str, sqs_client: Any
+) -> None:
+    """Deleting a queue drops its cached attributes: a queue of that name made again with
+    a smaller size limit refuses a large message before anything is sent."""
+    queue = direct_queue("remade")
+    with connect(endpoint, prefix) as conn:
+        publish(conn, queue, ["x" * 2000])  # its attributes (256 KiB limit) now cached
+        queue(conn.default_channel).delete()
+        sqs_client.create_queue(
+            QueueName=f"{prefix}remade", Attributes={"MaximumMessageSize": "1024"}
+        )
+        sends = conn.transport.stats.calls().get("sqs.SendMessageBatch", 0)
+        with pytest.raises(MessageTooLarge, match="1024"):
+            publish(conn, queue, ["x" * 2000])
+        assert conn.transport.stats.calls().get("sqs.SendMessageBatch", 0) == sends
 
 
 # -- predefined queues --------------------------------------------------------------------------
