@@ -40,7 +40,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Self
 
+from bench import interpreters
 from bench.common import Managed
+from bench.interpreters import python_version
 from sqsbus.local._ports import pick_free_port
 from sqsbus.testing.children import ChildFailed, wait_for_child
 
@@ -116,59 +118,6 @@ class LocalStackError(RuntimeError):
 # -- the interpreter ---------------------------------------------------------------------------
 
 
-def python_version(executable: str) -> tuple[int, int] | None:
-    """``(major, minor)`` of the Python at ``executable``, or None if it does not run."""
-    try:
-        completed = subprocess.run(
-            [executable, "-c", "import sys; print(*sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    parts = completed.stdout.split()
-    if completed.returncode != 0 or len(parts) != 2 or not all(p.isdigit() for p in parts):
-        return None
-    return int(parts[0]), int(parts[1])
-
-
-def _version_key(path: Path) -> tuple[int, ...]:
-    """``(3, 13, 2)`` for ``.../versions/3.13.2/bin/python3.13``; non-numbers sort first."""
-    for part in path.parts:
-        match = re.match(r"(?:cpython-)?(\d+(?:\.\d+)+)", part)
-        if match:
-            return tuple(int(n) for n in match.group(1).split("."))
-    return ()
-
-
-def pyenv_candidates(roots: Iterable[Path]) -> list[str]:
-    """Python 3.13 interpreters in pyenv (``ROOT/versions/3.13*``) and uv style roots.
-
-    Newest first; ``roots`` are pyenv roots (``~/.pyenv``) or directories of uv-managed
-    interpreters (``~/.local/share/uv/python``).
-    """
-    minor = ".".join(map(str, REQUIRED_PYTHON))
-    found: list[Path] = []
-    for root in roots:
-        for pattern in (
-            f"versions/{minor}*/bin/python{minor}",
-            f"cpython-{minor}*/bin/python{minor}",
-        ):
-            found.extend(p for p in root.glob(pattern) if p.is_file())
-    found.sort(key=_version_key, reverse=True)
-    return [str(p) for p in dict.fromkeys(found)]
-
-
-def _default_roots(env: Mapping[str, str]) -> list[Path]:
-    home = Path(env.get("HOME") or Path.home())
-    roots = [Path(env["PYENV_ROOT"])] if env.get("PYENV_ROOT") else []
-    data = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
-    roots += [home / ".pyenv", data / "uv" / "python"]
-    return list(dict.fromkeys(roots))
-
-
 def find_python(
     env: Mapping[str, str] | None = None,
     *,
@@ -180,8 +129,7 @@ def find_python(
 
     Looks at ``$SQSBUS_LOCALSTACK_PYTHON`` (which must then be a working 3.13), then
     ``python3.13`` on ``PATH``, then pyenv's ``versions/3.13*`` and uv's ``cpython-3.13*``
-    directories. Every candidate is run once to check it works: a pyenv shim for a version
-    that is not selected exists on PATH but fails.
+    directories (:mod:`bench.interpreters`).
 
     Raises:
         LocalStackError: none found, or the one named by the variable is not a working 3.13.
@@ -198,15 +146,9 @@ def find_python(
                 f"{wanted}: point {PYTHON_ENV} at a python{wanted}, or unset it to search"
             )
         return named
-    tried: list[str] = []
-    on_path = which(f"python{wanted}")
-    candidates = ([on_path] if on_path else []) + pyenv_candidates(
-        _default_roots(env) if roots is None else roots
-    )
-    for candidate in dict.fromkeys(candidates):
-        if version_of(candidate) == REQUIRED_PYTHON:
-            return candidate
-        tried.append(candidate)
+    found, tried = interpreters.find(wanted, env, which=which, version_of=version_of, roots=roots)
+    if found:
+        return found
     looked = f" (tried, not working: {', '.join(tried)})" if tried else ""
     raise LocalStackError(
         f"the LocalStack endpoint needs a Python {wanted} interpreter and none was found"

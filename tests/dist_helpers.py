@@ -3,9 +3,8 @@
 * :func:`built_dists` builds sqsbus's sdist and wheel (``python -m build``) from a copy of the
   files the sdist is made of, so that building never writes into the repository, once per
   test session.
-* :func:`find_python` finds an interpreter of a supported version: ``pythonX.Y`` on ``PATH``
-  if it runs (a pyenv shim of a version that is not selected exists but fails), else pyenv's
-  ``versions/X.Y*``.
+* :func:`find_python` finds an interpreter of a supported version
+  (:mod:`bench.interpreters`).
 * :func:`make_venv` makes a fresh virtualenv and installs requirements into it with uv, whose
   cache keeps a warm run to seconds (pip's HTTP cache stays empty behind proxies that send
   no caching headers, and a cold pip install of moto's server took minutes).
@@ -17,7 +16,6 @@ Versions the project claims to support are named here once: :data:`SUPPORTED_PYT
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Final
 
 from packaging.requirements import Requirement
+
+from bench import interpreters
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 PYPROJECT: Final = ROOT / "pyproject.toml"
@@ -98,52 +98,17 @@ def package_files() -> set[str]:
 # -- interpreters ------------------------------------------------------------------------------
 
 
-def python_version(executable: str) -> str | None:
-    """``"3.12"`` for a working Python 3.12 at ``executable``, None if it does not run."""
-    try:
-        completed = subprocess.run(
-            [executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    version = completed.stdout.strip()
-    return version if completed.returncode == 0 and re.fullmatch(r"\d+\.\d+", version) else None
-
-
-def _pyenv_roots(env: Mapping[str, str]) -> list[Path]:
-    roots = [Path(env["PYENV_ROOT"])] if env.get("PYENV_ROOT") else []
-    return list(dict.fromkeys([*roots, Path.home() / ".pyenv"]))
-
-
-def _release_key(path: Path) -> tuple[int, ...]:
-    """``(3, 12, 1)`` for ``.../versions/3.12.1/bin/python3.12``."""
-    match = re.search(r"/versions/(\d+(?:\.\d+)*)", path.as_posix())
-    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
-
-
 def find_python(version: str, env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
     """A working Python ``version`` (e.g. ``"3.12"``) and where it was found, or None and
     what was tried."""
-    env = os.environ if env is None else env
-    candidates: list[str] = []
-    on_path = shutil.which(f"python{version}", path=env.get("PATH"))
-    if on_path:
-        candidates.append(on_path)
-    in_pyenv: list[Path] = []
-    for root in _pyenv_roots(env):
-        in_pyenv.extend(p for p in root.glob(f"versions/{version}*/bin/python{version}"))
-    candidates += [str(p) for p in sorted(in_pyenv, key=_release_key, reverse=True)]
-    for candidate in dict.fromkeys(candidates):
-        if python_version(candidate) == version:
-            return candidate, candidate
-    tried = ", ".join(dict.fromkeys(candidates)) or "nothing found"
+    found, tried = interpreters.find(version, env)
+    if found:
+        return found, found
+    looked = ", ".join(tried) or "nothing found"
     return None, (
-        f"no working python{version} on PATH or under pyenv's versions/ (tried: {tried}); "
-        f"install it (e.g. pyenv install {version}) to test sqsbus on Python {version}"
+        f"no working python{version} on PATH or under pyenv's or uv's interpreters (tried: "
+        f"{looked}); install it (e.g. pyenv install {version}) to test sqsbus on Python "
+        f"{version}"
     )
 
 

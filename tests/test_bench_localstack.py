@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench import localstack
+from bench import interpreters, localstack
 from bench.common import EndpointLog, open_endpoint
 from bench.localstack import (
     PYTHON_ENV,
@@ -23,7 +23,6 @@ from bench.localstack import (
     find_python,
     listening_sockets,
     parse_request_line,
-    pyenv_candidates,
     server_command,
     server_environment,
     venv_dir,
@@ -71,12 +70,12 @@ def test_a_broken_python313_on_path_falls_through_to_pyenv(tmp_path: Path) -> No
         roots=[tmp_path],
     )
     assert found == str(newer)
-    assert pyenv_candidates([tmp_path]) == [str(newer), str(older)]
+    assert interpreters.installed([tmp_path], "3.13") == [str(newer), str(older)]
 
 
 def test_uv_managed_interpreters_are_found(tmp_path: Path) -> None:
     uv = _python(tmp_path / "cpython-3.13.1-linux-x86_64-gnu" / "bin" / "python3.13")
-    assert pyenv_candidates([tmp_path]) == [str(uv)]
+    assert interpreters.installed([tmp_path], "3.13") == [str(uv)]
 
 
 def test_no_interpreter_says_how_to_get_one(tmp_path: Path) -> None:
