@@ -28,7 +28,14 @@ from sqsbus.local import DEFAULT_REGION, LocalEndpoint
 from sqsbus.testing.proxy import FaultProxy, Faults
 
 ESC = "\x1b"
-SQSBUS = (sys.executable, "-m", "sqsbus")
+#: ``python -m sqsbus`` with Ctrl-C's default action back: a shell's background job (``./dev
+#: test &``) ignores SIGINT, and its children inherit that, so Ctrl-C would not reach them.
+SQSBUS = (
+    sys.executable,
+    "-c",
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('sqsbus', run_name='__main__', alter_sys=True)",
+)
 
 
 def on(endpoint: LocalEndpoint, prefix: str) -> list[str]:
