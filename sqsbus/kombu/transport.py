@@ -276,6 +276,7 @@ class Transport(virtual.Transport):
                     "parking or S3 deletes were still running when the connection closed"
                 )
             self.drop_temporary_queues()
+            self.router.close()
             if self._loop is not None:
                 self.unregister_from_event_loop(connection, self._loop)
             self.waker.close()

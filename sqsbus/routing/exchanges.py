@@ -41,6 +41,7 @@ from sqsbus.limits import (
 from sqsbus.log_fields import message_fields
 from sqsbus.queues import FIFO_SUFFIX, QueueDirectory, QueueRef, entity_name
 from sqsbus.routing.bindings import SharedBindings, condition_admits
+from sqsbus.routing.rechecks import Rechecks
 from sqsbus.telemetry import SNS
 from sqsbus.telemetry import queue as queue_metrics
 
@@ -222,6 +223,13 @@ class ExchangeRouter:
         self.bindings = SharedBindings(topic_filter, self._filter_conditions)
         #: (exchange, queue url, pattern) recorded by this process.
         self._recorded: set[tuple[str, str, str]] = set()
+        #: Checks again, a little later, each policy and filter change this process made.
+        self.rechecks = Rechecks()
+
+    def close(self) -> None:
+        """Drop the checks still to come of this router's policy and filter changes (its
+        connection closes)."""
+        self.rechecks.clear()
 
     def _client(self, exchange: str) -> Any:
         spec = self.options.predefined_exchanges.get(exchange)
@@ -336,13 +344,18 @@ class ExchangeRouter:
         if self.on_subscribed is not None:
             self.on_subscribed(queue, subscription)
 
-    def _add_condition(self, exchange: str, queue: QueueRef, wanted: str | None) -> None:
+    def _add_condition(
+        self, exchange: str, queue: QueueRef, wanted: str | None, *, again: bool = False
+    ) -> None:
         """Add ``wanted`` (None: everything) to the subscription's filter, as it is in SNS
         now: other processes add theirs to the same subscription. The filter is read, merged,
-        written and read back, and written again if another writer overwrote it."""
+        written and read back, and written again if another writer overwrote it; once
+        written, it is checked ``again`` later (:mod:`sqsbus.routing.rechecks`)."""
         key = (exchange, queue.url)
         with self._lock:
-            subscription = self._subscriptions[key]
+            subscription = self._subscriptions.get(key)
+        if subscription is None:
+            return  # unsubscribed meanwhile
         for attempt in range(POLICY_WRITE_RETRY.attempts + 1):
             current = self._filter_conditions(exchange, queue)
             present = None if current is None else {_encode(c) for c in current}
@@ -360,11 +373,23 @@ class ExchangeRouter:
             with self._lock:
                 self._routing_keys[key] = new
             if new == present:
+                if attempt:
+                    self.rechecks.schedule(
+                        ("filter", *key, wanted),
+                        lambda: self._add_condition(exchange, queue, wanted, again=True),
+                    )
                 return
             if attempt == POLICY_WRITE_RETRY.attempts:
                 break
             if attempt:
                 logger.info("filter of queue %s was overwritten; adding it again", queue.name)
+            elif again:
+                logger.warning(
+                    "the subscription filter of queue %s to exchange %s lost a routing key "
+                    "(another process wrote it at the same time); adding it again",
+                    queue.name,
+                    exchange,
+                )
             policy = (
                 {} if new is None else {ROUTING_KEY_ATTRIBUTE: [json.loads(c) for c in sorted(new)]}
             )
@@ -388,6 +413,7 @@ class ExchangeRouter:
             self._routing_keys.pop((exchange, queue.url), None)
             recorded = {r for r in self._recorded if r[:2] == (exchange, queue.url)}
             self._recorded -= recorded
+        self.rechecks.cancel(("policy", queue.url, self._topics.get(exchange)))
         if recorded:
             self.bindings.forget(queue, exchange)
         if subscription is not None:
@@ -478,14 +504,17 @@ class ExchangeRouter:
         with self._lock:
             return [exchange for exchange, url in self._subscriptions if url == queue.url]
 
-    def _allow_topic(self, queue: QueueRef, queue_arn: str, topic_arn: str) -> None:
+    def _allow_topic(
+        self, queue: QueueRef, queue_arn: str, topic_arn: str, *, again: bool = False
+    ) -> None:
         """Make sure the queue's policy lets the topic send to it (idempotent).
 
         SQS has no conditional write, and another process adding its statement for
         another topic at the same moment may overwrite ours: after each write the
         policy is read again, and written again (with whatever is there now) until
-        our statement is seen. Other statements are always kept. Threads of this
-        process take turns per queue.
+        our statement is seen, and checked ``again`` later
+        (:mod:`sqsbus.routing.rechecks`). Other statements are always kept. Threads of
+        this process take turns per queue.
         """
         sid = policy_statement_id(topic_arn)
         with _policy_lock(queue.url):
@@ -493,11 +522,24 @@ class ExchangeRouter:
                 policy = self._queue_policy(queue)
                 statements: list[Any] = policy["Statement"]
                 if any(_grants(statement, sid, topic_arn) for statement in statements):
+                    if attempt:
+                        self.rechecks.schedule(
+                            ("policy", queue.url, topic_arn),
+                            lambda: self._allow_topic(queue, queue_arn, topic_arn, again=True),
+                        )
                     return
                 if attempt == POLICY_WRITE_RETRY.attempts:
                     break
                 if attempt:
                     logger.info("queue %s policy was overwritten; adding %s again", queue.name, sid)
+                elif again:
+                    logger.warning(
+                        "the policy of queue %s lost the statement letting topic %s send to "
+                        "it (another process wrote the policy at the same time); adding it "
+                        "again",
+                        queue.name,
+                        topic_arn,
+                    )
                 statements.append(
                     {
                         "Sid": sid,
