@@ -112,7 +112,9 @@ def test_an_s3_pointer_refused(
         assert [body for body, _ in consume(conn, [queue], 1)] == ["good"]
         record = record_about(caplog, sent["MessageId"], "deliver")
     assert "follows no S3 pointers" in record.getMessage()
-    assert record.sqsbus_attempt == 1  # type: ignore[attr-defined]
+    # Its receive count: 1, or 2 when a receive still polling from the first consume took
+    # it and gave it back (released) on a busy machine.
+    assert record.sqsbus_attempt in (1, 2)  # type: ignore[attr-defined]
 
 
 def test_a_message_parked_at_the_visibility_cap(
