@@ -403,7 +403,8 @@ def test_event_receiver_sees_a_task_from_sent_to_succeeded(alpha: Cluster) -> No
     thread = threading.Thread(target=capture, daemon=True)
     thread.start()
     try:
-        assert ready.wait(30), "the event receiver did not start"
+        # 0.5 s on a quiet machine, 5 s beside 16 busy processes.
+        assert ready.wait(60), "the event receiver did not start"
         app.control.enable_events(destination=[alpha.host])
 
         def task_events() -> dict[str, set[str]] | None:
