@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import pytest
 from kombu_helpers import wait_until
 
-from sqsbus.errors import QueueDoesNotExist, TransientError
+from sqsbus.errors import AccessDeniedError, QueueDoesNotExist, TransientError
 from sqsbus.routing.rechecks import Rechecks
-
-
-def recheck_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "sqsbus-rechecks" and t.is_alive()]
 
 
 def test_a_check_runs_at_each_delay_and_then_the_thread_ends() -> None:
@@ -24,7 +19,7 @@ def test_a_check_runs_at_each_delay_and_then_the_thread_ends() -> None:
     rechecks.schedule("k", lambda: runs.append(time.monotonic() - started))
     assert wait_until(lambda: len(runs) == 3, 5)
     assert runs == sorted(runs) and runs[0] >= 0.05
-    assert wait_until(lambda: rechecks.pending() == 0 and not recheck_threads(), 5)
+    assert wait_until(lambda: rechecks.pending() == 0 and not rechecks.running(), 5)
     time.sleep(0.2)
     assert len(runs) == 3
 
@@ -65,12 +60,36 @@ def test_a_failing_check_is_logged_and_the_others_still_run(
     def deleted() -> None:
         raise QueueDoesNotExist("gone")
 
+    def warnings() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno >= logging.WARNING and "throttled the read" in r.getMessage()
+        ]
+
     with caplog.at_level(logging.WARNING, logger="sqsbus"):
         rechecks.schedule("throttled", throttled)
         rechecks.schedule("deleted", deleted)
         rechecks.schedule("fine", lambda: runs.append("fine"))
-        assert wait_until(lambda: rechecks.pending() == 0, 5)
+        assert wait_until(lambda: bool(warnings()) and not rechecks.running(), 5)
     assert runs == ["fine", "fine"]
-    warnings = [r.getMessage() for r in caplog.records]
-    assert warnings == ["could not check a queue's or subscription's policy again: "
-                        "SQS throttled the read"] * 2  # fmt: skip
+    # Throttled twice: only the last check's failure is a warning (no check comes after).
+    assert warnings() == ["could not check a queue's or subscription's policy again: "
+                          "SQS throttled the read"]  # fmt: skip
+
+
+def test_a_check_failing_for_good_is_a_warning_every_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rechecks = Rechecks(after=(0.05, 0.1))
+
+    def refused() -> None:
+        raise AccessDeniedError("not allowed to read the queue's policy")
+
+    def refusals() -> int:
+        return len([r for r in caplog.records if "not allowed" in r.getMessage()])
+
+    with caplog.at_level(logging.WARNING, logger="sqsbus"):
+        rechecks.schedule("refused", refused)
+        assert wait_until(lambda: refusals() == 2 and not rechecks.running(), 5)
+    assert refusals() == 2

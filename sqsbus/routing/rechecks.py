@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Final
 
-from sqsbus.errors import QueueDoesNotExist
+from sqsbus.errors import QueueDoesNotExist, TransientError
 from sqsbus.forks import reset_in_child
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,11 @@ class Rechecks:
         with self._cond:
             return len(self._scheduled)
 
+    def running(self) -> bool:
+        """Whether the thread is running checks (or waiting for the next one)."""
+        with self._cond:
+            return self._thread is not None and self._thread.is_alive()
+
     def clear(self) -> None:
         """Drop every check still to come (the thread ends); later ones may be scheduled."""
         with self._cond:
@@ -91,19 +96,27 @@ class Rechecks:
     def _run(self) -> None:
         while True:
             with self._cond:
-                check = self._next_due()
-            if check is None:
+                due = self._next_due()
+            if due is None:
                 return
+            check, last = due
             try:
                 check()
             except QueueDoesNotExist:
                 pass  # deleted meanwhile: nothing left to keep
             except Exception as exc:
-                logger.warning("could not check a queue's or subscription's policy again: %s", exc)
+                # A transient failure (throttled, endpoint unreachable) is only worth a
+                # warning when no later check of the same change will try again.
+                quiet = isinstance(exc, TransientError) and not last
+                logger.log(
+                    logging.DEBUG if quiet else logging.WARNING,
+                    "could not check a queue's or subscription's policy again: %s",
+                    exc,
+                )
 
-    def _next_due(self) -> Check | None:
-        """With the condition held: wait for the next check due and return it; None once
-        none is left (the thread then ends)."""
+    def _next_due(self) -> tuple[Check, bool] | None:
+        """With the condition held: wait for the next check due and return it, and whether
+        it is its key's last; None once none is left (the thread then ends)."""
         while True:
             if not self._scheduled or not self._due:
                 self._due.clear()
@@ -121,7 +134,7 @@ class Rechecks:
             scheduled.remaining -= 1
             if not scheduled.remaining:
                 del self._scheduled[key]
-            return scheduled.check
+            return scheduled.check, not scheduled.remaining
 
 
 _instances: weakref.WeakSet[Rechecks] = weakref.WeakSet()
