@@ -208,6 +208,31 @@ def test_requests_stay_within_the_budget(
         assert document["duration_seconds"] >= (count - 1) / 10 - 0.01
 
 
+def cloudwatch_client(url: str) -> Any:
+    return boto3.client(
+        "cloudwatch",
+        endpoint_url=url,
+        region_name=DEFAULT_REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def put_sqs_metrics(cloudwatch: Any, queue: str, *, minutes_ago: int, **values: float) -> None:
+    """Data points as SQS would publish them for ``queue``, ``minutes_ago`` whole minutes
+    ago (moto publishes none)."""
+    minute = datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
+    stamp = minute - datetime.timedelta(minutes=minutes_ago)
+    dimensions = [{"Name": "QueueName", "Value": queue}]
+    cloudwatch.put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {"MetricName": name, "Dimensions": dimensions, "Value": value, "Timestamp": stamp}
+            for name, value in values.items()
+        ],
+    )
+
+
 def test_cloudwatch_figures_per_queue(
     endpoint: LocalEndpoint, sqs_client: Any, prefix: str
 ) -> None:
@@ -215,26 +240,13 @@ def test_cloudwatch_figures_per_queue(
     CloudWatch's AWS/SQS namespace by hand, two minutes ago."""
     sqs_client.create_queue(QueueName=f"{prefix}busy")
     sqs_client.create_queue(QueueName=f"{prefix}quiet")
-    cloudwatch = boto3.client(
-        "cloudwatch",
-        endpoint_url=endpoint.url,
-        region_name=DEFAULT_REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    minute = datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
-    stamp = minute - datetime.timedelta(minutes=2)
-    dimensions = [{"Name": "QueueName", "Value": f"{prefix}busy"}]
-    cloudwatch.put_metric_data(
-        Namespace="AWS/SQS",
-        MetricData=[
-            {"MetricName": name, "Dimensions": dimensions, "Value": value, "Timestamp": stamp}
-            for name, value in (
-                ("NumberOfMessagesSent", 120.0),
-                ("NumberOfMessagesDeleted", 90.0),
-                ("ApproximateAgeOfOldestMessage", 312.0),
-            )
-        ],
+    put_sqs_metrics(
+        cloudwatch_client(endpoint.url),
+        f"{prefix}busy",
+        minutes_ago=2,
+        NumberOfMessagesSent=120.0,
+        NumberOfMessagesDeleted=90.0,
+        ApproximateAgeOfOldestMessage=312.0,
     )
     document = top(endpoint.broker_url(), prefix, "--cloudwatch")
     assert document["cloudwatch"]["state"] == "ok"
@@ -245,15 +257,7 @@ def test_cloudwatch_figures_per_queue(
     assert by_name["quiet"]["sent_per_second"] is None
     assert document["requests"]["this_refresh"]["cloudwatch.GetMetricData"] == 1
 
-    shown = sqsbus(
-        "top",
-        "--once",
-        "--cloudwatch",
-        "-b",
-        endpoint.broker_url(),
-        "-o",
-        f"queue_name_prefix={prefix}",
-    )
+    shown = sqsbus("top", "--once", "--cloudwatch", *on(endpoint, prefix))
     rows = {line.split()[0]: line.split() for line in shown.stdout.splitlines() if line}
     assert rows["busy"][5:8] == ["2", "1.5", "5m12s"]
     assert rows["quiet"][5:11] == ["no", "data", "no", "data", "no", "data"]
@@ -279,25 +283,9 @@ def test_cloudwatch_reads_many_queues_in_requests_of_500_metrics(
 ) -> None:
     names = [f"{prefix}many{number:03d}" for number in range(200)]  # 600 metric queries
     with FaultProxy(endpoint.url) as proxy:
-        cloudwatch = boto3.client(
-            "cloudwatch",
-            endpoint_url=proxy.url,
-            region_name=DEFAULT_REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        minute = datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
-        cloudwatch.put_metric_data(
-            Namespace="AWS/SQS",
-            MetricData=[
-                {
-                    "MetricName": "ApproximateAgeOfOldestMessage",
-                    "Dimensions": [{"Name": "QueueName", "Value": names[180]}],  # 2nd request
-                    "Value": 75.0,
-                    "Timestamp": minute - datetime.timedelta(minutes=3),
-                }
-            ],
-        )
+        cloudwatch = cloudwatch_client(proxy.url)
+        # In the second request.
+        put_sqs_metrics(cloudwatch, names[180], minutes_ago=3, ApproximateAgeOfOldestMessage=75.0)
         proxy.reset_counts()
         reading = read_sqs_metrics(cloudwatch, names)
         assert proxy.request_counts() == {"cloudwatch.GetMetricData": 2}
