@@ -77,20 +77,25 @@ def test_a_rejected_message_moved_to_the_dead_letter_queue(
     assert "rejected without requeue" in record.getMessage()
 
 
+def send_before_a_good_one(conn: Any, sqs_client: Any, name: str, **message: Any) -> str:
+    """Send ``message`` straight to queue ``name`` (a consumer already polls it), then a
+    good message, and consume that: return the first one's id."""
+    queue = direct_queue(name)
+    publish(conn, queue, ["warm up"])
+    consume(conn, [queue], 1)
+    sent = sqs_client.send_message(QueueUrl=url_of(conn, name), **message)
+    publish(conn, queue, ["good"])
+    assert [body for body, _ in consume(conn, [queue], 1)] == ["good"]
+    return str(sent["MessageId"])
+
+
 def test_an_unreadable_message_without_a_dead_letter_queue(
     endpoint: LocalEndpoint, prefix: str, sqs_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue = direct_queue("garbled")
+    garbled = {"body": "x", "headers": ["not", "an", "object"], "properties": {}}
     with caplog.at_level(logging.INFO, logger="sqsbus"), connect(endpoint, prefix) as conn:
-        publish(conn, queue, ["warm up"])
-        consume(conn, [queue], 1)
-        garbled = {"body": "x", "headers": ["not", "an", "object"], "properties": {}}
-        sent = sqs_client.send_message(
-            QueueUrl=url_of(conn, "garbled"), MessageBody=json.dumps(garbled)
-        )
-        publish(conn, queue, ["good"])
-        assert [body for body, _ in consume(conn, [queue], 1)] == ["good"]
-        record = record_about(caplog, sent["MessageId"], "deliver")
+        sent = send_before_a_good_one(conn, sqs_client, "garbled", MessageBody=json.dumps(garbled))
+        record = record_about(caplog, sent, "deliver")
     assert record.levelno == logging.ERROR
     assert "is unreadable: its headers are a JSON list" in record.getMessage()
     assert record.sqsbus_queue == f"{prefix}garbled"  # type: ignore[attr-defined]
@@ -99,18 +104,15 @@ def test_an_unreadable_message_without_a_dead_letter_queue(
 def test_an_s3_pointer_refused(
     endpoint: LocalEndpoint, prefix: str, sqs_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue = direct_queue("pointers")
     with caplog.at_level(logging.INFO, logger="sqsbus"), connect(endpoint, prefix) as conn:
-        publish(conn, queue, ["warm up"])
-        consume(conn, [queue], 1)
-        sent = sqs_client.send_message(
-            QueueUrl=url_of(conn, "pointers"),
+        sent = send_before_a_good_one(
+            conn,
+            sqs_client,
+            "pointers",
             MessageBody=PayloadPointer(f"{prefix}elsewhere", "secret").to_body(),
             MessageAttributes={"ExtendedPayloadSize": {"DataType": "Number", "StringValue": "6"}},
         )
-        publish(conn, queue, ["good"])
-        assert [body for body, _ in consume(conn, [queue], 1)] == ["good"]
-        record = record_about(caplog, sent["MessageId"], "deliver")
+        record = record_about(caplog, sent, "deliver")
     assert "follows no S3 pointers" in record.getMessage()
     # Its receive count: 1, or 2 when a receive still polling from the first consume took
     # it and gave it back (released) on a busy machine.
