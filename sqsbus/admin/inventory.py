@@ -6,18 +6,29 @@ One ``GetQueueAttributes`` per queue (a few in parallel), after ``ListQueues`` (
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqsbus.admin.session import AdminSession
 from sqsbus.errors import QueueDoesNotExist
 from sqsbus.queues import QueueRef, name_from_url
 
-__all__ = ["DeadLetterPolicy", "QueueInfo", "dead_letter_policy", "list_queues", "queue_info"]
+__all__ = [
+    "DeadLetterPolicy",
+    "QueueInfo",
+    "dead_letter_policy",
+    "list_queues",
+    "map_in_daemon_threads",
+    "queue_info",
+]
 
-#: GetQueueAttributes calls in flight at once when listing.
+#: GetQueueAttributes calls in flight at once when listing (``queues``, ``top``).
 PARALLEL_READS: Final = 8
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 
 @dataclass(frozen=True)
@@ -125,9 +136,45 @@ def list_queues(session: AdminSession) -> list[QueueInfo]:
     refs = session.all_queues()
     if not refs:
         return []
-    with ThreadPoolExecutor(min(PARALLEL_READS, len(refs))) as pool:
-        found = [info for info in pool.map(lambda r: _maybe_info(session, r), refs) if info]
-    return link_dead_letters(found)
+    infos = map_in_daemon_threads(lambda ref: _maybe_info(session, ref), refs)
+    return link_dead_letters([info for info in infos if info])
+
+
+def map_in_daemon_threads(
+    function: Callable[[_Item], _Result], items: Sequence[_Item]
+) -> list[_Result]:
+    """``function`` of each item, in order, run on up to :data:`PARALLEL_READS` daemon
+    threads: a request the network holds never keeps Ctrl-C from ending the process (a
+    thread pool's workers are joined at exit, so it would wait for the request's timeout).
+    The first exception raised is raised here once every thread is done."""
+    results: dict[int, _Result] = {}
+    errors: list[BaseException] = []
+    next_index = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                index = next(next_index, None)
+            if index is None:
+                return
+            try:
+                results[index] = function(items[index])
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    threads = [
+        threading.Thread(target=work, name="sqsbus-read", daemon=True)
+        for _ in range(min(PARALLEL_READS, len(items)))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [results[index] for index in range(len(items))]
 
 
 def link_dead_letters(infos: list[QueueInfo]) -> list[QueueInfo]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Final, Self
@@ -35,7 +35,7 @@ from sqsbus.admin.budget import (
     RequestPacer,
 )
 from sqsbus.admin.cloudwatch import MetricsReading, QueueMetrics, read_sqs_metrics
-from sqsbus.admin.inventory import info_from_attributes, link_dead_letters
+from sqsbus.admin.inventory import info_from_attributes, link_dead_letters, map_in_daemon_threads
 from sqsbus.admin.session import AdminSession
 from sqsbus.errors import ConfigurationError, QueueDoesNotExist
 from sqsbus.queues import FIFO_SUFFIX, QueueRef
@@ -54,8 +54,6 @@ __all__ = [
 DEFAULT_INTERVAL: Final = 5.0
 #: Requests per second the watcher never exceeds unless asked otherwise.
 DEFAULT_MAX_REQUESTS_PER_SECOND: Final = 10.0
-#: GetQueueAttributes calls in flight at once (each still waits for its paced slot).
-PARALLEL_READS: Final = 8
 
 
 @dataclass(frozen=True)
@@ -253,7 +251,8 @@ class QueueWatcher:
             self._listed_at, self._relist = now, False
         for ref in self._refs:
             self._pace(ref.client)
-        read_all = _map_in_daemon_threads(self._read, self._refs)
+        # Each read still waits for its paced slot.
+        read_all = map_in_daemon_threads(self._read, self._refs)
         reads = [read for read in read_all if read is not None]
         vanished = len(self._refs) - len(reads)
         self._relist = self._relist or vanished > 0
@@ -349,43 +348,6 @@ class QueueWatcher:
             replace(sample, metrics=found.get(sample.sqs_name, QueueMetrics()))
             for sample in samples
         ]
-
-
-def _map_in_daemon_threads(
-    function: Callable[[QueueRef], _Read | None], refs: list[QueueRef]
-) -> list[_Read | None]:
-    """``function`` of each ref, in order, run on up to :data:`PARALLEL_READS` daemon
-    threads: a request the network holds never keeps Ctrl-C from ending the process (a
-    thread pool's workers are joined at exit, so it would wait for the request's timeout).
-    The first exception raised is raised here once every thread is done."""
-    results: list[_Read | None] = [None] * len(refs)
-    errors: list[BaseException] = []
-    next_index = iter(range(len(refs)))
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                index = next(next_index, None)
-            if index is None:
-                return
-            try:
-                results[index] = function(refs[index])
-            except BaseException as exc:
-                errors.append(exc)
-                return
-
-    threads = [
-        threading.Thread(target=work, name="sqsbus-top-read", daemon=True)
-        for _ in range(min(PARALLEL_READS, len(refs)))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 def watch_queues(
